@@ -1,0 +1,240 @@
+"""The one trainer: a pure jitted step built from a paper's loss, and a loop with checkpoints and metrics.
+
+A paper supplies `loss_fn(model, batch, rng) -> (loss, metrics)` and batches; everything else (optax
+optimizer and schedule, clipping, bf16 compute over f32 params, sharding, resume, logging) lives here.
+Ensembles run the same step under `jax.vmap` over a leading member axis of the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from core import checkpoint as checkpoint_lib
+from core import metrics as metrics_lib
+from core import sharding as sharding_lib
+
+LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    step: jax.Array            # int32 scalar
+    params: nnx.State          # trainable nnx.Param leaves, f32
+    model_state: nnx.State     # every other variable (BatchNorm stats, ...)
+    opt_state: Any
+    rng: jax.Array             # the *train* key; data order has its own seed
+
+
+def optim_config(**overrides: Any) -> ml_collections.ConfigDict:
+    """Defaults for the `optim` config section."""
+    defaults = dict(name="adamw", learning_rate=3e-4, end_learning_rate_fraction=0.1, weight_decay=0.1,
+                    warmup_steps=100, total_steps=1000, grad_clip=1.0, b1=0.9, b2=0.95, eps=1e-8)
+    defaults.update(overrides)
+    return ml_collections.ConfigDict(defaults)
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    warmup = max(1, min(int(config.warmup_steps), int(config.total_steps) - 1))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+        decay_steps=max(int(config.total_steps), warmup + 1),
+        end_value=config.learning_rate * config.end_learning_rate_fraction)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW / Adam / SGD with warmup-cosine and global-norm clipping; decay skips vectors (norms, biases)."""
+    schedule = make_schedule(config)
+    decay_mask = lambda params: jax.tree.map(lambda p: np.ndim(p) > 1, params)
+    if config.name == "adamw":
+        opt = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                          weight_decay=config.weight_decay, mask=decay_mask)
+    elif config.name == "adam":
+        opt = optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
+    elif config.name == "sgd":
+        opt = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+                          optax.sgd(schedule, momentum=config.b1))
+    else:
+        raise ValueError(f"Unknown optimizer {config.name!r}; use adamw, adam or sgd.")
+    if config.grad_clip and config.grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+    return opt
+
+
+def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
+                     mesh: jax.sharding.Mesh | None = None) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits the model and builds the state; with a mesh, params are placed by their logical names."""
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    if mesh is not None:
+        params = jax.device_put(params, sharding_lib.state_shardings(params, mesh))
+        model_state = jax.device_put(model_state, sharding_lib.state_shardings(model_state, mesh))
+        opt_shardings = _like_params(jax.eval_shape(optimizer.init, params), params, mesh)
+        opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+        rng = jax.device_put(rng, replicated)
+    else:
+        opt_state = optimizer.init(params)
+        step = jnp.zeros((), jnp.int32)
+    return graphdef, TrainState(step=step, params=params, model_state=model_state,
+                                opt_state=opt_state, rng=rng)
+
+
+def _like_params(tree: Any, params: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Shardings for optimizer state: a leaf mirroring a param (Adam's mu, nu) is sharded like it."""
+    by_path = {jax.tree_util.keystr(p): leaf.sharding for p, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def sharding_for(path, leaf):
+        key = jax.tree_util.keystr(path)
+        matches = [k for k in by_path if key.endswith(k) and by_path[k].shard_shape(leaf.shape) is not None]
+        return by_path[max(matches, key=len)] if matches else replicated
+    return jax.tree_util.tree_map_with_path(sharding_for, tree)
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) -> nnx.Module:
+    """The nnx module for eval or inference (optionally with params cast, e.g. to bf16)."""
+    return nnx.merge(graphdef, cast_floating(state.params, dtype), state.model_state)
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    compute_dtype: Any = jnp.bfloat16, donate: bool = True) -> Callable:
+    """Returns jitted `step(state, batch) -> (state, metrics)`.
+
+    Params stay f32; the loss sees them cast to `compute_dtype` and gradients flow back through the cast.
+    A non-finite loss or gradient leaves the state unchanged and is reported in `metrics["nonfinite"]`, so
+    the loop can stop with a clear error before anything bad is checkpointed.
+    """
+
+    def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def compute_loss(params, model_state):
+            # Fresh Variable objects at this trace level, so BatchNorm-style mutations are allowed.
+            model_state = jax.tree.map(jnp.asarray, model_state)
+            model = nnx.merge(graphdef, cast_floating(params, compute_dtype), model_state)
+            loss, aux = loss_fn(model, batch, rng)
+            new_model_state = nnx.state(model, nnx.Not(nnx.Param))
+            return loss.astype(jnp.float32), (aux, new_model_state)
+
+        (loss, (aux, new_model_state)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state.params, state.model_state)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_model_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_model_state, state.model_state)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            model_state=keep(new_model_state, state.model_state),
+            opt_state=keep(opt_state, state.opt_state),
+            rng=state.rng)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": ~finite,
+                   **{k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()}}
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def train_config(**overrides: Any) -> ml_collections.ConfigDict:
+    """Defaults for the `train` config section."""
+    defaults = dict(num_steps=1000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
+                    seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True)
+    defaults.update(overrides)
+    return ml_collections.ConfigDict(defaults)
+
+
+Batches = Iterator[Any] | Callable[[int], Any]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    graphdef: nnx.GraphDef
+    history: list[dict]          # every logged row (train and eval) written this run
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, loss_fn: LossFn,
+          batches: Batches, eval_fn: Callable[[nnx.Module, int], Mapping[str, Any]] | None = None,
+          mesh: jax.sharding.Mesh | None = None,
+          hooks: tuple[Callable[[int, TrainState, dict], None], ...] = ()) -> TrainResult:
+    """Runs `config.train.num_steps` steps, resuming from `workdir/checkpoints` if a checkpoint is there.
+
+    `batches` is an iterator (a grain iterator's position is checkpointed with the state) or a function
+    `step -> batch` (deterministic in the step, so nothing needs saving). `eval_fn(model, step)` returns
+    scalars (logged as eval/...) and may return a "sample" string (logged as text).
+    """
+    tc, optimizer = config.train, make_optimizer(config.optim)
+    mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.get("mesh"))
+    compute_dtype = jnp.dtype(tc.compute_dtype)
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(tc.seed), mesh)
+    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype)
+    writer = metrics_lib.MetricsWriter(workdir)
+    history: list[dict] = []
+    get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None
+    with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", keep=tc.keep_checkpoints,
+                                     async_save=tc.async_checkpoint) as ckpt:
+        start = ckpt.latest_step() or 0
+        if start:
+            state, data_state = ckpt.restore(state, start, with_data=True)
+            if data_state is not None and hasattr(batches, "set_state"):
+                batches.set_state(data_state)
+            metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
+        progress = metrics_lib.Progress(tc.num_steps, start)
+        pending: tuple[int, dict] | None = None
+        for step in range(start + 1, tc.num_steps + 1):
+            batch = get_batch(step - 1) if get_batch else next(batches)
+            state, metrics = step_fn(state, sharding_lib.shard_batch(batch, mesh))
+            if pending is not None:           # check the previous step while this one runs
+                _check_finite(*pending, workdir)
+            pending = (step, metrics)
+            for hook in hooks:
+                hook(step, state, metrics)
+            is_last = step == tc.num_steps
+            if step % tc.log_every == 0 or is_last:
+                row = _check_finite(step, metrics, workdir)
+                row = {k: v for k, v in row.items() if k != "nonfinite"}
+                writer.write(step, {**row, "steps_per_s": progress.update(step)})
+                history.append({"step": step, **row})
+                metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
+            if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
+                result = dict(eval_fn(merge_model(graphdef, state), step))
+                sample = result.pop("sample", None)
+                writer.write(step, result, prefix="eval/")
+                history.append({"step": step, **{f"eval/{k}": float(v) for k, v in result.items()}})
+                if sample is not None:
+                    writer.write_text(step, "sample", sample)
+                metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
+            if step % tc.checkpoint_every == 0 or is_last:
+                _check_finite(step, metrics, workdir)
+                data_state = batches.get_state() if hasattr(batches, "get_state") else None
+                ckpt.save(step, state, data_state, force=True)
+        writer.close()
+    return TrainResult(state=state, graphdef=graphdef, history=history)
+
+
+def _check_finite(step: int, metrics: dict, workdir: str) -> dict:
+    row = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    if row.get("nonfinite", 0.0) or not np.isfinite(row["loss"]):
+        raise FloatingPointError(
+            f"Loss became non-finite at step {step} (loss={row['loss']}, grad_norm={row.get('grad_norm')}); "
+            f"the update was skipped and nothing after the last good checkpoint in {workdir} was saved. "
+            "Lower optim.learning_rate or check the data.")
+    return row

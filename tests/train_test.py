@@ -1,0 +1,153 @@
+"""The trainer: one compile, sharded == single device, resume == uninterrupted, clear errors."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from core import checkpoint as checkpoint_lib
+from core import sharding as sharding_lib
+from core import train as train_lib
+
+
+class TinyMLP(nnx.Module):
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.w1 = nnx.Param(init(rngs.params(), (8, width)), out_sharding=("embed", "mlp"))
+        self.w2 = nnx.Param(init(rngs.params(), (width, 1)), out_sharding=("mlp", None))
+        self.norm = nnx.BatchNorm(width, use_running_average=False, rngs=rngs)
+
+    def __call__(self, x):
+        return jnp.tanh(self.norm(x @ self.w1)) @ self.w2
+
+
+def regression_loss(model, batch, rng):
+    del rng
+    pred = model(batch["x"])[:, 0]
+    loss = jnp.mean((pred - batch["y"]) ** 2)
+    return loss, {"pred_std": jnp.std(pred)}
+
+
+def batch_at(step: int, batch_size: int = 16):
+    rng = np.random.default_rng(step)
+    x = rng.normal(size=(batch_size, 8)).astype(np.float32)
+    return {"x": x, "y": np.sin(x.sum(-1)).astype(np.float32)}
+
+
+def make_config(num_steps=6, mesh=None, lr=1e-2, width=16):
+    return ml_collections.ConfigDict(dict(
+        train=train_lib.train_config(num_steps=num_steps, log_every=1, eval_every=1000, checkpoint_every=3,
+                                     compute_dtype="float32", async_checkpoint=False),
+        optim=train_lib.optim_config(learning_rate=lr, warmup_steps=2, total_steps=num_steps),
+        mesh=mesh or sharding_lib.mesh_config(data=-1),
+        model=dict(width=width)))
+
+
+def test_step_compiles_once_over_three_steps():
+    config = make_config()
+    model = TinyMLP(16, nnx.Rngs(0))
+    optimizer = train_lib.make_optimizer(config.optim)
+    graphdef, state = train_lib.init_train_state(model, optimizer, jax.random.key(0))
+    traced_loss = chex.assert_max_traces(regression_loss, n=1)
+    step = train_lib.make_train_step(graphdef, traced_loss, optimizer, jnp.bfloat16)
+    losses = []
+    for i in range(3):
+        state, metrics = step(state, jax.tree.map(jnp.asarray, batch_at(i)))
+        losses.append(float(metrics["loss"]))
+    assert int(state.step) == 3
+    chex.assert_tree_all_finite(state.params)
+    assert state.params["w1"].get_value().dtype == jnp.float32  # f32 master weights under bf16 compute
+
+
+def test_sharded_and_single_device_steps_agree():
+    config = make_config()
+    results = {}
+    for name, devices in (("single", jax.devices()[:1]), ("sharded", jax.devices())):
+        mesh = sharding_lib.make_mesh(sharding_lib.mesh_config(data=-1, fsdp=1), devices=devices)
+        if name == "sharded":
+            mesh = sharding_lib.make_mesh(dict(data=4, fsdp=2), devices=devices)
+        model = TinyMLP(16, nnx.Rngs(0))
+        optimizer = train_lib.make_optimizer(config.optim)
+        graphdef, state = train_lib.init_train_state(model, optimizer, jax.random.key(0), mesh)
+        step = train_lib.make_train_step(graphdef, regression_loss, optimizer, jnp.float32)
+        for i in range(3):
+            state, metrics = step(state, sharding_lib.shard_batch(batch_at(i), mesh))
+        results[name] = (jax.device_get(state.params), float(metrics["loss"]))
+        if name == "sharded":
+            assert len(state.params["w1"].get_value().sharding.device_set) == 8
+    chex.assert_trees_all_close(results["single"][0], results["sharded"][0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(results["single"][1], results["sharded"][1], rtol=1e-5)
+
+
+def _losses(workdir):
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_kill_and_resume_reproduces_the_loss_curve(tmp_path):
+    config = make_config(num_steps=6)
+    full = str(tmp_path / "full")
+    train_lib.train(config, full, TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(step, state, metrics):
+        if step == 4:
+            raise Killed()
+
+    interrupted = str(tmp_path / "interrupted")
+    with pytest.raises(Killed):
+        train_lib.train(config, interrupted, TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at,
+                        hooks=(kill_at_4,))
+    train_lib.train(config, interrupted, TinyMLP(16, nnx.Rngs(1)), regression_loss, batch_at)
+    want, got = _losses(full), _losses(interrupted)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6] or set(range(1, 7)) <= set(got)
+    for step in range(1, 7):
+        np.testing.assert_allclose(got[step], want[step], rtol=1e-6)
+
+
+def test_interrupted_save_is_never_loaded(tmp_path):
+    config = make_config(num_steps=3)
+    workdir = str(tmp_path / "run")
+    train_lib.train(config, workdir, TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+    # A save killed mid-write leaves orbax's temporary directory behind; it must not count as a step.
+    os.makedirs(os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp-123", "state"))
+    with checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        assert ckpt.latest_step() == 3
+
+
+def test_checkpoint_of_the_wrong_shape_gives_one_clear_error(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_lib.train(make_config(num_steps=3), workdir, TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+    with pytest.raises(ValueError, match="different config"):
+        train_lib.train(make_config(num_steps=6, width=32), workdir, TinyMLP(32, nnx.Rngs(0)),
+                        regression_loss, batch_at)
+
+
+def test_non_finite_loss_stops_with_one_clear_error_and_no_bad_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+
+    def exploding(step):
+        batch = batch_at(step)
+        if step >= 4:
+            batch["y"] = batch["y"] * np.inf
+        return batch
+
+    with pytest.raises(FloatingPointError, match="non-finite at step 5"):
+        train_lib.train(make_config(num_steps=6), workdir, TinyMLP(16, nnx.Rngs(0)), regression_loss, exploding)
+    with checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        assert ckpt.all_steps() == [3]
+
+
+def test_mesh_that_does_not_match_the_device_count_is_refused():
+    with pytest.raises(ValueError, match="devices"):
+        sharding_lib.make_mesh(dict(data=3, fsdp=1))
+    with pytest.raises(ValueError, match="Unknown mesh axes"):
+        sharding_lib.make_mesh(dict(model=8))
