@@ -189,43 +189,45 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
     writer = metrics_lib.MetricsWriter(workdir)
     history: list[dict] = []
     get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None
-    with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", keep=tc.keep_checkpoints,
-                                     async_save=tc.async_checkpoint) as ckpt:
-        start = ckpt.latest_step() or 0
-        if start:
-            state, data_state = ckpt.restore(state, start, with_data=True)
-            if data_state is not None and hasattr(batches, "set_state"):
-                batches.set_state(data_state)
-            metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
-        progress = metrics_lib.Progress(tc.num_steps, start)
-        pending: tuple[int, dict] | None = None
-        for step in range(start + 1, tc.num_steps + 1):
-            batch = get_batch(step - 1) if get_batch else next(batches)
-            state, metrics = step_fn(state, sharding_lib.shard_batch(batch, mesh))
-            if pending is not None:           # check the previous step while this one runs
-                _check_finite(*pending, workdir)
-            pending = (step, metrics)
-            for hook in hooks:
-                hook(step, state, metrics)
-            is_last = step == tc.num_steps
-            if step % tc.log_every == 0 or is_last:
-                row = _check_finite(step, metrics, workdir)
-                row = {k: v for k, v in row.items() if k != "nonfinite"}
-                writer.write(step, {**row, "steps_per_s": progress.update(step)})
-                history.append({"step": step, **row})
-                metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
-            if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
-                result = dict(eval_fn(merge_model(graphdef, state), step))
-                sample = result.pop("sample", None)
-                writer.write(step, result, prefix="eval/")
-                history.append({"step": step, **{f"eval/{k}": float(v) for k, v in result.items()}})
-                if sample is not None:
-                    writer.write_text(step, "sample", sample)
-                metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
-            if step % tc.checkpoint_every == 0 or is_last:
-                _check_finite(step, metrics, workdir)
-                data_state = batches.get_state() if hasattr(batches, "get_state") else None
-                ckpt.save(step, state, data_state, force=True)
+    try:
+        with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", keep=tc.keep_checkpoints,
+                                         async_save=tc.async_checkpoint) as ckpt:
+            start = ckpt.latest_step() or 0
+            if start:
+                state, data_state = ckpt.restore(state, start, with_data=True)
+                if data_state is not None and hasattr(batches, "set_state"):
+                    batches.set_state(data_state)
+                metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
+            progress = metrics_lib.Progress(tc.num_steps, start)
+            pending: tuple[int, dict] | None = None
+            for step in range(start + 1, tc.num_steps + 1):
+                batch = get_batch(step - 1) if get_batch else next(batches)
+                state, metrics = step_fn(state, sharding_lib.shard_batch(batch, mesh))
+                if pending is not None:           # check the previous step while this one runs
+                    _check_finite(*pending, workdir)
+                pending = (step, metrics)
+                for hook in hooks:
+                    hook(step, state, metrics)
+                is_last = step == tc.num_steps
+                if step % tc.log_every == 0 or is_last:
+                    row = _check_finite(step, metrics, workdir)
+                    row = {k: v for k, v in row.items() if k != "nonfinite"}
+                    writer.write(step, {**row, "steps_per_s": progress.update(step)})
+                    history.append({"step": step, **row})
+                    metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
+                if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
+                    result = dict(eval_fn(merge_model(graphdef, state), step))
+                    sample = result.pop("sample", None)
+                    writer.write(step, result, prefix="eval/")
+                    history.append({"step": step, **{f"eval/{k}": float(v) for k, v in result.items()}})
+                    if sample is not None:
+                        writer.write_text(step, "sample", sample)
+                    metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
+                if step % tc.checkpoint_every == 0 or is_last:
+                    _check_finite(step, metrics, workdir)
+                    data_state = batches.get_state() if hasattr(batches, "get_state") else None
+                    ckpt.save(step, state, data_state, force=True)
+    finally:
         writer.close()
     return TrainResult(state=state, graphdef=graphdef, history=history)
 
