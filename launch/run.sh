@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One entry point that creates the environment itself, then runs a job:
+#   bash launch/run.sh demo    every implemented paper's smoke pipeline on CPU, then a results table
+#   bash launch/run.sh test    the test suite (CPU, 8 fake devices; excludes gpu and slow markers)
+# Extra arguments go to the job (e.g. `bash launch/run.sh test -k train`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job=${1:?usage: bash launch/run.sh demo|test [args...]}; shift
+
+find_python() {
+  if command -v python3.12 >/dev/null 2>&1; then command -v python3.12; return; fi
+  if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/3.12.1/bin/python3.12" ]; then
+    echo "$(pyenv root)/versions/3.12.1/bin/python3.12"; return; fi
+  for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 \
+                   /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -x "$candidate" ] && { echo "$candidate"; return; }
+  done
+  echo "paperclub needs Python 3.12 (jax 0.11 requires it): install python3.12 or pyenv's 3.12.1, then rerun." >&2
+  exit 1
+}
+
+venv=.venv
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  python=$(find_python)
+  echo "creating $venv with $python (about 2 minutes, 1.3 GB)"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e ".[notebooks]"
+  touch "$stamp"
+fi
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+case "$job" in
+  demo) exec "$venv/bin/python" -m launch.demo "$@" ;;
+  test)
+    set +e
+    "$venv/bin/python" -m pytest -q "$@"
+    rc=$?
+    if [ $rc -eq 5 ]; then echo "pytest found no tests: treating as failure" >&2; exit 1; fi
+    exit $rc ;;
+  *) echo "unknown job '$job': use demo or test" >&2; exit 2 ;;
+esac
