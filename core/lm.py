@@ -1,0 +1,135 @@
+"""Language-model training on the offline corpus: losses, evaluation, sampling, and the `train_lm` job.
+
+Shared by the foundation (launch/train_lm.py), SSD (target and draft) and the data-constrained pretraining
+paper (distillation, ensembles), so it lives in core and knows nothing about any paper.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from core import sharding as sharding_lib
+from core import train as train_lib
+from core.nn import transformer as tfm
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = None) -> tfm.TransformerConfig:
+    fields = dict(config.model.to_dict())
+    if vocab_size is not None:
+        fields["vocab_size"] = vocab_size
+    return tfm.TransformerConfig(**fields)
+
+
+def next_token_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+    """Mean cross-entropy of tokens[:, 1:] given tokens[:, :-1]; logits upcast to f32 for the softmax."""
+    del rng
+    tokens = batch["tokens"]
+    logits = model(tokens[:, :-1]).astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+    return losses.mean(), {}
+
+
+def distillation_loss(teacher: nnx.Module, temperature: float = 1.0, hard_weight: float = 0.0) -> Callable:
+    """KL(teacher || student) on next-token distributions (plus optional hard-label CE): drafts and students."""
+
+    def loss_fn(model, batch, rng):
+        del rng
+        inputs = batch["tokens"][:, :-1]
+        student = model(inputs).astype(jnp.float32) / temperature
+        teacher_logits = jax.lax.stop_gradient(teacher(inputs).astype(jnp.float32)) / temperature
+        teacher_logp = jax.nn.log_softmax(teacher_logits)
+        kl = jnp.sum(jnp.exp(teacher_logp) * (teacher_logp - jax.nn.log_softmax(student)), -1).mean()
+        ce = optax.softmax_cross_entropy_with_integer_labels(student, batch["tokens"][:, 1:]).mean()
+        return kl + hard_weight * ce, {"kl": kl, "ce": ce}
+
+    return loss_fn
+
+
+@functools.partial(jax.jit, static_argnames=())
+def _eval_batch(model: nnx.Module, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    logits = model(tokens[:, :-1]).astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+    return losses.sum(), jnp.asarray(losses.size, jnp.float32)
+
+
+def evaluate(model: nnx.Module, batches: Iterator[dict], num_batches: int,
+             mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+    """Validation loss (nats/token) and perplexity over up to `num_batches` batches."""
+    total, count = 0.0, 0.0
+    for _, batch in zip(range(num_batches), batches):
+        tokens = sharding_lib.shard_batch(batch, mesh)["tokens"] if mesh is not None else jnp.asarray(batch["tokens"])
+        loss_sum, n = _eval_batch(model, tokens)
+        total, count = total + float(loss_sum), count + float(n)
+    if count == 0:
+        raise ValueError("The validation split produced no batches; build a larger corpus or lower data.batch_size.")
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def generate(model: nnx.Module, prompt: jax.Array, max_new_tokens: int, key: jax.Array,
+             temperature: float = 1.0, cache_dtype=jnp.bfloat16) -> jax.Array:
+    """Plain autoregressive sampling for eval-time samples: prompt int32[B, L] -> int32[B, max_new_tokens]."""
+    batch, length = prompt.shape
+    cache = tfm.init_cache(model.config, batch, length + max_new_tokens, cache_dtype)
+    return _generate(model, prompt, cache, key, max_new_tokens, temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("max_new_tokens", "temperature"))
+def _generate(model, prompt, cache, key, max_new_tokens, temperature):
+    lengths = jnp.full((prompt.shape[0],), prompt.shape[1], jnp.int32)
+    logits, cache = tfm.prefill(model, prompt, lengths, cache)
+    last = logits[:, -1]
+
+    def pick(logits, key):
+        if temperature == 0.0:
+            return jnp.argmax(logits, -1).astype(jnp.int32)
+        return jax.random.categorical(key, logits.astype(jnp.float32) / temperature).astype(jnp.int32)
+
+    def body(carry, key):
+        last, cache = carry
+        token = pick(last, key)
+        logits, cache = tfm.decode(model, token, cache)
+        return (logits, cache), token
+
+    _, tokens = jax.lax.scan(body, (last, cache), jax.random.split(key, max_new_tokens))
+    return tokens.T
+
+
+def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
+    """Builds (or reuses) the corpus and tokenizer, then trains the configured LM through core.train."""
+    from core.data import corpus as corpus_lib
+    from core.data import lm_pipeline, tokenizer as tokenizer_lib
+
+    corpus_dir = config.data.corpus_dir
+    corpus_lib.ensure_corpus(config.data.corpus, corpus_dir)
+    tokenizer = tokenizer_lib.load_tokenizer(corpus_dir)
+    mesh = sharding_lib.make_mesh(config.get("mesh"))
+    per_process_batch = config.data.batch_size // jax.process_count()
+    train_batches = lm_pipeline.make_lm_iterator(
+        corpus_dir, "train", config.data.seq_len, per_process_batch, seed=config.train.data_seed)
+    cfg = model_config(config, vocab_size=tokenizer.get_vocab_size())
+    model = tfm.Transformer(cfg, rngs=nnx.Rngs(params=config.train.seed))
+    prompt_ids = np.asarray([tokenizer.encode(config.sample.prompt).ids], np.int32)
+
+    def eval_fn(model, step):
+        val = lm_pipeline.make_lm_iterator(corpus_dir, "validation", config.data.seq_len, per_process_batch,
+                                           seed=0, num_epochs=1)
+        result = evaluate(model, val, config.eval.num_batches, mesh)
+        key = jax.random.key(config.sample.seed)
+        new = generate(model, jnp.asarray(prompt_ids), config.sample.max_new_tokens, key,
+                       config.sample.temperature)
+        result["sample"] = config.sample.prompt + tokenizer.decode(np.asarray(new[0]).tolist())
+        return result
+
+    return train_lib.train(config, workdir, model, next_token_loss, train_batches, eval_fn=eval_fn, mesh=mesh)
