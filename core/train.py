@@ -199,6 +199,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                     batches.set_state(data_state)
                 metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
             progress = metrics_lib.Progress(tc.num_steps, start)
+            started = time.perf_counter()
             pending: tuple[int, dict] | None = None
             for step in range(start + 1, tc.num_steps + 1):
                 batch = get_batch(step - 1) if get_batch else next(batches)
@@ -213,13 +214,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                     row = _check_finite(step, metrics, workdir)
                     row = {k: v for k, v in row.items() if k != "nonfinite"}
                     writer.write(step, {**row, "steps_per_s": progress.update(step)})
-                    history.append({"step": step, **row})
+                    history.append({"step": step, "wall_s": time.perf_counter() - started, **row})
                     metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
                 if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
                     result = dict(eval_fn(merge_model(graphdef, state), step))
                     sample = result.pop("sample", None)
                     writer.write(step, result, prefix="eval/")
-                    history.append({"step": step, **{f"eval/{k}": float(v) for k, v in result.items()}})
+                    history.append({"step": step, "wall_s": time.perf_counter() - started,
+                                    **{f"eval/{k}": float(v) for k, v in result.items()}})
                     if sample is not None:
                         writer.write_text(step, "sample", sample)
                     metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
