@@ -1,0 +1,56 @@
+"""Samplers driven by the exact (Bayes-optimal) denoiser of Gaussian data recover the data distribution."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from core import diffusion
+
+MEAN = jnp.array([1.5, -2.0, 0.0])
+STD = jnp.array([0.5, 1.0, 2.0])
+
+
+def exact_eps(schedule):
+    """E[ε | x_t] for x0 ~ N(MEAN, STD²): b (x_t - a μ) / (a² s² + b²)."""
+    def eps_fn(x, t, cond):
+        del cond
+        a = jnp.sqrt(schedule.alphas_cumprod[t])[:, None]
+        b = jnp.sqrt(1.0 - schedule.alphas_cumprod[t])[:, None]
+        return b * (x - a * MEAN) / (a**2 * STD**2 + b**2)
+    return eps_fn
+
+
+# The linear schedule needs its standard 1000 steps for ᾱ_T ≈ 0 (x_T pure noise); cosine gets there in 200.
+@pytest.mark.parametrize("schedule", [diffusion.linear_schedule(1000), diffusion.cosine_schedule(200)],
+                         ids=["linear1000", "cosine200"])
+def test_ddpm_and_ddim_recover_gaussian_data(schedule):
+    n = 20000  # standard error of the mean: std / 141, so tolerances below are > 4 standard errors
+    for sampler in (lambda k: diffusion.ddpm_sample(exact_eps(schedule), schedule, (n, 3), None, k),
+                    lambda k: diffusion.ddim_sample(exact_eps(schedule), schedule, (n, 3), None, k, num_steps=50)):
+        x = jax.jit(sampler)(jax.random.key(0))
+        np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
+        np.testing.assert_allclose(x.std(0), STD, rtol=0.05)
+
+
+def test_a_wrong_denoiser_is_detected():
+    schedule = diffusion.linear_schedule(1000)
+    wrong = lambda x, t, c: exact_eps(schedule)(x, t, c) * 0.8
+    x = diffusion.ddim_sample(wrong, schedule, (20000, 3), None, jax.random.key(0))
+    assert not np.allclose(x.std(0), STD, rtol=0.05)
+
+
+def test_denoising_loss_is_lowest_for_the_exact_denoiser():
+    schedule = diffusion.cosine_schedule(100)
+    x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))
+    exact = diffusion.denoising_loss(exact_eps(schedule), schedule, x0, None, jax.random.key(2))
+    zero = diffusion.denoising_loss(lambda x, t, c: jnp.zeros_like(x), schedule, x0, None, jax.random.key(2))
+    assert exact < zero
+
+
+def test_bad_step_counts_are_refused():
+    with pytest.raises(ValueError, match="at least one step"):
+        diffusion.cosine_schedule(0)
+    with pytest.raises(ValueError, match="num_steps"):
+        diffusion.ddim_sample(lambda x, t, c: x, diffusion.linear_schedule(10), (2, 1), None,
+                              jax.random.key(0), num_steps=20)
