@@ -27,17 +27,18 @@ def exact_eps(schedule):
 def test_ddpm_and_ddim_recover_gaussian_data(schedule):
     n = 20000  # standard error of the mean: std / 141, so tolerances below are > 4 standard errors
     for sampler in (lambda k: diffusion.ddpm_sample(exact_eps(schedule), schedule, (n, 3), None, k),
-                    lambda k: diffusion.ddim_sample(exact_eps(schedule), schedule, (n, 3), None, k, num_steps=50)):
+                    lambda k: diffusion.ddim_sample(exact_eps(schedule), schedule, (n, 3), None, k, num_steps=200)):
+        # DDIM is a first-order ODE solver: at 50 steps its std is ~4% low, at 200 within 1%.
         x = jax.jit(sampler)(jax.random.key(0))
         np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
-        np.testing.assert_allclose(x.std(0), STD, rtol=0.05)
+        np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
 
 
 def test_a_wrong_denoiser_is_detected():
     schedule = diffusion.linear_schedule(1000)
     wrong = lambda x, t, c: exact_eps(schedule)(x, t, c) * 0.8
     x = diffusion.ddim_sample(wrong, schedule, (20000, 3), None, jax.random.key(0))
-    assert not np.allclose(x.std(0), STD, rtol=0.05)
+    assert not np.allclose(x.std(0), STD, rtol=0.03)
 
 
 def test_denoising_loss_is_lowest_for_the_exact_denoiser():
