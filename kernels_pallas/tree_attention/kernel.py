@@ -1,0 +1,99 @@
+"""Pallas kernel (Triton lowering): fused tree / verify / decode attention over the KV cache.
+
+One program per (sequence, kv head) holds that head's group of query rows (T tree nodes × G query heads,
+padded to a power of two ≥ 16 for the tensor cores) and streams the cache in blocks of `block_k` slots with
+an online softmax, stopping at lengths[b] + T: it reads each KV byte once, for all query heads of the group
+(GQA folded into rows), and applies the ancestor mask as one int32 bitmask per node. Pallas' Triton backend
+is deprecated in favour of Mosaic GPU; this kernel is small enough to port once Mosaic GPU settles.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+MAX_TREE_NODES = 32  # one int32 bitmask of ancestors per node
+
+
+def _kernel(lengths_ref, bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes, group, block_k, scale):
+    b = pl.program_id(0)
+    length = lengths_ref[b]
+    q = q_ref[...].astype(jnp.float32) * scale                       # [M, D]
+    rows = q.shape[0]
+    node = jnp.minimum(jnp.arange(rows) // group, num_nodes - 1)     # tree node of each query row
+    bits = bits_ref[...][node]                                       # [M] ancestor bitmask per row
+
+    def body(block, carry):
+        m_prev, l_prev, acc = carry
+        start = block * block_k
+        k = k_ref[pl.ds(start, block_k), :].astype(jnp.float32)      # [BK, D]
+        v = v_ref[pl.ds(start, block_k), :].astype(jnp.float32)
+        s = jnp.dot(q, k.T)                                          # [M, BK]
+        slot = start + jnp.arange(block_k)
+        offset = slot[None, :] - length
+        in_tree = (offset >= 0) & (offset < num_nodes)
+        tree_bit = jnp.right_shift(bits[:, None], jnp.clip(offset, 0, 31)) & 1
+        visible = (offset < 0) | (in_tree & (tree_bit == 1))
+        s = jnp.where(visible, s, -1e30)
+        m_new = jnp.maximum(m_prev, s.max(axis=1))
+        correction = jnp.exp(m_prev - m_new)
+        p = jnp.exp(s - m_new[:, None])
+        l_new = l_prev * correction + p.sum(axis=1)
+        acc = acc * correction[:, None] + jnp.dot(p, v)
+        return m_new, l_new, acc
+
+    num_blocks = (length + num_nodes + block_k - 1) // block_k
+    init = (jnp.full((rows,), -1e30, jnp.float32), jnp.zeros((rows,), jnp.float32),
+            jnp.zeros(q.shape, jnp.float32))
+    _, l_final, acc = jax.lax.fori_loop(0, num_blocks, body, init)
+    o_ref[...] = (acc / l_final[:, None]).astype(o_ref.dtype)
+
+
+def ancestor_bits(ancestor_mask: jax.Array) -> jax.Array:
+    """bool[T, T] -> int32[T] with bit j of entry i set when node i may attend node j."""
+    num_nodes = ancestor_mask.shape[-1]
+    weights = jnp.left_shift(jnp.int32(1), jnp.arange(num_nodes, dtype=jnp.int32))
+    return jnp.sum(jnp.where(ancestor_mask, weights, 0), axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("block_k", "interpret", "num_warps"))
+def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, block_k: int = 64,
+                   interpret: bool = False, num_warps: int = 4):
+    """Same contract as reference.tree_attention; the cache length must be a multiple of block_k."""
+    batch, num_nodes, num_q_heads, head_dim = q.shape
+    num_slots, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group = num_q_heads // num_kv_heads
+    scale = head_dim ** -0.5 if scale is None else scale
+    rows = max(16, pl.next_power_of_2(num_nodes * group))
+    # [B, T, Hkv, G, D] -> [B, Hkv, T*G (padded), D]
+    qg = q.reshape(batch, num_nodes, num_kv_heads, group, head_dim).transpose(0, 2, 1, 3, 4)
+    qg = qg.reshape(batch, num_kv_heads, num_nodes * group, head_dim)
+    qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - num_nodes * group), (0, 0)))
+    bits = ancestor_bits(ancestor_mask)
+    kernel = functools.partial(_kernel, num_nodes=num_nodes, group=group, block_k=block_k, scale=scale)
+    compiler_params = None if interpret else _triton_params(num_warps)
+    out = pl.pallas_call(
+        kernel,
+        grid=(batch, num_kv_heads),
+        in_specs=[
+            pl.BlockSpec((batch,), lambda b, h: (0,)),
+            pl.BlockSpec((num_nodes,), lambda b, h: (0,)),
+            pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
+            pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
+            pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
+        ],
+        out_specs=pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
+        out_shape=jax.ShapeDtypeStruct((batch, num_kv_heads, rows, head_dim), q.dtype),
+        interpret=interpret,
+        compiler_params=compiler_params,
+    )(lengths.astype(jnp.int32), bits, qg, k_cache, v_cache)
+    out = out[:, :, :num_nodes * group].reshape(batch, num_kv_heads, num_nodes, group, head_dim)
+    return out.transpose(0, 2, 1, 3, 4).reshape(batch, num_nodes, num_q_heads, head_dim)
+
+
+def _triton_params(num_warps: int):
+    from jax.experimental.pallas import triton as pl_triton
+    return pl_triton.CompilerParams(num_warps=num_warps, num_stages=2)
