@@ -18,13 +18,12 @@ from jax.experimental import pallas as pl
 MAX_TREE_NODES = 32  # one int32 bitmask of ancestors per node
 
 
-def _kernel(lengths_ref, bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes, group, block_k, scale):
+def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes, block_k, scale):
     b = pl.program_id(0)
     length = lengths_ref[b]
     q = q_ref[...].astype(jnp.float32) * scale                       # [M, D]
     rows = q.shape[0]
-    node = jnp.minimum(jnp.arange(rows) // group, num_nodes - 1)     # tree node of each query row
-    bits = bits_ref[...][node]                                       # [M] ancestor bitmask per row
+    bits = row_bits_ref[...]                                         # [M] ancestor bitmask per query row
 
     def body(block, carry):
         m_prev, l_prev, acc = carry
@@ -72,15 +71,17 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
     qg = q.reshape(batch, num_nodes, num_kv_heads, group, head_dim).transpose(0, 2, 1, 3, 4)
     qg = qg.reshape(batch, num_kv_heads, num_nodes * group, head_dim)
     qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - num_nodes * group), (0, 0)))
-    bits = ancestor_bits(ancestor_mask)
-    kernel = functools.partial(_kernel, num_nodes=num_nodes, group=group, block_k=block_k, scale=scale)
+    # Row r holds node r // G; padded rows copy the last node so their softmax stays well defined.
+    node_of_row = jnp.minimum(jnp.arange(rows) // group, num_nodes - 1)
+    row_bits = ancestor_bits(ancestor_mask)[node_of_row]
+    kernel = functools.partial(_kernel, num_nodes=num_nodes, block_k=block_k, scale=scale)
     compiler_params = None if interpret else _triton_params(num_warps)
     out = pl.pallas_call(
         kernel,
         grid=(batch, num_kv_heads),
         in_specs=[
             pl.BlockSpec((batch,), lambda b, h: (0,)),
-            pl.BlockSpec((num_nodes,), lambda b, h: (0,)),
+            pl.BlockSpec((rows,), lambda b, h: (0,)),
             pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
             pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
             pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
@@ -89,7 +90,7 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
         out_shape=jax.ShapeDtypeStruct((batch, num_kv_heads, rows, head_dim), q.dtype),
         interpret=interpret,
         compiler_params=compiler_params,
-    )(lengths.astype(jnp.int32), bits, qg, k_cache, v_cache)
+    )(lengths.astype(jnp.int32), row_bits, qg, k_cache, v_cache)
     out = out[:, :, :num_nodes * group].reshape(batch, num_kv_heads, num_nodes, group, head_dim)
     return out.transpose(0, 2, 1, 3, 4).reshape(batch, num_nodes, num_q_heads, head_dim)
 
