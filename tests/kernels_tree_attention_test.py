@@ -48,11 +48,12 @@ def test_reference_equals_attention_along_each_path():
 
 
 @pytest.mark.parametrize("nodes,parents", [(6, PARENTS), (1, [-1]), (4, [-1, 0, 1, 2])])
-def test_pallas_kernel_in_interpret_mode_equals_reference(nodes, parents):
+@pytest.mark.parametrize("splits", [1, 4])
+def test_pallas_kernel_in_interpret_mode_equals_reference(nodes, parents, splits):
     q, k, v, lengths = random_inputs(jax.random.key(1), nodes=nodes)
     mask = ancestor_mask(parents)
     want = reference.tree_attention(q, k, v, lengths, mask)
-    got = kernel.tree_attention(q, k, v, lengths, mask, interpret=True, block_k=32)
+    got = kernel.tree_attention(q, k, v, lengths, mask, interpret=True, block_k=32, num_splits=splits)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
 
 

@@ -18,8 +18,9 @@ from jax.experimental import pallas as pl
 MAX_TREE_NODES = 32  # one int32 bitmask of ancestors per node
 
 
-def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes, block_k, scale):
-    b = pl.program_id(0)
+def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, num_nodes, block_k,
+            chunk, scale):
+    b, split = pl.program_id(0), pl.program_id(2)
     length = lengths_ref[b]
     q = q_ref[...].astype(jnp.float32) * scale                       # [M, D]
     rows = q.shape[0]
@@ -31,7 +32,7 @@ def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes,
         k = k_ref[pl.ds(start, block_k), :].astype(jnp.float32)      # [BK, D]
         v = v_ref[pl.ds(start, block_k), :].astype(jnp.float32)
         s = jnp.dot(q, k.T)                                          # [M, BK]
-        slot = start + jnp.arange(block_k)
+        slot = split * chunk + start + jnp.arange(block_k)
         offset = slot[None, :] - length
         in_tree = (offset >= 0) & (offset < num_nodes)
         tree_bit = jnp.right_shift(bits[:, None], jnp.clip(offset, 0, 31)) & 1
@@ -39,16 +40,20 @@ def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, *, num_nodes,
         s = jnp.where(visible, s, -1e30)
         m_new = jnp.maximum(m_prev, s.max(axis=1))
         correction = jnp.exp(m_prev - m_new)
-        p = jnp.exp(s - m_new[:, None])
+        p = jnp.where(visible, jnp.exp(s - m_new[:, None]), 0.0)
         l_new = l_prev * correction + p.sum(axis=1)
         acc = acc * correction[:, None] + jnp.dot(p, v)
         return m_new, l_new, acc
 
-    num_blocks = (length + num_nodes + block_k - 1) // block_k
+    # This split covers slots [split*chunk, (split+1)*chunk); only blocks below length + T hold data.
+    used = jnp.clip(length + num_nodes - split * chunk, 0, chunk)
+    num_blocks = (used + block_k - 1) // block_k
     init = (jnp.full((rows,), -1e30, jnp.float32), jnp.zeros((rows,), jnp.float32),
             jnp.zeros(q.shape, jnp.float32))
-    _, l_final, acc = jax.lax.fori_loop(0, num_blocks, body, init)
-    o_ref[...] = (acc / l_final[:, None]).astype(o_ref.dtype)
+    m_final, l_final, acc = jax.lax.fori_loop(0, num_blocks, body, init)
+    o_ref[...] = acc
+    m_ref[...] = m_final
+    l_ref[...] = l_final
 
 
 def ancestor_bits(ancestor_mask: jax.Array) -> jax.Array:
@@ -58,10 +63,14 @@ def ancestor_bits(ancestor_mask: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(ancestor_mask, weights, 0), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("block_k", "interpret", "num_warps"))
+@functools.partial(jax.jit, static_argnames=("block_k", "num_splits", "interpret", "num_warps"))
 def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, block_k: int = 64,
-                   interpret: bool = False, num_warps: int = 4):
-    """Same contract as reference.tree_attention; the cache length must be a multiple of block_k."""
+                   num_splits: int | None = None, interpret: bool = False, num_warps: int = 4):
+    """Same contract as reference.tree_attention; the cache length must be a multiple of block_k.
+
+    The cache is split into `num_splits` chunks handled by separate programs (flash-decoding), whose
+    partial softmax states are merged by log-sum-exp; by default enough splits to fill ~128 SMs.
+    """
     batch, num_nodes, num_q_heads, head_dim = q.shape
     num_slots, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_q_heads // num_kv_heads
@@ -74,24 +83,43 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
     # Row r holds node r // G; padded rows copy the last node so their softmax stays well defined.
     node_of_row = jnp.minimum(jnp.arange(rows) // group, num_nodes - 1)
     row_bits = ancestor_bits(ancestor_mask)[node_of_row]
-    kernel = functools.partial(_kernel, num_nodes=num_nodes, block_k=block_k, scale=scale)
+    if num_splits is None:
+        num_splits = max(1, min(num_slots // block_k, 128 // max(1, batch * num_kv_heads)))
+        while (num_slots // block_k) % num_splits:
+            num_splits -= 1
+    if num_slots % (block_k * num_splits):
+        raise ValueError(f"Cache length {num_slots} must be a multiple of block_k*num_splits={block_k * num_splits}.")
+    chunk = num_slots // num_splits
+    kernel = functools.partial(_kernel, num_nodes=num_nodes, block_k=block_k, chunk=chunk, scale=scale)
     compiler_params = None if interpret else _triton_params(num_warps)
-    out = pl.pallas_call(
+    acc, m, l = pl.pallas_call(
         kernel,
-        grid=(batch, num_kv_heads),
+        grid=(batch, num_kv_heads, num_splits),
         in_specs=[
-            pl.BlockSpec((batch,), lambda b, h: (0,)),
-            pl.BlockSpec((rows,), lambda b, h: (0,)),
-            pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
-            pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
-            pl.BlockSpec((None, num_slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
+            pl.BlockSpec((batch,), lambda b, h, c: (0,)),
+            pl.BlockSpec((rows,), lambda b, h, c: (0,)),
+            pl.BlockSpec((None, None, rows, head_dim), lambda b, h, c: (b, h, 0, 0)),
+            pl.BlockSpec((None, chunk, None, head_dim), lambda b, h, c: (b, c, h, 0)),
+            pl.BlockSpec((None, chunk, None, head_dim), lambda b, h, c: (b, c, h, 0)),
         ],
-        out_specs=pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
-        out_shape=jax.ShapeDtypeStruct((batch, num_kv_heads, rows, head_dim), q.dtype),
+        out_specs=[
+            pl.BlockSpec((None, None, None, rows, head_dim), lambda b, h, c: (b, h, c, 0, 0)),
+            pl.BlockSpec((None, None, None, rows), lambda b, h, c: (b, h, c, 0)),
+            pl.BlockSpec((None, None, None, rows), lambda b, h, c: (b, h, c, 0)),
+        ],
+        out_shape=[
+            jax.ShapeDtypeStruct((batch, num_kv_heads, num_splits, rows, head_dim), jnp.float32),
+            jax.ShapeDtypeStruct((batch, num_kv_heads, num_splits, rows), jnp.float32),
+            jax.ShapeDtypeStruct((batch, num_kv_heads, num_splits, rows), jnp.float32),
+        ],
         interpret=interpret,
         compiler_params=compiler_params,
     )(lengths.astype(jnp.int32), row_bits, qg, k_cache, v_cache)
-    out = out[:, :, :num_nodes * group].reshape(batch, num_kv_heads, num_nodes, group, head_dim)
+    # Merge the splits: softmax over all slots = Σ_c e^{m_c - m} acc_c / Σ_c e^{m_c - m} l_c.
+    m_max = m.max(axis=2, keepdims=True)
+    weight = jnp.exp(m - m_max)
+    out = (weight[..., None] * acc).sum(2) / (weight * l).sum(2)[..., None]
+    out = out[:, :, :num_nodes * group].astype(q.dtype).reshape(batch, num_kv_heads, num_nodes, group, head_dim)
     return out.transpose(0, 2, 1, 3, 4).reshape(batch, num_nodes, num_q_heads, head_dim)
 
 
