@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 job=${1:?usage: bash launch/run.sh demo|test [args...]}; shift
 
 find_python() {
-  if command -v python3.12 >/dev/null 2>&1; then command -v python3.12; return; fi
-  if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/3.12.1/bin/python3.12" ]; then
-    echo "$(pyenv root)/versions/3.12.1/bin/python3.12"; return; fi
-  for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 \
-                   /usr/local/bin/python3.12 /usr/bin/python3.12; do
-    [ -x "$candidate" ] && { echo "$candidate"; return; }
+  # Candidates in order; each must really run Python 3.12 (pyenv shims exist even when 3.12 is not selected).
+  local candidates=(python3.12)
+  command -v pyenv >/dev/null 2>&1 && candidates+=("$(pyenv root)"/versions/3.12*/bin/python3.12)
+  candidates+=("$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12)
+  for candidate in "${candidates[@]}"; do
+    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+      command -v "$candidate"; return; fi
   done
   echo "paperclub needs Python 3.12 (jax 0.11 requires it): install python3.12 or pyenv's 3.12.1, then rerun." >&2
   exit 1
