@@ -1,0 +1,92 @@
+"""Rollouts as one ``lax.scan`` and on-device generation of LeWM training clips.
+
+``rollout`` runs one environment; ``jax.vmap`` it over keys for many. ``sample_clips`` is the jittable source of
+training data used inside a train step: random starts, expert rollouts, frames rendered on device, laid out as
+LeWM's loader lays out its data (``num_frames`` frames ``frameskip`` steps apart, each followed by the block of
+``frameskip`` actions executed after it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PolicyFn = Callable[[Any, Array], Array]  # (state, key) -> action[A]
+
+
+class Trajectory(NamedTuple):
+    states: Any            # State with leading axis T + 1 (states[0] is the start)
+    actions: Array         # f32[T, A]; actions[t] takes states[t] to states[t + 1]
+    frames: Array | None   # uint8[T + 1, H, W, 3] or None
+
+
+class Clips(NamedTuple):
+    frames: Array          # uint8[B, num_frames, H, W, 3]
+    actions: Array         # f32[B, num_frames, frameskip * A]; block t follows frames[:, t]
+    states: Any            # State with leading axes [B, num_frames]
+
+
+def expert_policy(env) -> PolicyFn:
+    """The env's scripted behaviour policy towards the task goal stored in the state."""
+    return lambda state, key: env.expert_action(state, None, key)
+
+
+def random_policy(env) -> PolicyFn:
+    return lambda state, key: jax.random.uniform(key, (env.action_dim,), minval=-1.0, maxval=1.0)
+
+
+def _step_fn(env, policy_fn: PolicyFn, new_goal_on_success: bool):
+    def step(state, key):
+        k_act, k_goal = jax.random.split(key)
+        action = policy_fn(state, k_act)
+        next_state = env.step(state, action)
+        if new_goal_on_success:
+            done = env.is_success(next_state, env.goal_state(next_state))
+            resampled = env.resample_goal(next_state, k_goal)
+            next_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), resampled, next_state)
+        return next_state, (next_state, action)
+    return step
+
+
+def rollout(env, policy_fn: PolicyFn, key: Array, num_steps: int, initial_state: Any = None,
+            render: bool = False, new_goal_on_success: bool = False) -> Trajectory:
+    """Runs `num_steps` steps from `initial_state` (or ``env.reset``) in one scan; optionally renders.
+
+    With ``new_goal_on_success`` the task goal is resampled whenever it is reached, so long rollouts keep
+    moving (used for training clips); otherwise the expert lingers near a reached goal.
+    """
+    k_reset, k_steps = jax.random.split(key)
+    state0 = env.reset(k_reset) if initial_state is None else initial_state
+    step_keys = jax.vmap(lambda t: jax.random.fold_in(k_steps, t))(jnp.arange(num_steps))
+    _, (states, actions) = jax.lax.scan(_step_fn(env, policy_fn, new_goal_on_success), state0, step_keys)
+    states = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), state0, states)
+    frames = jax.vmap(env.render)(states) if render else None
+    return Trajectory(states, actions, frames)
+
+
+def sample_clips(env, key: Array, batch_size: int, num_frames: int = 4, frameskip: int = 5,
+                 max_offset: int = 80, policy_fn: PolicyFn | None = None) -> Clips:
+    """A batch of training clips from random starts and expert rollouts, rendered on device (jittable).
+
+    Each clip starts at a uniformly random step in [0, max_offset] of a fresh expert rollout (goals resampled
+    on success), so clips cover whole episodes rather than only their beginnings.
+    """
+    policy_fn = expert_policy(env) if policy_fn is None else policy_fn
+    span = num_frames * frameskip
+
+    def one(clip_key):
+        k_roll, k_offset = jax.random.split(clip_key)
+        traj = rollout(env, policy_fn, k_roll, max_offset + span, new_goal_on_success=True)
+        offset = jax.random.randint(k_offset, (), 0, max_offset + 1)
+        frame_index = offset + frameskip * jnp.arange(num_frames)
+        states = jax.tree.map(lambda x: x[frame_index], traj.states)
+        actions = jax.lax.dynamic_slice_in_dim(traj.actions, offset, span)
+        actions = actions.reshape(num_frames, frameskip * actions.shape[-1])
+        return states, actions
+
+    states, actions = jax.vmap(one)(jax.random.split(key, batch_size))
+    frames = jax.vmap(jax.vmap(env.render))(states)
+    return Clips(frames, actions, states)
