@@ -238,22 +238,22 @@ class PushT:
 
     # ---- observation ---------------------------------------------------------------------------------
     def render(self, state: PushTState) -> Array:
-        size, pixel = self.image_size, self.world_size / self.image_size
-        x, y = render.pixel_centres(size, self.world_size)
+        g = render.grid(self.image_size, self.world_size)
+        x, y, pixel = g.x, g.y, g.pixel_size
         inner = (self.wall_high - self.wall_low) / 2
         mid = (self.wall_high + self.wall_low) / 2
         # Wall segments as the ring between the outer (inner + 4) and inner boxes.
         walls = jnp.maximum(render.axis_box_sdf(x, y, (mid, mid), (inner + 4.0, inner + 4.0)),
                             -render.axis_box_sdf(x, y, (mid, mid), (inner, inner)))
-        canvas = render.blend(render.solid(size, WHITE), render.coverage(walls, pixel), LIGHT_GRAY)
+        canvas = render.blend(g, render.background(g, WHITE), render.coverage(walls, pixel), LIGHT_GRAY)
         if self.render_goal:
             goal = render.boxes_sdf(x, y, state.goal_block_pos, state.goal_block_angle, self._boxes)
-            canvas = render.blend(canvas, render.coverage(goal, pixel), LIGHT_GREEN)
+            canvas = render.blend(g, canvas, render.coverage(goal, pixel), LIGHT_GREEN)
         block = render.boxes_sdf(x, y, state.block_pos, state.block_angle, self._boxes)
-        canvas = render.blend(canvas, render.coverage(block, pixel), state.block_colour)
+        canvas = render.blend(g, canvas, render.coverage(block, pixel), state.block_colour)
         agent = render.circle_sdf(x, y, state.agent_pos, self.agent_radius)
-        canvas = render.blend(canvas, render.coverage(agent, pixel), ROYAL_BLUE)
-        return render.to_uint8(canvas, size)
+        canvas = render.blend(g, canvas, render.coverage(agent, pixel), ROYAL_BLUE)
+        return render.to_uint8(g, canvas)
 
     def proprio(self, state: PushTState) -> Array:
         """swm's proprio: agent position and velocity."""

@@ -5,14 +5,15 @@ an alpha map; the alpha of a solid shape is its pixel coverage estimated from th
 centre, clip(0.5 - sdf / pixel_size, 0, 1): 1 inside, 0 outside and a linear ramp one pixel wide across the
 edge (1-pixel anti-aliasing). TwoRoom's agent is a Gaussian dot, exp(-d^2 / 2 sigma^2).
 
-Everything is elementwise on broadcast coordinates (x is [1, W], y is [H, 1]) so that, under ``jit`` and
-``vmap``, XLA fuses the whole frame - all SDFs, coverages and blends - into one loop that writes only the
-final uint8 pixels; no per-shape full-resolution buffer has to reach memory.
+Everything is elementwise on broadcast coordinates laid out as the output bytes (see ``Grid``) so that,
+under ``jit`` and ``vmap``, XLA fuses the whole frame - all SDFs, coverages and blends - into one loop that
+writes only the final uint8 pixels; no per-shape full-resolution buffer reaches memory. The price is that
+each pixel's geometry is evaluated once per channel (3x the arithmetic), which the GPU has to spare.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +21,29 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def pixel_centres(image_size: int, world_size: float, centre_offset: float = 0.5) -> tuple[Array, Array]:
-    """World coordinates of pixel centres: x [1, W] and y [H, 1] (x right, y down, origin top-left).
+class Grid(NamedTuple):
+    """Pixel-centre coordinates laid out as one flat [H, W * 3] plane of output *bytes*.
 
-    Pixel j covers world [j, j + 1) * world_size / image_size; its centre sits at (j + centre_offset) * scale.
-    ``centre_offset=0`` puts pixel centres on integer coordinates (TwoRoom's convention).
+    Element (i, 3 j + c) is channel c of pixel (i, j): x [1, 3W] and y [H, 1] hold that pixel's world
+    coordinates and ``channel`` [1, 3W] its channel. Computing directly on the byte layout makes the whole
+    frame one elementwise expression with no broadcast over channels, which XLA fuses into a single loop
+    (a per-pixel alpha reused by three channels would otherwise be materialised, or recomputed anyway).
     """
+    x: Array
+    y: Array
+    channel: Array
+    pixel_size: float
+    image_size: int
+
+
+def grid(image_size: int, world_size: float, centre_offset: float = 0.5) -> Grid:
+    """Pixel j covers world [j, j + 1) * world_size / image_size; its centre is (j + centre_offset) * scale
+    (``centre_offset=0`` puts centres on integer coordinates, TwoRoom's convention). y points down."""
     scale = world_size / image_size
-    coords = (jnp.arange(image_size, dtype=jnp.float32) + centre_offset) * scale
-    return coords[None, :], coords[:, None]
+    column = jnp.arange(3 * image_size, dtype=jnp.int32)[None, :]
+    x = ((column // 3).astype(jnp.float32) + centre_offset) * scale
+    y = ((jnp.arange(image_size, dtype=jnp.float32) + centre_offset) * scale)[:, None]
+    return Grid(x, y, column % 3, scale, image_size)
 
 
 def coverage(sdf: Array, pixel_size: float) -> Array:
@@ -80,21 +95,27 @@ def gaussian_dot(x: Array, y: Array, centre: Array, sigma: Array | float) -> Arr
     return jnp.exp(-d2 / (2.0 * sigma * sigma))
 
 
-def blend(canvas: Array, alpha: Array, colour: Array | Sequence[float]) -> Array:
-    """Paints `colour` (RGB in [0, 1]) over `canvas` [..., 3] with per-pixel `alpha` [...]."""
-    alpha = alpha[..., None]
-    return canvas * (1.0 - alpha) + jnp.asarray(colour, canvas.dtype) * alpha
+def channel_value(g: Grid, colour: Array | Sequence[float]) -> Array:
+    """The colour's component for each byte of the grid (a select, no gather)."""
+    colour = jnp.asarray(colour, jnp.float32)
+    return jnp.where(g.channel == 0, colour[0], jnp.where(g.channel == 1, colour[1], colour[2]))
 
 
-def solid(image_size: int, colour: Array | Sequence[float], dtype=jnp.float32) -> Array:
-    """A [1, 1, 3] background that broadcasts against the first layer (no full-size fill is materialised)."""
-    return jnp.broadcast_to(jnp.asarray(colour, dtype), (1, 1, 3))
+def blend(g: Grid, canvas: Array, alpha: Array, colour: Array | Sequence[float]) -> Array:
+    """Paints `colour` (RGB in [0, 1]) with per-pixel `alpha` over `canvas` (all on the grid's layout)."""
+    return canvas + (channel_value(g, colour) - canvas) * alpha
 
 
-def to_uint8(canvas: Array, image_size: int) -> Array:
-    """Rounds a [H, W, 3] (or broadcastable) canvas in [0, 1] to uint8 pixels."""
-    canvas = jnp.broadcast_to(canvas, (image_size, image_size, 3))
-    return jnp.round(jnp.clip(canvas, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+def background(g: Grid, colour: Array | Sequence[float]) -> Array:
+    """A uniform canvas, broadcastable to the grid (no full-size fill is materialised)."""
+    return channel_value(g, colour)
+
+
+def to_uint8(g: Grid, canvas: Array) -> Array:
+    """Rounds the canvas (values in [0, 1]) to uint8 pixels [H, W, 3]; the reshape is free."""
+    canvas = jnp.broadcast_to(canvas, (g.image_size, 3 * g.image_size))
+    pixels = jnp.round(jnp.clip(canvas, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+    return pixels.reshape(g.image_size, g.image_size, 3)
 
 
 def rgb(r: int, g: int, b: int) -> tuple[float, float, float]:

@@ -141,7 +141,8 @@ class TwoRoom:
     # ---- observation ---------------------------------------------------------------------------------
     def render(self, state: TwoRoomState) -> Array:
         size = self.image_size
-        x, y = render.pixel_centres(size, float(size), centre_offset=0.0)
+        g = render.grid(size, float(size), centre_offset=0.0)
+        x, y = g.x, g.y
         # Walls: the central stripe minus the door spans, plus four border lines (pixel-aligned boxes).
         half = self._wall_half
         wall = render.axis_box_sdf(x, y, (self.wall_centre, size / 2), (half + 0.5, size))
@@ -154,12 +155,12 @@ class TwoRoom:
             mid, half_w = (a + b) / 2, (b - a) / 2
             wall = jnp.minimum(wall, render.axis_box_sdf(x, y, (mid, size / 2), (half_w, size)))
             wall = jnp.minimum(wall, render.axis_box_sdf(x, y, (size / 2, mid), (size, half_w)))
-        canvas = render.blend(render.solid(size, WHITE), render.coverage(wall, 1.0), BLACK)
+        canvas = render.blend(g, render.background(g, WHITE), render.coverage(wall, 1.0), BLACK)
         if self.render_goal:
-            canvas = render.blend(canvas, render.gaussian_dot(x, y, state.goal_pos, self.agent_radius), GREEN)
-        canvas = render.blend(canvas, render.gaussian_dot(x, y, state.agent_pos, self.agent_radius),
+            canvas = render.blend(g, canvas, render.gaussian_dot(x, y, state.goal_pos, self.agent_radius), GREEN)
+        canvas = render.blend(g, canvas, render.gaussian_dot(x, y, state.agent_pos, self.agent_radius),
                               state.agent_colour)
-        return render.to_uint8(canvas, size)
+        return render.to_uint8(g, canvas)
 
     def proprio(self, state: TwoRoomState) -> Array:
         return state.agent_pos

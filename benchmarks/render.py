@@ -1,0 +1,149 @@
+"""GPU benchmark: frames/s of the JAX-native environments rendering 224 x 224 RGB frames on device.
+
+    python benchmarks/render.py            # writes benchmarks/results/render.json (or $OUT/render.json)
+    python benchmarks/render.py --smoke    # tiny sizes, prints only (checks the script on CPU)
+
+Three measurements per environment, each one jitted program timed after a warm-up run:
+  rollout      - a ``lax.scan`` over T steps of vmapped (expert action -> physics step -> render) over N envs,
+                 frames stacked as the scan's output [T, N, 224, 224, 3] uint8 (what data generation does);
+  render_only  - vmapped rendering of N x T given states (the rasterizer alone);
+  clips        - ``sample_clips`` for a LeWM batch (128 clips x 4 frames at frameskip 5, expert rollouts of
+                 max_offset + 20 steps each), the on-the-fly training-data path.
+The roofline is the uint8 output alone streamed to HBM: bytes / 2.9 TB/s (the measured device copy rate).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from core.envs import rollout as rollout_lib
+from core.envs.push_t import PushT
+from core.envs.two_room import TwoRoom
+
+HBM_BYTES_PER_S = 2.9e12
+FRAME_BYTES = 224 * 224 * 3
+
+
+def timed(fn, *args, repeats: int = 3) -> float:
+    """Best wall seconds of `repeats` calls after one warm-up (compilation) call."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def rollout_program(env, num_envs: int, num_steps: int):
+    policy = rollout_lib.expert_policy(env)
+
+    @jax.jit
+    def run(key):
+        states = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+        def body(states, t):
+            keys = jax.random.split(jax.random.fold_in(key, t), num_envs)
+            actions = jax.vmap(policy)(states, keys)
+            states = jax.vmap(env.step)(states, actions)
+            return states, jax.vmap(env.render)(states)
+
+        _, frames = jax.lax.scan(body, states, jnp.arange(num_steps))
+        return frames
+    return run
+
+
+def render_program(env, num_envs: int, num_steps: int):
+    @jax.jit
+    def states_for(key):
+        keys = jax.random.split(key, num_envs * num_steps).reshape(num_steps, num_envs)
+        return jax.vmap(jax.vmap(env.reset))(keys)
+
+    return jax.jit(jax.vmap(jax.vmap(env.render))), states_for
+
+
+def full_resolution_buffers(fn, *args) -> int:
+    """Kernels in the compiled program's entry that write a full-resolution (>= one 224^2 plane per frame)
+    buffer; 1 means the whole frame is one fused loop writing only the uint8 output."""
+    text = fn.lower(*args).compile().as_text()
+    entry = text[text.index("ENTRY"):]
+    count = 0
+    for line in entry.splitlines():
+        if "fusion(" not in line or "=" not in line:
+            continue
+        shape = line.split("=", 1)[1].strip().split("{")[0].split(" ")[0]
+        dims = [int(d) for d in shape[shape.index("[") + 1:shape.index("]")].split(",") if d] if "[" in shape else []
+        if len(dims) >= 3 and dims[-2:] in ([224, 224], [224, 3]):
+            count += 1
+            print("   full-resolution kernel:", line.strip()[:100], "...",
+                  line[line.find("op_name="):][:80] if "op_name=" in line else "", flush=True)
+    return count
+
+
+def row(name, env_name, total_frames, seconds, **extra):
+    frames_per_s = total_frames / seconds
+    roofline = HBM_BYTES_PER_S / FRAME_BYTES
+    result = dict(env=env_name, mode=name, frames=total_frames, seconds=seconds, frames_per_s=frames_per_s,
+                  output_GB_per_s=frames_per_s * FRAME_BYTES / 1e9, roofline_frames_per_s=roofline,
+                  share_of_roofline=frames_per_s / roofline, **extra)
+    print(f"{env_name:8s} {name:12s} {extra} {frames_per_s:12.0f} frames/s  "
+          f"{result['output_GB_per_s']:7.1f} GB/s  {100 * result['share_of_roofline']:5.1f}% of roofline", flush=True)
+    return result
+
+
+def main():
+    key = jax.random.key(0)
+    envs = {"two_room": TwoRoom(), "push_t": PushT()}
+    smoke = "--smoke" in sys.argv  # a tiny CPU check of the script itself
+    num_steps, sizes, batch = (4, (8,), 8) if smoke else (16, (1024, 4096), 128)
+    rows = []
+    for env_name, env in envs.items():
+        for num_envs in sizes:
+            run = rollout_program(env, num_envs, num_steps)
+            seconds = timed(run, key)
+            rows.append(row("rollout", env_name, num_envs * num_steps, seconds, num_envs=num_envs, steps=num_steps))
+            render_fn, states_for = render_program(env, num_envs, num_steps)
+            states = jax.block_until_ready(states_for(key))
+            seconds = timed(render_fn, states)
+            rows.append(row("render_only", env_name, num_envs * num_steps, seconds, num_envs=num_envs,
+                            steps=num_steps, full_resolution_kernels=full_resolution_buffers(render_fn, states)))
+            del states
+        clips = jax.jit(lambda k, env=env: rollout_lib.sample_clips(env, k, batch).frames)
+        seconds = timed(clips, key)
+        rows.append(row("clips", env_name, batch * 4, seconds, batch=batch, num_frames=4, frameskip=5,
+                        max_offset=80, clips_per_s=batch / seconds))
+
+    best = {name: max(r["frames_per_s"] for r in rows if r["env"] == name and r["mode"] == "rollout")
+            for name in envs}
+    out = dict(
+        benchmark="render", date=datetime.datetime.now(datetime.UTC).isoformat(),
+        device=jax.devices()[0].device_kind,
+        versions=dict(jax=jax.__version__, flax=flax.__version__),
+        config=dict(image_size=224, channels=3, dtype="uint8", steps_per_scan=num_steps,
+                    two_room=repr(envs["two_room"]), push_t=repr(envs["push_t"]),
+                    hbm_bytes_per_s=HBM_BYTES_PER_S),
+        frames_per_s=best, rows=rows)
+    if smoke:
+        return
+    directory = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "render.json")
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
+        json.dump(out, f, indent=2)
+    os.replace(f.name, path)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
