@@ -1,0 +1,252 @@
+"""Llama-style decoder LM (RMSNorm, RoPE, GQA, SwiGLU, tied or untied embeddings) with a KV cache.
+
+Training: `model(tokens[B, L]) -> logits[B, L, V]` (causal). Inference shares ONE cache layout — per layer
+`k, v: [B, S, n_kv_heads, head_dim]` plus `lengths: int32[B]` — across pure entry points:
+
+    init_cache(config, batch, max_len, dtype)                       -> KVCache
+    prefill(model, tokens[B, L], prompt_lengths[B], cache)          -> (logits[B, L, V], cache)
+    decode(model, tokens[B], cache)                                 -> (logits[B, V], cache)
+    verify(model, tokens[B, T], cache)                              -> (logits[B, T, V], cache)   lengths += T
+    rollback(cache, new_lengths[B])                                 -> cache   (rejection is just a length)
+    verify_tree(model, tokens[B, T], depths[T], ancestor_mask[T, T], cache)
+                                                                    -> (logits[B, T, V], cache)   lengths kept
+    commit_tree_path(cache, node_indices[B, D], n_accepted[B])      -> cache   path moved to contiguous slots
+
+New tokens are written at slots lengths[b] + i with `dynamic_update_slice` (in place under donation), then
+attend to the prefix (< lengths[b]) and to the new slots their ancestor mask allows (lower-triangular for a
+chain); RoPE positions are lengths[b] + depth, so a tree node sits at its depth whatever its slot. Attention
+over the cache goes through kernels_pallas.tree_attention (a fused Pallas kernel on GPU, jnp elsewhere).
+RoPE follows the HF Llama convention (rotate_half over split halves), so HF export needs no permutation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from kernels_pallas.tree_attention import ops as tree_attention_ops
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    attention_impl: str = "xla"        # training attention: "xla" or "cudnn" (GPU, bf16)
+    cache_attention: str = "auto"      # cached attention backend: "auto" (Pallas on GPU), "pallas", "reference"
+
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}).")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+        if self.attention_impl not in ("xla", "cudnn"):
+            raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}.")
+
+
+def param_count(config: TransformerConfig) -> int:
+    d, h, kv, hd, m = config.d_model, config.n_heads, config.n_kv_heads, config.head_dim, config.mlp_dim
+    per_layer = d * h * hd * 2 + d * kv * hd * 2 + 3 * d * m + 2 * d
+    embeddings = config.vocab_size * d * (1 if config.tie_embeddings else 2)
+    return config.n_layers * per_layer + embeddings + d
+
+
+def _param(rngs: nnx.Rngs, shape, fan_in: int, names) -> nnx.Param:
+    init = jax.random.normal(rngs.params(), shape, jnp.float32) * (fan_in ** -0.5)
+    return nnx.Param(init, out_sharding=names)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), out_sharding=(None,))
+        self.eps = eps
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + self.eps)
+        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """x[B, T, N, H] rotated by positions[B, T] (HF Llama's rotate_half layout), computed in f32."""
+    half = x.shape[-1] // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions[..., None].astype(jnp.float32) * freqs            # [B, T, half]
+    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    k: tuple[jax.Array, ...]   # per layer [B, S, n_kv_heads, head_dim]
+    v: tuple[jax.Array, ...]
+    lengths: jax.Array         # int32[B]: committed tokens per sequence
+
+
+def init_cache(config: TransformerConfig, batch_size: int, max_len: int, dtype=jnp.bfloat16) -> KVCache:
+    """An empty cache; max_len is rounded up to a multiple of 64 (the cached-attention block size)."""
+    slots = -(-max_len // 64) * 64
+    shape = (batch_size, slots, config.n_kv_heads, config.head_dim)
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layers))
+    return KVCache(k=zeros(), v=zeros(), lengths=jnp.zeros((batch_size,), jnp.int32))
+
+
+def _write(cache_layer: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
+    """Writes new[B, T, ...] at slot starts[b] of each sequence (in place when the cache is donated)."""
+    write_one = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+    return jax.vmap(write_one)(cache_layer, new, starts)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: TransformerConfig, rngs: nnx.Rngs):
+        d, h, kv, hd = config.d_model, config.n_heads, config.n_kv_heads, config.head_dim
+        self.config = config
+        self.wq = _param(rngs, (d, h, hd), d, ("embed", "heads", "kv"))
+        self.wk = _param(rngs, (d, kv, hd), d, ("embed", "heads", "kv"))
+        self.wv = _param(rngs, (d, kv, hd), d, ("embed", "heads", "kv"))
+        self.wo = _param(rngs, (h, hd, d), h * hd, ("heads", "kv", "embed"))
+
+    def _qkv(self, x, positions):
+        cfg = self.config
+        q = jnp.einsum("btd,dnh->btnh", x, self.wq[...])
+        k = jnp.einsum("btd,dnh->btnh", x, self.wk[...])
+        v = jnp.einsum("btd,dnh->btnh", x, self.wv[...])
+        return rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta), v
+
+    def __call__(self, x, positions):
+        q, k, v = self._qkv(x, positions)
+        impl = None if self.config.attention_impl == "xla" else self.config.attention_impl
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+        return jnp.einsum("btnh,nhd->btd", out, self.wo[...])
+
+    def cached(self, x, positions, k_cache, v_cache, lengths, ancestor_mask):
+        q, k, v = self._qkv(x, positions)
+        k_cache, v_cache = _write(k_cache, k, lengths), _write(v_cache, v, lengths)
+        out = tree_attention_ops.tree_attention(q, k_cache, v_cache, lengths, ancestor_mask,
+                                                backend=self.config.cache_attention)
+        return jnp.einsum("btnh,nhd->btd", out.astype(x.dtype), self.wo[...]), k_cache, v_cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: TransformerConfig, rngs: nnx.Rngs):
+        d, m = config.d_model, config.mlp_dim
+        self.w_gate = _param(rngs, (d, m), d, ("embed", "mlp"))
+        self.w_up = _param(rngs, (d, m), d, ("embed", "mlp"))
+        self.w_down = _param(rngs, (m, d), m, ("mlp", "embed"))
+
+    def __call__(self, x):
+        return (jax.nn.silu(x @ self.w_gate[...]) * (x @ self.w_up[...])) @ self.w_down[...]
+
+
+class Block(nnx.Module):
+    def __init__(self, config: TransformerConfig, rngs: nnx.Rngs):
+        self.attention_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attention = Attention(config, rngs)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config, rngs)
+
+
+class Transformer(nnx.Module):
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = _param(rngs, (config.vocab_size, config.d_model), 1, ("vocab", "embed"))
+        # Separate layers (not a scan over stacked weights): decode reads one cache array per layer in place.
+        self.layers = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
+        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        if not config.tie_embeddings:
+            self.lm_head = _param(rngs, (config.d_model, config.vocab_size), config.d_model, ("embed", "vocab"))
+
+    def _embed(self, tokens):
+        return jnp.take(self.embed[...], tokens, axis=0)
+
+    def _logits(self, x):
+        x = self.final_norm(x)
+        if self.config.tie_embeddings:
+            return jnp.einsum("btd,vd->btv", x, self.embed[...])
+        return x @ self.lm_head[...]
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        if tokens.ndim != 2:
+            raise ValueError(f"Expected tokens of shape [batch, length], got {tokens.shape}.")
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = self._embed(tokens)
+        for layer in self.layers:
+            x = x + layer.attention(layer.attention_norm(x), positions)
+            x = x + layer.mlp(layer.mlp_norm(x))
+        return self._logits(x)
+
+    def forward_cached(self, tokens, positions, cache: KVCache, ancestor_mask):
+        """Runs tokens[B, T] at RoPE positions[B, T], writing their KV at slots lengths + i."""
+        x = self._embed(tokens)
+        ks, vs = [], []
+        for layer, k_cache, v_cache in zip(self.layers, cache.k, cache.v):
+            h, k_cache, v_cache = layer.attention.cached(layer.attention_norm(x), positions, k_cache, v_cache,
+                                                         cache.lengths, ancestor_mask)
+            x = x + h
+            x = x + layer.mlp(layer.mlp_norm(x))
+            ks.append(k_cache)
+            vs.append(v_cache)
+        return self._logits(x), KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths)
+
+
+def _causal(num_tokens: int) -> jax.Array:
+    return jnp.tril(jnp.ones((num_tokens, num_tokens), bool))
+
+
+def verify(model: Transformer, tokens: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """T tokens per sequence in one forward (chain: causal among themselves); lengths advance by T."""
+    num_tokens = tokens.shape[1]
+    positions = cache.lengths[:, None] + jnp.arange(num_tokens)[None]
+    logits, cache = model.forward_cached(tokens, positions, cache, _causal(num_tokens))
+    return logits, dataclasses.replace(cache, lengths=cache.lengths + num_tokens)
+
+
+def prefill(model: Transformer, tokens: jax.Array, prompt_lengths: jax.Array,
+            cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Right-padded prompts: the cache then holds prompt_lengths[b] tokens of sequence b."""
+    logits, cache = verify(model, tokens, cache)
+    return logits, dataclasses.replace(cache, lengths=cache.lengths - tokens.shape[1] + prompt_lengths)
+
+
+def decode(model: Transformer, tokens: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    logits, cache = verify(model, tokens[:, None], cache)
+    return logits[:, 0], cache
+
+
+def rollback(cache: KVCache, new_lengths: jax.Array) -> KVCache:
+    return dataclasses.replace(cache, lengths=new_lengths.astype(jnp.int32))
+
+
+def verify_tree(model: Transformer, tokens: jax.Array, depths: jax.Array, ancestor_mask: jax.Array,
+                cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """A token tree in one forward: node i at position lengths + depths[i], attending to its ancestors."""
+    positions = cache.lengths[:, None] + jnp.asarray(depths)[None]
+    return model.forward_cached(tokens, positions, cache, jnp.asarray(ancestor_mask, bool))
+
+
+def commit_tree_path(cache: KVCache, node_indices: jax.Array, n_accepted: jax.Array) -> KVCache:
+    """Moves the KV of tree nodes node_indices[b, :] to slots lengths[b] + j; lengths += n_accepted."""
+    slots = cache.lengths[:, None] + node_indices                         # [B, D]
+
+    def move(layer):
+        gathered = jnp.take_along_axis(layer, slots[:, :, None, None], axis=1)
+        return _write(layer, gathered, cache.lengths)
+
+    return KVCache(k=tuple(map(move, cache.k)), v=tuple(map(move, cache.v)),
+                   lengths=cache.lengths + n_accepted.astype(jnp.int32))
