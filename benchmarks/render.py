@@ -74,8 +74,10 @@ def render_program(env, num_envs: int, num_steps: int):
 
 
 def full_resolution_buffers(fn, *args) -> int:
-    """Kernels in the compiled program's entry that write a full-resolution (>= one 224^2 plane per frame)
-    buffer; 1 means the whole frame is one fused loop writing only the uint8 output."""
+    """Kernels in the compiled program's entry that write a full-resolution buffer: trailing dims [224, 224]
+    (a per-shape plane), [224, 3] (pixels) or [224, 672] (the byte layout). 1 means the whole frame is one
+    fused loop writing only the uint8 output. (The results JSON of 2026-11-24 predates the [224, 672] case:
+    its 0 means no plane and no separate pixel pass, the output fusion being uncounted.)"""
     text = fn.lower(*args).compile().as_text()
     entry = text[text.index("ENTRY"):]
     count = 0
@@ -84,7 +86,7 @@ def full_resolution_buffers(fn, *args) -> int:
             continue
         shape = line.split("=", 1)[1].strip().split("{")[0].split(" ")[0]
         dims = [int(d) for d in shape[shape.index("[") + 1:shape.index("]")].split(",") if d] if "[" in shape else []
-        if len(dims) >= 3 and dims[-2:] in ([224, 224], [224, 3]):
+        if len(dims) >= 3 and dims[-2:] in ([224, 224], [224, 3], [224, 672]):
             count += 1
             print("   full-resolution kernel:", line.strip()[:100], "...",
                   line[line.find("op_name="):][:80] if "op_name=" in line else "", flush=True)
