@@ -1,0 +1,88 @@
+"""Byte-level BPE trained offline with HF `tokenizers`, and packed token streams for training.
+
+The same documents and settings give a byte-identical tokenizer.json. A split is stored as one flat stream
+of token ids (documents joined by <|endoftext|>) in a `.bin` of uint16 (vocab <= 65536) or uint32, with a
+small JSON header, so the input pipeline is a memory map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+import numpy as np
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def save_tokenizer(tokenizer, directory: str) -> str:
+    path = os.path.join(directory, "tokenizer.json")
+    tokenizer.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_tokenizer(corpus_dir: str):
+    from tokenizers import Tokenizer
+    path = os.path.join(corpus_dir, "tokenizer.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No tokenizer at {path}; build the corpus first (launch/build_corpus.py).")
+    return Tokenizer.from_file(path)
+
+
+def eos_id(tokenizer) -> int:
+    return tokenizer.token_to_id(EOS)
+
+
+def write_token_stream(tokenizer, texts: Iterable[str], path: str, batch_docs: int = 256) -> int:
+    """Tokenizes documents (EOS after each) into `path` atomically; returns the number of tokens."""
+    dtype = np.uint16 if tokenizer.get_vocab_size() <= 65536 else np.uint32
+    eos = eos_id(tokenizer)
+    total = 0
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        batch: list[str] = []
+
+        def flush():
+            nonlocal total
+            for encoding in tokenizer.encode_batch(batch):
+                ids = np.asarray(encoding.ids + [eos], dtype)
+                f.write(ids.tobytes())
+                total += ids.size
+            batch.clear()
+
+        for text in texts:
+            batch.append(text)
+            if len(batch) == batch_docs:
+                flush()
+        if batch:
+            flush()
+    with open(path + ".json.tmp", "w") as f:
+        json.dump(dict(dtype=np.dtype(dtype).name, num_tokens=total), f)
+    os.replace(tmp, path)
+    os.replace(path + ".json.tmp", path + ".json")
+    return total
+
+
+def open_token_stream(path: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Token stream {path} is missing; rebuild the corpus.")
+    with open(path + ".json") as f:
+        header = json.load(f)
+    if header["num_tokens"] == 0:
+        return np.zeros((0,), header["dtype"])
+    return np.memmap(path, dtype=header["dtype"], mode="r", shape=(header["num_tokens"],))
