@@ -203,9 +203,12 @@ class PushT:
 
     # ---- sampling ------------------------------------------------------------------------------------
     def _random_block_pose(self, key: Array) -> tuple[Array, Array]:
+        """Origin uniform in [100, 400]^2 (swm), angle uniform; the T is then shifted inside the walls (a stem
+        can reach 121 px from the origin, which pymunk's walls would push back)."""
         k_pos, k_angle = jax.random.split(key)
-        return (jax.random.uniform(k_pos, (2,), minval=100.0, maxval=400.0),
-                jax.random.uniform(k_angle, (), minval=0.0, maxval=2 * jnp.pi))
+        pos = jax.random.uniform(k_pos, (2,), minval=100.0, maxval=400.0)
+        angle = jax.random.uniform(k_angle, (), minval=0.0, maxval=2 * jnp.pi)
+        return self._keep_block_inside(pos, angle), angle
 
     def _random_agent_clear_of(self, key: Array, block_pos: Array, block_angle: Array, num: int = 16) -> Array:
         """A uniform agent position in [50, 450]^2 not touching the block (the clearest of `num` tries)."""
