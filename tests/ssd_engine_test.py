@@ -178,3 +178,65 @@ def test_stochastic_speculative_decoding_matches_exact_joint(name):
                                        lambda_="log-likelihood")
     assert pvalue > ALPHA, f"{name}: G={g:.1f} p={pvalue:.2e}"
     assert np.asarray(result.accepted).mean() > 0.3  # the draft is used, not bypassed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same engine on the real transformer (small random weights, f32 on CPU).
+
+def small_transformers(vocab=64):
+    from core.nn import transformer as tfm
+
+    shape = dict(vocab_size=vocab, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=256)
+    target_cfg = tfm.TransformerConfig(n_layers=2, **shape)
+    draft_cfg = tfm.TransformerConfig(n_layers=1, **shape)
+    return (target_cfg, tfm.Transformer(target_cfg, rngs=nnx.Rngs(0)),
+            draft_cfg, tfm.Transformer(draft_cfg, rngs=nnx.Rngs(1)))
+
+
+def run_transformers(config, prompts, lengths, self_draft=False, seed=0, vocab=64):
+    target_cfg, target, draft_cfg, draft = small_transformers(vocab)
+    if self_draft:
+        draft_cfg, draft = target_cfg, target
+    (tg, ts), (dg, ds) = nnx.split(target), nnx.split(draft)
+    generate = engine.make_generate(tg, None if config.mode == "ar" else dg, config)
+    caches = engine.init_caches(target_cfg, draft_cfg, config, prompts.shape[0], prompts.shape[1], jnp.float32)
+    result, *_ = generate(ts, ds, *caches, jnp.asarray(prompts), jnp.asarray(lengths), jax.random.key(seed))
+    return jax.tree.map(np.asarray, result), target
+
+
+TRANSFORMER_PROMPTS = np.random.default_rng(0).integers(0, 64, (6, 8)).astype(np.int32)
+TRANSFORMER_LENGTHS = np.asarray([8, 1, 3, 5, 8, 2], np.int32)
+
+
+@functools.cache
+def transformer_greedy_ar():
+    return run_transformers(engine.DecodeConfig("ar", 20), TRANSFORMER_PROMPTS, TRANSFORMER_LENGTHS)
+
+
+def test_transformer_ar_matches_full_forward():
+    ar, target = transformer_greedy_ar()
+    graphdef, state = nnx.split(target)
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens))
+    prompts, lengths = TRANSFORMER_PROMPTS, TRANSFORMER_LENGTHS
+    for row in (0, 1):  # a cache-free full forward (causal, so right padding is harmless)
+        sequence = np.zeros((1, 28), np.int32)
+        sequence[0, :lengths[row]] = prompts[row, :lengths[row]]
+        for i in range(lengths[row], lengths[row] + 20):
+            sequence[0, i] = int(jnp.argmax(forward(state, jnp.asarray(sequence))[0, i - 1]))
+        np.testing.assert_array_equal(ar.tokens[row], sequence[0, lengths[row]:lengths[row] + 20])
+
+
+@pytest.mark.parametrize("config", [engine.DecodeConfig("chain", 20, num_draft=3),
+                                    engine.DecodeConfig("tree", 20, tree=tree_lib.tree_from_branching((2, 2, 1)),
+                                                        tree_children="topk")], ids=["chain", "tree"])
+def test_transformer_greedy_speculative_equals_ar(config):
+    result, _ = run_transformers(config, TRANSFORMER_PROMPTS, TRANSFORMER_LENGTHS)
+    np.testing.assert_array_equal(result.tokens, transformer_greedy_ar()[0].tokens)
+    assert result.accepted.sum() > 0
+
+
+def test_transformer_self_draft_accepts_everything():
+    result, _ = run_transformers(engine.DecodeConfig("chain", 20, num_draft=3), TRANSFORMER_PROMPTS,
+                                 TRANSFORMER_LENGTHS, self_draft=True)
+    np.testing.assert_array_equal(result.tokens, transformer_greedy_ar()[0].tokens)
+    np.testing.assert_array_equal(result.accepted, 15)  # 19 tokens after the prefill: 5 rounds of 3 + 1
