@@ -75,18 +75,23 @@ def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation,
     """Splits the model and builds the state; with a mesh, params are placed by their logical names."""
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     if mesh is not None:
-        params = jax.device_put(params, sharding_lib.state_shardings(params, mesh))
-        model_state = jax.device_put(model_state, sharding_lib.state_shardings(model_state, mesh))
+        params = _place(params, sharding_lib.state_shardings(params, mesh))
+        model_state = _place(model_state, sharding_lib.state_shardings(model_state, mesh))
         opt_shardings = _like_params(jax.eval_shape(optimizer.init, params), params, mesh)
         opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
-        rng = jax.device_put(rng, replicated)
+        step = _place(jnp.zeros((), jnp.int32), replicated)
+        rng = _place(rng, replicated)
     else:
         opt_state = optimizer.init(params)
         step = jnp.zeros((), jnp.int32)
     return graphdef, TrainState(step=step, params=params, model_state=model_state,
                                 opt_state=opt_state, rng=rng)
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+    """Puts host-identical values onto a (possibly multi-process) mesh; device_put needs addressable devices."""
+    return jax.jit(lambda t: t, out_shardings=shardings)(tree)
 
 
 def _like_params(tree: Any, params: Any, mesh: jax.sharding.Mesh) -> Any:
