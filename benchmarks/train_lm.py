@@ -27,6 +27,7 @@ _THROUGHPUT_STEPS = flags.DEFINE_integer("throughput_steps", 10, "Timed steps fo
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per step for the target (seq_len 1024).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Where the JSON and PNG go.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes, CPU: checks the script runs.")
+_ATTENTION = flags.DEFINE_string("attention", "cudnn", "Training attention implementation (xla or cudnn).")
 
 H100_PEAK_BF16 = 989e12
 H100_MEASURED_MATMUL = 786e12
@@ -111,7 +112,9 @@ def main(argv):
     target = config_lib.load_config(os.path.join(root, "configs/lm/target.py") + arg)
     draft = config_lib.load_config(os.path.join(root, "configs/lm/draft.py") + arg)
     if not _SMOKE.value:
-        target = config_lib.apply_overrides(target, {"data.batch_size": _BATCH.value})
+        target = config_lib.apply_overrides(target, {"data.batch_size": _BATCH.value,
+                                                     "model.attention_impl": _ATTENTION.value})
+        draft = config_lib.apply_overrides(draft, {"model.attention_impl": _ATTENTION.value})
     results = dict(
         benchmark="train_lm", date=datetime.datetime.now(datetime.UTC).isoformat(),
         device=str(jax.devices()[0].device_kind), num_devices=jax.device_count(),

@@ -165,7 +165,8 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embed = _param(rngs, (config.vocab_size, config.d_model), 1, ("vocab", "embed"))
+        # std 1/sqrt(d): tied, it is also the output projection, whose logits should start at unit scale.
+        self.embed = _param(rngs, (config.vocab_size, config.d_model), config.d_model, ("vocab", "embed"))
         # Separate layers (not a scan over stacked weights): decode reads one cache array per layer in place.
         self.layers = nnx.List([Block(config, rngs) for _ in range(config.n_layers)])
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
