@@ -1,0 +1,52 @@
+"""Scan rollouts and on-device LeWM training clips."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from core.envs import rollout as rollout_lib
+from core.envs.push_t import PushT
+from core.envs.two_room import TwoRoom
+
+
+@pytest.mark.parametrize("env", [TwoRoom(), PushT()], ids=["two_room", "push_t"])
+def test_rollout_is_the_step_function_scanned(env):
+    traj = jax.jit(lambda k: rollout_lib.rollout(env, rollout_lib.expert_policy(env), k, 6, render=True))(
+        jax.random.key(0))
+    assert traj.actions.shape == (6, 2) and traj.frames.shape == (7, 224, 224, 3)
+    assert jax.tree.leaves(traj.states)[0].shape[0] == 7
+    step, render = jax.jit(env.step), jax.jit(env.render)
+    for t in (0, 3, 5):
+        state_t = jax.tree.map(lambda a: a[t], traj.states)
+        following = step(state_t, traj.actions[t])
+        for got, want in zip(jax.tree.leaves(following), jax.tree.leaves(jax.tree.map(lambda a: a[t + 1], traj.states))):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(traj.frames[t], render(state_t))
+    assert rollout_lib.rollout(env, rollout_lib.random_policy(env), jax.random.key(1), 2).frames is None
+
+
+def test_sample_clips_layout_and_consistency():
+    env = TwoRoom()
+    clips = jax.jit(lambda k: rollout_lib.sample_clips(env, k, batch_size=3, max_offset=20))(jax.random.key(2))
+    assert clips.frames.shape == (3, 4, 224, 224, 3) and clips.frames.dtype == jnp.uint8
+    assert clips.actions.shape == (3, 4, 10)
+    step, render = jax.jit(env.step), jax.jit(env.render)
+    for b in range(3):
+        for t in range(3):
+            state = jax.tree.map(lambda a: a[b, t], clips.states)
+            for action in clips.actions[b, t].reshape(5, 2):
+                state = step(state, action)
+            # Goals may be resampled on success; the agent's motion is what the actions determine.
+            np.testing.assert_allclose(state.agent_pos, clips.states.agent_pos[b, t + 1], atol=1e-4)
+        np.testing.assert_array_equal(clips.frames[b, 2], render(jax.tree.map(lambda a: a[b, 2], clips.states)))
+
+
+def test_new_goal_on_success_keeps_the_expert_moving():
+    env = TwoRoom(action_noise=0.0, action_repeat_prob=0.0)
+    run = jax.jit(lambda k, flag: rollout_lib.rollout(env, rollout_lib.expert_policy(env), k, 200,
+                                                      new_goal_on_success=flag), static_argnums=1)
+    fixed, moving = run(jax.random.key(3), False), run(jax.random.key(3), True)
+    assert len(np.unique(np.asarray(fixed.states.goal_pos), axis=0)) == 1
+    assert len(np.unique(np.asarray(moving.states.goal_pos), axis=0)) >= 3
+    still = np.linalg.norm(np.diff(np.asarray(moving.states.agent_pos), axis=0), axis=-1)
+    assert np.mean(still > 4.9) > 0.9  # at full speed nearly all the time
