@@ -222,7 +222,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                     history.append({"step": step, "wall_s": time.perf_counter() - started, **row})
                     metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
                 if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
-                    result = dict(eval_fn(merge_model(graphdef, state), step))
+                    result = dict(eval_fn(merge_model(graphdef, state, compute_dtype), step))
                     sample = result.pop("sample", None)
                     writer.write(step, result, prefix="eval/")
                     history.append({"step": step, "wall_s": time.perf_counter() - started,

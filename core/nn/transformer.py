@@ -132,6 +132,8 @@ class Attention(nnx.Module):
     def __call__(self, x, positions):
         q, k, v = self._qkv(x, positions)
         impl = None if self.config.attention_impl == "xla" else self.config.attention_impl
+        if impl == "cudnn" and q.dtype == jnp.float32:   # cuDNN flash attention is bf16/fp16 only
+            impl = None
         out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
         return jnp.einsum("btnh,nhd->btd", out, self.wo[...])
 
