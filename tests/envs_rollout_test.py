@@ -50,3 +50,23 @@ def test_new_goal_on_success_keeps_the_expert_moving():
     assert len(np.unique(np.asarray(moving.states.goal_pos), axis=0)) >= 3
     still = np.linalg.norm(np.diff(np.asarray(moving.states.agent_pos), axis=0), axis=-1)
     assert np.mean(still > 4.9) > 0.9  # at full speed nearly all the time
+
+
+def test_clip_stream_continues_one_trajectory_per_env():
+    env = TwoRoom()
+    init = jax.jit(lambda k: rollout_lib.init_clip_stream(env, k, 4, max_warmup=6))
+    advance = jax.jit(lambda s, k: rollout_lib.next_clips(env, s, k))
+    states = init(jax.random.key(4))
+    after, clips = advance(states, jax.random.key(5))
+    assert clips.frames.shape == (4, 4, 224, 224, 3) and clips.actions.shape == (4, 4, 10)
+    np.testing.assert_allclose(clips.states.agent_pos[:, 0], states.agent_pos)
+    step = jax.jit(env.step)
+    for b in range(4):
+        state = jax.tree.map(lambda a: a[b, -1], clips.states)
+        for action in clips.actions[b, -1].reshape(5, 2):
+            state = step(state, action)
+        np.testing.assert_allclose(state.agent_pos, after.agent_pos[b], atol=1e-4)
+    _, again = advance(after, jax.random.key(6))
+    np.testing.assert_allclose(again.states.agent_pos[:, 0], after.agent_pos)
+    _, restarted = jax.jit(lambda s, k: rollout_lib.next_clips(env, s, k, reset_prob=1.0))(after, jax.random.key(6))
+    assert np.all(np.linalg.norm(restarted.states.agent_pos[:, 0] - after.agent_pos, axis=-1) > 0)

@@ -39,8 +39,8 @@ Colours are in the state (f32 RGB in [0, 1]) so rendering reflects ``perturb_col
 Pixel coordinates: x to the right, y downward, origin at the image's top-left corner, in units of the
 environment's world (TwoRoom: 224-px image pixels; Push-T: pymunk's 512-px world, drawn scaled to 224).
 
-Rollouts and training data (``core.envs.rollout``)
---------------------------------------------------
+Rollouts and training data (module ``core.envs.rollout``)
+---------------------------------------------------------
     rollout(env, policy_fn, key, num_steps, initial_state=None, render=False)
         -> Trajectory(states[T+1], actions[T], frames[T+1, H, W, 3] uint8 or None)
         ``policy_fn(state, key) -> action``; one ``lax.scan``; vmap it over keys for many envs.
@@ -52,6 +52,9 @@ Rollouts and training data (``core.envs.rollout``)
         [0, max_offset], rendered on device. ``actions[:, t]`` is the block of
         ``frameskip`` actions executed after ``frames[:, t]`` (the LeWM layout: 4 frames at frameskip 5 with
         4 action blocks of 5 x A; the last block leads past the clip, as in the paper's data loader).
+    init_clip_stream(env, key, num_envs) -> states;  next_clips(env, states, key) -> (states, Clips)
+        The cheaper stream: each call advances every env by 20 steps and returns that stretch as its clip
+        (20 steps per clip instead of max_offset + 20); carry the states between training steps.
 
 Datasets on disk (``core.envs.dataset``): a TFDS ``GeneratorBasedBuilder`` (ARRAY_RECORD) of expert episodes
 (frames as PNG or raw uint8 at a configurable resolution, actions, state vectors, proprio; episodes stop at
@@ -76,9 +79,8 @@ Measured (benchmarks/results/render.json, one H100; and CPU rollouts of 1000 epi
   Our quasi-static frictionless physics is not pymunk's; these rates do not transfer to swm's PushT.
 """
 
+from core.envs import render, rollout  # noqa: E402  (modules: `from core.envs import rollout` is the module)
 from core.envs.push_t import PushT, PushTState  # noqa: E402
-from core.envs.rollout import Clips, Trajectory, expert_policy, random_policy, rollout, sample_clips  # noqa: E402
 from core.envs.two_room import TwoRoom, TwoRoomState  # noqa: E402
 
-__all__ = ["Clips", "PushT", "PushTState", "Trajectory", "TwoRoom", "TwoRoomState", "expert_policy",
-           "random_policy", "rollout", "sample_clips"]
+__all__ = ["PushT", "PushTState", "TwoRoom", "TwoRoomState", "render", "rollout"]

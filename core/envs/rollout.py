@@ -90,3 +90,47 @@ def sample_clips(env, key: Array, batch_size: int, num_frames: int = 4, frameski
     states, actions = jax.vmap(one)(jax.random.split(key, batch_size))
     frames = jax.vmap(jax.vmap(env.render))(states)
     return Clips(frames, actions, states)
+
+
+def init_clip_stream(env, key: Array, num_envs: int, max_warmup: int = 40) -> Any:
+    """States of `num_envs` envs from random starts, each advanced by a random 0..max_warmup expert steps
+    (so their episodes are out of phase): the carry of ``next_clips``."""
+    k_reset, k_warm, k_len = jax.random.split(key, 3)
+    states = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+    lengths = jax.random.randint(k_len, (num_envs,), 0, max_warmup + 1)
+    step = _step_fn(env, expert_policy(env), True)
+
+    def warm(states, t):
+        keys = jax.random.split(jax.random.fold_in(k_warm, t), num_envs)
+        stepped, _ = jax.vmap(step)(states, keys)
+        keep = t < lengths
+        return jax.tree.map(lambda new, old: jnp.where(
+            keep.reshape(keep.shape + (1,) * (new.ndim - 1)), new, old), stepped, states), None
+
+    states, _ = jax.lax.scan(warm, states, jnp.arange(max_warmup))
+    return states
+
+
+def next_clips(env, states: Any, key: Array, num_frames: int = 4, frameskip: int = 5, reset_prob: float = 0.0,
+               policy_fn: PolicyFn | None = None) -> tuple[Any, Clips]:
+    """Advances every env of the stream by num_frames * frameskip expert steps and returns that stretch as one
+    clip per env (jittable; carry the returned states to the next call).
+
+    Each clip costs only its own 20 steps, against ``sample_clips``' max_offset + 20, so this is the cheap
+    source for long training runs; consecutive clips of one env are consecutive stretches of one trajectory
+    (goals resampled on success; with ``reset_prob`` an env restarts from a fresh random state instead).
+    """
+    policy_fn = expert_policy(env) if policy_fn is None else policy_fn
+    num_envs = jax.tree.leaves(states)[0].shape[0]
+    span = num_frames * frameskip
+    k_roll, k_reset, k_coin = jax.random.split(key, 3)
+    fresh = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+    restart = jax.random.uniform(k_coin, (num_envs,)) < reset_prob
+    states = jax.tree.map(lambda new, old: jnp.where(restart.reshape(restart.shape + (1,) * (new.ndim - 1)),
+                                                     new, old), fresh, states)
+    traj = jax.vmap(lambda k, s: rollout(env, policy_fn, k, span, initial_state=s, new_goal_on_success=True))(
+        jax.random.split(k_roll, num_envs), states)
+    clip_states = jax.tree.map(lambda x: x[:, :span:frameskip], traj.states)
+    actions = traj.actions.reshape(num_envs, num_frames, frameskip * traj.actions.shape[-1])
+    frames = jax.vmap(jax.vmap(env.render))(clip_states)
+    return jax.tree.map(lambda x: x[:, -1], traj.states), Clips(frames, actions, clip_states)
