@@ -32,6 +32,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on CPU: checks the script
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Directory for decode.json.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_decode", "Scratch directory (corpus, checkpoints).")
 _SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
 
 HBM_BYTES_PER_S = 2.9e12   # measured H100 device-to-device copy (notes/engineering.md)
 
@@ -121,7 +122,7 @@ def inference_split(model, dtype):
     return graphdef, jax.tree.map(cast, state)
 
 
-def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0) -> dict:
+def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=None) -> dict:
     """Compiles once, then times `repeats` passes over `prompt_sets` (each a [b, L] batch, one call each)."""
     import jax
     import jax.numpy as jnp
@@ -134,7 +135,7 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0) -> dict
     generate = engine.make_generate(tg, dg if speculative else None, config)
     batch, length = prompt_sets[0].shape
     lengths = jnp.full((batch,), length, jnp.int32)
-    caches = engine.init_caches(tcfg, dcfg, config, batch, length)
+    caches = engine.init_caches(tcfg, dcfg, config, batch, length, dtype)
     t0 = time.perf_counter()
     result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
     jax.block_until_ready(result)
@@ -168,8 +169,9 @@ def decode_sweep(target, draft, prompts, dc, report: Report) -> dict:
 
     from papers.ssd import engine, tree as tree_lib
 
-    tg, ts = inference_split(target, jnp.bfloat16)
-    dg, ds = inference_split(draft, jnp.bfloat16)
+    dtype = jnp.dtype(_DTYPE.value)
+    tg, ts = inference_split(target, dtype)
+    dg, ds = inference_split(draft, dtype)
     models = ((tg, ts, target.config), (dg, ds, draft.config))
     draft_as_target = ((dg, ds, draft.config), (dg, ds, draft.config))
     rows, outputs = [], {}
@@ -177,7 +179,7 @@ def decode_sweep(target, draft, prompts, dc, report: Report) -> dict:
 
     def record(name, models, config, batch):
         sets = ([prompts[i:i + 1] for i in range(dc.batch1_prompts)] if batch == 1 else [prompts[:batch]])
-        row = run_decode(models, config, sets, dc.repeats)
+        row = run_decode(models, config, sets, dc.repeats, dtype=dtype)
         outputs[name] = row.pop("last_tokens")
         row["name"] = name
         rows.append(row)
@@ -212,6 +214,7 @@ def decode_sweep(target, draft, prompts, dc, report: Report) -> dict:
 
     identical = {name: float((outputs[name] == outputs["ar_T0_b1"]).all(-1).mean())
                  for name in outputs if "_T0_b1" in name and not name.startswith("draft")}
+    divergences = near_tie_gaps(target, prompts[:dc.batch1_prompts], outputs)
     weight_bytes = sum(x.size * x.dtype.itemsize for x in __import__("jax").tree.leaves(ts))
     roofline_s = weight_bytes / HBM_BYTES_PER_S
     summary = dict(
@@ -222,9 +225,34 @@ def decode_sweep(target, draft, prompts, dc, report: Report) -> dict:
         acceptance_T0=chain_rows[best_k]["acceptance"], acceptance_T1=chain1_t1["acceptance"],
         tokens_per_step_T0=chain_rows[best_k]["tokens_per_step"], tree_tokens_per_step_T0=tree1["tokens_per_step"],
         roofline=roofline_s / (ar1["ms_per_token_per_seq"] / 1e3), target_weight_bytes=weight_bytes,
-        greedy_identical_to_ar=identical, batch_sweep_tokens_per_s=sweep)
+        greedy_identical_to_ar=identical, greedy_divergences=divergences, batch_sweep_tokens_per_s=sweep)
     report.update(decode=rows, **summary)
     return dict(summary, outputs=outputs)
+
+
+def near_tie_gaps(target, prompts, outputs) -> list[dict]:
+    """For every greedy SD output that differs from greedy AR: the first differing step and the f32 target's
+    logit gap there between the two tokens (a near-tie means bf16 rounding, a large gap a bug)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    graphdef, state = nnx.split(target)
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0, -1].astype(jnp.float32))
+    reference = outputs["ar_T0_b1"]
+    found = []
+    for name, tokens in outputs.items():
+        if "_T0_b1" not in name or name.startswith(("ar", "draft")):
+            continue
+        for row in np.flatnonzero((tokens != reference).any(-1)):
+            step = int(np.argmax(tokens[row] != reference[row]))
+            logits = np.asarray(forward(state, jnp.asarray(np.concatenate([prompts[row], reference[row, :step]])[None])))
+            found.append(dict(run=name, prompt=int(row), step=step, ar_token=int(reference[row, step]),
+                              sd_token=int(tokens[row, step]),
+                              logit_gap=float(logits[reference[row, step]] - logits[tokens[row, step]]),
+                              top2_gap=float(np.diff(np.sort(logits)[-2:])[0])))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------------

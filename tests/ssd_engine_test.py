@@ -96,6 +96,22 @@ def test_stop_tokens_and_lengths():
             np.testing.assert_array_equal(result.tokens[row, :expected_len], free.tokens[row, :expected_len])
 
 
+@pytest.mark.parametrize("mode", ["ar", "chain", "tree"])
+def test_caches_handed_back_are_reusable(mode):
+    """generate donates its caches and returns them; a second call on them must not see the first's state."""
+    config = engine.DecodeConfig(mode, 12, num_draft=3, tree=tree_lib.tree_from_branching((2, 1)),
+                                 tree_children="topk")
+    (tg, ts), (dg, ds), _ = models()
+    generate = engine.make_generate(tg, None if mode == "ar" else dg, config, lm=toy_lm)
+    prompts, lengths = prompts_batch()
+    caches = engine.init_caches(TARGET, DRAFT, config, prompts.shape[0], prompts.shape[1], lm=toy_lm)
+    first, *caches = generate(ts, ds, *caches, jnp.asarray(prompts), jnp.asarray(lengths), jax.random.key(0))
+    first = jax.tree.map(np.asarray, first)
+    second, *_ = generate(ts, ds, *caches, jnp.asarray(prompts), jnp.asarray(lengths), jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
 def test_bad_configs_raise():
     with pytest.raises(ValueError, match="mode"):
         engine.DecodeConfig("beam")

@@ -146,12 +146,14 @@ def _generate(lm, target, draft, target_cache, draft_cache, prompts, prompt_leng
     batch = prompts.shape[0]
     prompt_lengths = prompt_lengths.astype(jnp.int32)
     rows = jnp.arange(batch)
-    logits, target_cache = lm.prefill(target, prompts, prompt_lengths, target_cache)
+    # Caches come back from the previous call (donated); prefill writes from slot 0, so empty them first.
+    empty = jnp.zeros_like(prompt_lengths)
+    logits, target_cache = lm.prefill(target, prompts, prompt_lengths, lm.rollback(target_cache, empty))
     key_first, key = jax.random.split(key)
     first, _ = _pick(key_first, logits[rows, prompt_lengths - 1], config)
     pending = prompts[rows, prompt_lengths - 1].astype(jnp.int32)
     if config.mode != "ar":
-        _, draft_cache = lm.prefill(draft, prompts, prompt_lengths, draft_cache)
+        _, draft_cache = lm.prefill(draft, prompts, prompt_lengths, lm.rollback(draft_cache, empty))
         draft_cache = lm.rollback(draft_cache, prompt_lengths - 1)
 
     width = config.tokens_per_round

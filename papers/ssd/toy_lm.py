@@ -72,11 +72,10 @@ def _write(cache: ToyCache, tokens: jax.Array) -> jax.Array:
 
 
 def prefill(model: ToyLM, tokens: jax.Array, prompt_lengths: jax.Array, cache: ToyCache):
-    valid = jnp.arange(tokens.shape[1])[None] < prompt_lengths[:, None]
-    sums = jnp.cumsum(jnp.where(valid, tokens, 0), 1)
-    logits = model.logits(tokens, sums, jnp.arange(tokens.shape[1])[None])
-    empty = ToyCache(cache.tokens, jnp.zeros_like(cache.lengths))
-    return logits, ToyCache(_write(empty, jnp.where(valid, tokens, 0)), prompt_lengths.astype(jnp.int32))
+    """Like core.nn.transformer.prefill: the prompt is appended at the current lengths (callers start from an
+    empty cache), padding included, then lengths drop the padding."""
+    logits, cache = verify(model, tokens, cache)
+    return logits, ToyCache(cache.tokens, cache.lengths - tokens.shape[1] + prompt_lengths.astype(jnp.int32))
 
 
 def verify(model: ToyLM, tokens: jax.Array, cache: ToyCache):
