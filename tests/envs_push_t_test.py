@@ -138,3 +138,10 @@ def test_perturbations():
     assert float(clear.min()) > 15.0
     np.testing.assert_array_equal(moved.block_colour[0], state.block_colour)
     np.testing.assert_array_equal(moved.goal_block_pos[0], state.goal_block_pos)
+
+
+def test_biased_random_policy_reaches_and_moves_the_block():
+    policy = lambda state, key: ENV.biased_random_action(state, key, bias=0.6)
+    trajs = jax.jit(jax.vmap(lambda k: rollout_lib.rollout(ENV, policy, k, 40)))(jax.random.split(jax.random.key(7), 16))
+    moved = np.linalg.norm(np.asarray(trajs.states.block_pos[:, -1] - trajs.states.block_pos[:, 0]), axis=-1)
+    assert np.mean(moved > 5.0) > 0.5

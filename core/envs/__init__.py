@@ -18,6 +18,7 @@ be closed over or passed as a static argument to ``jax.jit``. Its methods are pu
                                                state" (state.goal_* fields)
     env.perturb_colour(state, key)         -> State   new random colour of the agent (TwoRoom) / block (Push-T);
                                                physics untouched, the rendering changes
+    PushT.biased_random_action(state, key) -> f32[2]  VoE behaviour: random, biased toward the block
     env.teleport(state, key)               -> State   agent (TwoRoom) / agent and block (Push-T) moved to a
                                                random valid pose; colours untouched
     env.proprio(state)                     -> f32[P]  swm's proprio: agent position (TwoRoom, P=2); agent

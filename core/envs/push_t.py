@@ -328,6 +328,14 @@ class PushT:
         repeat = jax.random.uniform(k_repeat) < self.action_repeat_prob
         return jnp.clip(jnp.where(repeat, state.last_action, action), -1.0, 1.0)
 
+    def biased_random_action(self, state: PushTState, key: Array, bias: float = 0.5) -> Array:
+        """LeWM's violation-of-expectation behaviour in Push-T: "random, biased toward the block" - a uniform
+        action mixed with the unit direction to the block's centre of gravity (weight `bias`)."""
+        towards = self._block_cog(state.block_pos, state.block_angle) - state.agent_pos
+        towards = towards / jnp.maximum(jnp.linalg.norm(towards), 1e-6)
+        noise = jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        return jnp.clip(bias * towards + (1.0 - bias) * noise, -1.0, 1.0)
+
     def _path_point(self, agent: Array, goal: Array, block_pos: Array, block_angle: Array, cog: Array) -> Array:
         """`goal` if the straight walk there clears the block, else a point 40 degrees further round a circle
         about the block's centre of gravity that clears it, turning the shorter way towards `goal`."""
