@@ -4,6 +4,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from core.envs import rollout as rollout_lib
 from core.envs.push_t import PushT, PushTState
@@ -145,3 +146,22 @@ def test_biased_random_policy_reaches_and_moves_the_block():
     trajs = jax.jit(jax.vmap(lambda k: rollout_lib.rollout(ENV, policy, k, 40)))(jax.random.split(jax.random.key(7), 16))
     moved = np.linalg.norm(np.asarray(trajs.states.block_pos[:, -1] - trajs.states.block_pos[:, 0]), axis=-1)
     assert np.mean(moved > 5.0) > 0.5
+
+
+@pytest.mark.slow
+def test_expert_statistics_over_1000_episodes():
+    """The figures quoted in core/envs/__init__.py (1000 episodes, seed 0)."""
+    def first_hits(keys):
+        trajs = jax.vmap(lambda k: rollout_lib.rollout(ENV, rollout_lib.expert_policy(ENV), k, 300))(keys)
+        goals = jax.vmap(jax.vmap(ENV.goal_state))(trajs.states)
+        full = jax.vmap(jax.vmap(ENV.is_success))(trajs.states, goals)
+        position, angle = jax.vmap(jax.vmap(ENV.block_errors))(trajs.states, goals)
+        block = (position < 20.0) & (angle < math.pi / 9)
+        first = lambda hit: jnp.where(hit.any(1), jnp.argmax(hit, 1), 10 ** 6)
+        return first(full), first(block)
+
+    full, block = (np.asarray(a) for a in jax.jit(first_hits)(jax.random.split(jax.random.key(0), 1000)))
+    for steps in (100, 200, 300):
+        print(f"Push-T expert within {steps} steps: block {np.mean(block <= steps):.3f}, "
+              f"full {np.mean(full <= steps):.3f}")
+    assert np.mean(block <= 100) > 0.97 and np.mean(full <= 200) > 0.9

@@ -118,3 +118,19 @@ def test_speed_scales_the_step(speed):
     env = TwoRoom(speed=speed)
     np.testing.assert_allclose(jax.jit(env.step)(_state(60.0, 100.0), jnp.array([0.0, 1.0])).agent_pos,
                                [60.0, 100.0 + speed])
+
+
+@pytest.mark.slow
+def test_expert_statistics_over_1000_episodes():
+    """The figures quoted in core/envs/__init__.py (1000 episodes, seed 0)."""
+    def first_success(keys):
+        trajs = jax.vmap(lambda k: rollout_lib.rollout(ENV, rollout_lib.expert_policy(ENV), k, 300))(keys)
+        goals = jax.vmap(jax.vmap(ENV.goal_state))(trajs.states)
+        hit = jax.vmap(jax.vmap(ENV.is_success))(trajs.states, goals)
+        return jnp.where(hit.any(1), jnp.argmax(hit, 1), 10 ** 6)
+
+    first = np.asarray(jax.jit(first_success)(jax.random.split(jax.random.key(0), 1000)))
+    within_100, within_300 = np.mean(first <= 100), np.mean(first <= 300)
+    print(f"TwoRoom expert: {within_100:.3f} within 100 steps, {within_300:.3f} within 300, "
+          f"capped mean length {np.minimum(first, 100).mean():.1f}")
+    assert 0.35 < within_100 < 0.6 and within_300 > 0.99

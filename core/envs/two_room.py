@@ -9,7 +9,9 @@ tested at the new y), it is put back at 0.5 px before the band on the side it ca
 
 Differences from swm, by choice: speed defaults to 5 px/step (the research notes' value; swm's newest
 torch env uses 7, settable here); the expert's action repeat actually repeats the previous action (swm's
-``ExpertPolicy`` never stores it); the agent's colour lives in the state so a colour perturbation renders.
+``ExpertPolicy`` never stores it); the agent's colour lives in the state so a colour perturbation renders;
+the dot is exp(-d^2 / 2 sigma^2) itself (swm divides by its maximum over the pixel grid, a <= 0.5% change)
+and layers are blended in float and rounded once (swm truncates to uint8 after each layer).
 """
 
 from __future__ import annotations
