@@ -36,7 +36,8 @@ def test_same_seed_same_bytes_and_readable(tmp_path):
     frames = np.stack(episode["frames"])
     assert frames.shape == (13, 32, 32, 3) and frames.dtype == np.uint8
     assert episode["actions"].shape == (12, 2) and episode["states"].shape == (13, 4)
-    assert int(episode["episode_id"]) == 1
+    assert int(episode["episode_id"]) == 1 and episode["goal"].shape == (2,)
+    np.testing.assert_allclose(episode["states"][:, 2:], np.broadcast_to(episode["goal"], (13, 2)))
     # Consecutive proprio positions differ by at most one step of speed 5 (sqrt(2) * 5 diagonally).
     steps = np.linalg.norm(np.diff(episode["proprio"], axis=0), axis=-1)
     assert steps.max() <= 5 * np.sqrt(2) + 1e-4

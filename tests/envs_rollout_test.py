@@ -70,3 +70,12 @@ def test_clip_stream_continues_one_trajectory_per_env():
     np.testing.assert_allclose(again.states.agent_pos[:, 0], after.agent_pos)
     _, restarted = jax.jit(lambda s, k: rollout_lib.next_clips(env, s, k, reset_prob=1.0))(after, jax.random.key(6))
     assert np.all(np.linalg.norm(restarted.states.agent_pos[:, 0] - after.agent_pos, axis=-1) > 0)
+
+
+@pytest.mark.parametrize("env", [TwoRoom(), PushT()], ids=["two_room", "push_t"])
+def test_state_and_goal_vectors_round_trip(env):
+    state = jax.jit(env.step)(jax.jit(env.reset)(jax.random.key(8)), jnp.array([0.5, -0.5]))
+    rebuilt = env.from_vectors(env.state_vector(state), env.goal_vector(state))
+    np.testing.assert_array_equal(env.state_vector(rebuilt), env.state_vector(state))
+    np.testing.assert_array_equal(env.goal_vector(rebuilt), env.goal_vector(state))
+    np.testing.assert_array_equal(jax.jit(env.render)(rebuilt), jax.jit(env.render)(state))

@@ -30,6 +30,9 @@ be closed over or passed as a static argument to ``jax.jit``. Its methods are pu
     env.resample_goal(state, key)          -> State   a fresh task goal (long rollouts keep moving)
     env.state_vector(state)                -> f32[S]  flat low-dimensional state stored in datasets (TwoRoom:
                                                agent, goal; Push-T: swm's 7-D agent, block, angle, velocity)
+    env.goal_vector(state)                 -> f32[G]  the task goal (TwoRoom: goal xy; Push-T: agent xy, block xy,
+                                               block angle)
+    env.from_vectors(state_vector, goal_vector=None) -> State  rebuild a state (e.g. from a dataset row)
     PushT.block_errors(state, goal_state)  -> (position px, |angle| rad) of the block
 
 ``State`` is a ``flax.struct.dataclass`` pytree of f32 arrays (no Python scalars), so batches of states are
@@ -62,7 +65,7 @@ Datasets on disk (``core.envs.dataset``): a TFDS ``GeneratorBasedBuilder`` (ARRA
 the first success) plus ``manifest.json`` (generator version, config, seed, counts, sha256 of every data file);
 the same seed on the same backend gives the same bytes. No TensorFlow needed.
     path = dataset.build(dataset.EpisodesConfig(name=..., env="two_room", num_episodes=..., seed=...), data_dir)
-    source = dataset.load(path)      # source[i] -> dict(frames, actions, states, proprio, episode_id, success)
+    source = dataset.load(path)      # source[i] -> dict(frames, actions, states, proprio, goal, episode_id, success)
     dataset.clip(source[i], start, num_frames=4, frameskip=5) -> dict(frames, actions[4, 5 * A])
 
 Rendering primitives (``core.envs.render``): anti-aliased signed-distance rasterizer (circle, oriented box,

@@ -8,7 +8,8 @@ Episodes are generated on device in chunks (expert rollouts from random starts, 
 resized to ``resolution``) and stop at the first success, as swm's collection does (``max_steps`` otherwise).
 Episode i uses ``fold_in(key(seed), i)``, so the data do not depend on the chunk size. Each episode stores
 ``frames`` (length + 1 PNGs, or raw uint8), ``actions`` [length, A], ``states`` (``env.state_vector``) and
-``proprio`` [length + 1, ...], ``episode_id``, ``success``. ``manifest.json`` beside the data records the
+``proprio`` [length + 1, ...], the episode's task ``goal`` (``env.goal_vector``), ``episode_id``, ``success``;
+``env.from_vectors(states[t], goal)`` rebuilds an env state (default colours) to restart the simulator there. ``manifest.json`` beside the data records the
 generator version, configuration, seed, counts and the sha256 of every data file; the same seed on the same
 backend gives the same bytes (float rounding may differ between CPU and GPU renderings).
 
@@ -81,13 +82,14 @@ def _chunk_fn(env, max_steps: int, resolution: int):
                                       "linear", antialias=True)
             frames = jnp.round(jnp.clip(frames, 0, 255)).astype(jnp.uint8)
         return (frames, traj.actions, jax.vmap(env.state_vector)(traj.states),
-                jax.vmap(env.proprio)(traj.states), success)
+                jax.vmap(env.proprio)(traj.states), env.goal_vector(jax.tree.map(lambda x: x[0], traj.states)),
+                success)
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
 def generate_chunk(env, seed: int, first_episode: int, count: int, max_steps: int, resolution: int):
     """Rollouts of episodes [first, first + count) on device: frames uint8 [count, T + 1, R, R, 3], actions,
-    state vectors, proprio and per-state success flags (numpy)."""
+    state vectors, proprio, goal vectors and per-state success flags (numpy)."""
     episode_ids = jnp.arange(first_episode, first_episode + count)
     return jax.device_get(_chunk_fn(env, max_steps, resolution)(jnp.uint32(seed), episode_ids))
 
@@ -121,6 +123,7 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
         probe = jax.eval_shape(env.reset, jax.random.key(0))
         state_dim = jax.eval_shape(env.state_vector, probe).shape[-1]
         proprio_dim = jax.eval_shape(env.proprio, probe).shape[-1]
+        goal_dim = jax.eval_shape(env.goal_vector, probe).shape[-1]
         r = config.resolution
         frames = (tfds.features.Sequence(tfds.features.Image(shape=(r, r, 3), encoding_format="png"))
                   if config.frame_format == "png" else tfds.features.Tensor(shape=(None, r, r, 3), dtype=np.uint8))
@@ -132,6 +135,7 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
                 "actions": tfds.features.Tensor(shape=(None, env.action_dim), dtype=np.float32),
                 "states": tfds.features.Tensor(shape=(None, state_dim), dtype=np.float32),
                 "proprio": tfds.features.Tensor(shape=(None, proprio_dim), dtype=np.float32),
+                "goal": tfds.features.Tensor(shape=(goal_dim,), dtype=np.float32),
                 "episode_id": tfds.features.Scalar(dtype=np.int64),
                 "success": tfds.features.Scalar(dtype=np.bool_),
             }))
@@ -144,7 +148,7 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
         env = make_env(config.env)
         for first in range(0, config.num_episodes, config.chunk_size):
             count = min(config.chunk_size, config.num_episodes - first)
-            frames, actions, states, proprio, success = generate_chunk(
+            frames, actions, states, proprio, goals, success = generate_chunk(
                 env, config.seed, first, count, config.max_steps, config.resolution)
             for i in range(count):
                 length = episode_length(success[i], config.max_steps, config.stop_on_success)
@@ -155,6 +159,7 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
                     "actions": actions[i, :length],
                     "states": states[i, :length + 1],
                     "proprio": proprio[i, :length + 1],
+                    "goal": goals[i],
                     "episode_id": first + i,
                     "success": bool(success[i, 1:length + 1].any()),
                 }

@@ -266,6 +266,18 @@ class PushT:
         """swm's 7-D state: agent xy, block xy, block angle in [0, 2 pi), agent velocity."""
         return jnp.concatenate([state.agent_pos, state.block_pos, state.block_angle[None], state.agent_vel])
 
+    def goal_vector(self, state: PushTState) -> Array:
+        """The task goal: agent xy, block xy, block angle."""
+        return jnp.concatenate([state.goal_agent_pos, state.goal_block_pos, state.goal_block_angle[None]])
+
+    def from_vectors(self, state_vector: Array, goal_vector: Array | None = None) -> PushTState:
+        """A state from swm's 7-D vector and a 5-D goal (the state itself when None); default colour."""
+        v = jnp.asarray(state_vector, jnp.float32)
+        g = v[:5] if goal_vector is None else jnp.asarray(goal_vector, jnp.float32)
+        return PushTState(agent_pos=v[:2], agent_vel=v[5:7], block_pos=v[2:4], block_angle=v[4],
+                          goal_agent_pos=g[:2], goal_block_pos=g[2:4], goal_block_angle=g[4],
+                          block_colour=jnp.asarray(SLATE_GRAY, jnp.float32), last_action=jnp.zeros(2, jnp.float32))
+
     def probe_targets(self, state: PushTState) -> dict[str, Array]:
         return {"agent_pos": state.agent_pos, "block_pos": state.block_pos, "block_angle": state.block_angle}
 

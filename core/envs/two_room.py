@@ -171,6 +171,15 @@ class TwoRoom:
         """agent (2) + goal (2): swm's observation without the door list."""
         return jnp.concatenate([state.agent_pos, state.goal_pos])
 
+    def goal_vector(self, state: TwoRoomState) -> Array:
+        return state.goal_pos
+
+    def from_vectors(self, state_vector: Array, goal_vector: Array | None = None) -> TwoRoomState:
+        """A state from ``state_vector`` (and optionally ``goal_vector``), default colour, no last action."""
+        goal = state_vector[2:4] if goal_vector is None else goal_vector
+        return TwoRoomState(agent_pos=jnp.asarray(state_vector[:2], jnp.float32), goal_pos=jnp.asarray(goal, jnp.float32),
+                            agent_colour=jnp.asarray(RED, jnp.float32), last_action=jnp.zeros(2, jnp.float32))
+
     def probe_targets(self, state: TwoRoomState) -> dict[str, Array]:
         return {"agent_pos": state.agent_pos}
 
