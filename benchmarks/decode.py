@@ -32,6 +32,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on CPU: checks the script
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Directory for decode.json.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_decode", "Scratch directory (corpus, checkpoints).")
 _SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
+_BUDGET_S = flags.DEFINE_float("budget_s", 1e9, "Skip decode configs that would start after this many seconds.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
 
 HBM_BYTES_PER_S = 2.9e12   # measured H100 device-to-device copy (notes/engineering.md)
@@ -60,43 +61,53 @@ class Report:
 # Training.
 
 def train_models(config, workdir: str, report: Report):
+    """Corpus, then the target (next-token loss) and the draft (distilled from the target), via core.train."""
     from flax import nnx
 
     from core import config as config_lib, lm, sharding, train
-    from core.data import lm_pipeline, tokenizer as tokenizer_lib
+    from core.data import corpus as corpus_lib, lm_pipeline, tokenizer as tokenizer_lib
     from core.nn import transformer as tfm
 
     t0 = time.perf_counter()
-    target_result = lm.train_lm(config, os.path.join(workdir, "target"))
+    manifest = corpus_lib.build_corpus(corpus_lib.corpus_config(**config.corpus.to_dict()), config.data.corpus_dir)
+    report.update(corpus=dict(build_s=time.perf_counter() - t0, splits=manifest["splits"],
+                              sha256=manifest["content_sha256"]))
+    vocab = tokenizer_lib.load_tokenizer(config.data.corpus_dir).get_vocab_size()
+    mesh = sharding.make_mesh(config.get("mesh"))
+    batches = lambda seed: lm_pipeline.make_lm_iterator(config.data.corpus_dir, "train", config.data.seq_len,
+                                                        config.data.batch_size, seed=seed)
+
+    t0 = time.perf_counter()
+    target = tfm.Transformer(lm.model_config(config, vocab), rngs=nnx.Rngs(params=config.train.seed))
+    target_result = train.train(config, os.path.join(workdir, "target"), target, lm.next_token_loss,
+                                batches(config.train.data_seed), mesh=mesh)
     target_s = time.perf_counter() - t0
     target = train.merge_model(target_result.graphdef, target_result.state)
-    tokenizer = tokenizer_lib.load_tokenizer(config.data.corpus_dir)
-    vocab = tokenizer.get_vocab_size()
 
+    dt = config.draft_train
     draft_config = config_lib.apply_overrides(config, {})
     draft_config.model = config.draft_model
-    dt = config.draft_train
     draft_config.train.num_steps = dt.num_steps
     draft_config.optim.update(learning_rate=dt.learning_rate, warmup_steps=dt.warmup_steps, total_steps=dt.num_steps)
     teacher = train.merge_model(target_result.graphdef, target_result.state, dtype="bfloat16")
-    draft_model = tfm.Transformer(lm.model_config(draft_config, vocab), rngs=nnx.Rngs(params=1))
-    batches = lm_pipeline.make_lm_iterator(config.data.corpus_dir, "train", config.data.seq_len,
-                                           config.data.batch_size, seed=config.train.data_seed + 1)
+    draft = tfm.Transformer(lm.model_config(draft_config, vocab), rngs=nnx.Rngs(params=1))
     t0 = time.perf_counter()
-    draft_result = train.train(draft_config, os.path.join(workdir, "draft"), draft_model,
-                               lm.distillation_loss(teacher, hard_weight=dt.hard_weight), batches,
-                               mesh=sharding.make_mesh(config.get("mesh")))
+    draft_result = train.train(draft_config, os.path.join(workdir, "draft"), draft,
+                               lm.distillation_loss(teacher, hard_weight=dt.hard_weight),
+                               batches(config.train.data_seed + 1), mesh=mesh)
     draft_s = time.perf_counter() - t0
     draft = train.merge_model(draft_result.graphdef, draft_result.state)
     val = lambda model: lm.evaluate(model, lm_pipeline.make_lm_iterator(
         config.data.corpus_dir, "validation", config.data.seq_len, config.data.batch_size, seed=0, num_epochs=1),
         config.eval.num_batches)["loss"]
+    last_loss = lambda result: ([r["loss"] for r in result.history if "loss" in r] or [None])[-1]
     report.update(training=dict(
         target=dict(params=tfm.param_count(target.config), steps=config.train.num_steps, wall_s=target_s,
-                    val_loss=val(target)),
-        draft=dict(params=tfm.param_count(draft.config), steps=dt.num_steps, wall_s=draft_s, val_loss=val(draft)),
-        vocab=vocab))
-    return target, draft, tokenizer
+                    train_loss=last_loss(target_result), val_loss=val(target)),
+        draft=dict(params=tfm.param_count(draft.config), steps=dt.num_steps, wall_s=draft_s,
+                   train_loss=last_loss(draft_result), val_loss=val(draft)),
+        vocab=vocab, tokens_per_step=config.data.batch_size * config.data.seq_len))
+    return target, draft
 
 
 def held_out_prompts(config, count: int, length: int):
@@ -164,70 +175,113 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     return out
 
 
-def decode_sweep(target, draft, prompts, dc, report: Report) -> dict:
-    import jax.numpy as jnp
+class Sweep:
+    """Runs named decode configs in priority order, skipping any that would start after the deadline."""
 
-    from papers.ssd import engine, tree as tree_lib
+    def __init__(self, target, draft, prompts, dc, report: Report, deadline: float):
+        import jax.numpy as jnp
 
-    dtype = jnp.dtype(_DTYPE.value)
-    tg, ts = inference_split(target, dtype)
-    dg, ds = inference_split(draft, dtype)
-    models = ((tg, ts, target.config), (dg, ds, draft.config))
-    draft_as_target = ((dg, ds, draft.config), (dg, ds, draft.config))
-    rows, outputs = [], {}
-    tree = tree_lib.tree_from_branching(tuple(dc.tree_branching))
+        dtype = jnp.dtype(_DTYPE.value)
+        tg, ts = inference_split(target, dtype)
+        dg, ds = inference_split(draft, dtype)
+        self.models = ((tg, ts, target.config), (dg, ds, draft.config))
+        self.draft_alone = ((dg, ds, draft.config), (dg, ds, draft.config))
+        self.target_state, self.dtype = ts, dtype
+        self.prompts, self.dc, self.report, self.deadline = prompts, dc, report, deadline
+        self.rows, self.outputs, self.skipped = {}, {}, []
 
-    def record(name, models, config, batch):
-        sets = ([prompts[i:i + 1] for i in range(dc.batch1_prompts)] if batch == 1 else [prompts[:batch]])
-        row = run_decode(models, config, sets, dc.repeats, dtype=dtype)
-        outputs[name] = row.pop("last_tokens")
-        row["name"] = name
-        rows.append(row)
-        print(f"{name:28s} b={batch:3d} T={config.temperature:.1f} {row['tokens_per_s']:9.1f} tok/s "
+    def record(self, name, config, batch, draft_alone=False):
+        if time.perf_counter() > self.deadline:
+            self.skipped.append(name)
+            self.report.update(skipped=self.skipped)
+            return None
+        sets = ([self.prompts[i:i + 1] for i in range(self.dc.batch1_prompts)] if batch == 1
+                else [self.prompts[:batch]])
+        row = run_decode(self.draft_alone if draft_alone else self.models, config, sets, self.dc.repeats,
+                         dtype=self.dtype)
+        self.outputs[name] = row.pop("last_tokens")
+        self.rows[name] = dict(row, name=name)
+        print(f"{name:22s} b={batch:3d} T={config.temperature:.1f} {row['tokens_per_s']:9.1f} tok/s "
               f"{row['tokens_per_step']:.2f} tok/step acc={row.get('acceptance', float('nan')):.3f} "
               f"(compile {row['compile_s']:.0f}s)", flush=True)
-        report.update(decode=rows)
-        return row
+        self.report.update(decode=list(self.rows.values()))
+        return self.rows[name]
 
-    max_new = dc.max_new_tokens
-    ar = lambda t: engine.DecodeConfig("ar", max_new, temperature=t)
-    chain = lambda k, t: engine.DecodeConfig("chain", max_new, num_draft=k, temperature=t)
-    tree_cfg = lambda t: engine.DecodeConfig("tree", max_new, tree=tree, temperature=t,
+
+def decode_phases(sweep: Sweep, hf_fn=None):
+    """Priority order: the batch-1 T=0 headline (AR, draft alone, chain, tree), the HF peer, T=1, the K
+    sweep, then the batch sweep."""
+    from papers.ssd import engine, tree as tree_lib
+
+    dc = sweep.dc
+    new = dc.max_new_tokens
+    tree = tree_lib.tree_from_branching(tuple(dc.tree_branching))
+    ar = lambda t: engine.DecodeConfig("ar", new, temperature=t)
+    chain = lambda k, t: engine.DecodeConfig("chain", new, num_draft=k, temperature=t)
+    tree_cfg = lambda t: engine.DecodeConfig("tree", new, tree=tree, temperature=t,
                                              tree_children="topk" if t == 0 else "sample")
-    ar1 = record("ar_T0_b1", models, ar(0.0), 1)
-    draft_ar = record("draft_ar_T0_b1", draft_as_target, ar(0.0), 1)
-    c = ar1["tokens_per_s"] / draft_ar["tokens_per_s"]
-    chain_rows = {k: record(f"chain_K{k}_T0_b1", models, chain(k, 0.0), 1) for k in dc.ks}
-    best_k = max(chain_rows, key=lambda k: chain_rows[k]["tokens_per_s"])
-    tree1 = record("tree_T0_b1", models, tree_cfg(0.0), 1)
-    ar1_t1 = record("ar_T1_b1", models, ar(1.0), 1)
-    chain1_t1 = record(f"chain_K{best_k}_T1_b1", models, chain(best_k, 1.0), 1)
-    tree1_t1 = record("tree_T1_b1", models, tree_cfg(1.0), 1)
-    sweep = {}
+    ks = list(dc.ks)
+    first_k = ks[len(ks) // 2]
+    sweep.record("ar_T0_b1", ar(0.0), 1)
+    sweep.record("draft_ar_T0_b1", ar(0.0), 1, draft_alone=True)
+    sweep.record(f"chain_K{first_k}_T0_b1", chain(first_k, 0.0), 1)
+    sweep.record("tree_T0_b1", tree_cfg(0.0), 1)
+    summarize(sweep)
+    if hf_fn is not None:
+        hf_fn(sweep.outputs["ar_T0_b1"])
+    best_k = lambda: max((k for k in ks if f"chain_K{k}_T0_b1" in sweep.rows),
+                         key=lambda k: sweep.rows[f"chain_K{k}_T0_b1"]["tokens_per_s"])
+    sweep.record("ar_T1_b1", ar(1.0), 1)
+    sweep.record(f"chain_K{first_k}_T1_b1", chain(first_k, 1.0), 1)
+    sweep.record("tree_T1_b1", tree_cfg(1.0), 1)
+    summarize(sweep)
+    for k in ks:
+        if k != first_k:
+            sweep.record(f"chain_K{k}_T0_b1", chain(k, 0.0), 1)
+    summarize(sweep)
     for batch in dc.batches:
-        if batch == 1 or batch > len(prompts):
-            continue
-        sweep[batch] = dict(ar=record(f"ar_T0_b{batch}", models, ar(0.0), batch)["tokens_per_s"],
-                            chain=record(f"chain_K{best_k}_T0_b{batch}", models, chain(best_k, 0.0), batch)
-                            ["tokens_per_s"])
-    sweep[1] = dict(ar=ar1["tokens_per_s"], chain=chain_rows[best_k]["tokens_per_s"])
+        if 1 < batch <= len(sweep.prompts):
+            sweep.record(f"ar_T0_b{batch}", ar(0.0), batch)
+            sweep.record(f"chain_K{best_k()}_T0_b{batch}", chain(best_k(), 0.0), batch)
+            sweep.record(f"tree_T0_b{batch}", tree_cfg(0.0), batch)
+    return summarize(sweep)
 
-    identical = {name: float((outputs[name] == outputs["ar_T0_b1"]).all(-1).mean())
-                 for name in outputs if "_T0_b1" in name and not name.startswith("draft")}
-    divergences = near_tie_gaps(target, prompts[:dc.batch1_prompts], outputs)
-    weight_bytes = sum(x.size * x.dtype.itemsize for x in __import__("jax").tree.leaves(ts))
-    roofline_s = weight_bytes / HBM_BYTES_PER_S
+
+def summarize(sweep: Sweep) -> dict:
+    import jax
+
+    rows = sweep.rows
+    get = lambda name, key="tokens_per_s": rows[name][key] if name in rows else None
+    ratio = lambda a, b: a / b if a is not None and b else None
+    chains = {int(n.split("_")[1][1:]): r for n, r in rows.items() if n.startswith("chain") and n.endswith("_T0_b1")}
+    best_k = max(chains, key=lambda k: chains[k]["tokens_per_s"]) if chains else None
+    chain_t1 = next((r for n, r in rows.items() if n.startswith("chain") and n.endswith("_T1_b1")), None)
+    weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(sweep.target_state))
+    ar_s = get("ar_T0_b1", "ms_per_token_per_seq")
+    reference = sweep.outputs.get("ar_T0_b1")
+    identical = {n: float((o == reference).all(-1).mean()) for n, o in sweep.outputs.items()
+                 if reference is not None and n.endswith("_T0_b1") and not n.startswith(("ar", "draft"))}
+    batch_sweep = {}
+    for name, row in rows.items():
+        if row["temperature"] == 0 and not name.startswith("draft"):
+            batch_sweep.setdefault(row["batch"], {})[row["mode"] if row["mode"] != "chain" else name.split("_T")[0]] = \
+                row["tokens_per_s"]
     summary = dict(
-        c=c, best_k=best_k, speedup=chain_rows[best_k]["tokens_per_s"] / ar1["tokens_per_s"],
-        tree_speedup=tree1["tokens_per_s"] / ar1["tokens_per_s"],
-        speedup_T1=chain1_t1["tokens_per_s"] / ar1_t1["tokens_per_s"],
-        tree_speedup_T1=tree1_t1["tokens_per_s"] / ar1_t1["tokens_per_s"],
-        acceptance_T0=chain_rows[best_k]["acceptance"], acceptance_T1=chain1_t1["acceptance"],
-        tokens_per_step_T0=chain_rows[best_k]["tokens_per_step"], tree_tokens_per_step_T0=tree1["tokens_per_step"],
-        roofline=roofline_s / (ar1["ms_per_token_per_seq"] / 1e3), target_weight_bytes=weight_bytes,
-        greedy_identical_to_ar=identical, greedy_divergences=divergences, batch_sweep_tokens_per_s=sweep)
-    report.update(decode=rows, **summary)
-    return dict(summary, outputs=outputs)
+        c=ratio(get("ar_T0_b1"), get("draft_ar_T0_b1")), best_k=best_k,
+        speedup=ratio(chains[best_k]["tokens_per_s"], get("ar_T0_b1")) if chains else None,
+        tree_speedup=ratio(get("tree_T0_b1"), get("ar_T0_b1")),
+        speedup_T1=ratio(chain_t1["tokens_per_s"], get("ar_T1_b1")) if chain_t1 else None,
+        tree_speedup_T1=ratio(get("tree_T1_b1"), get("ar_T1_b1")),
+        acceptance_T0=chains[best_k]["acceptance"] if chains else None,
+        acceptance_T1=chain_t1["acceptance"] if chain_t1 else None,
+        tokens_per_step_T0=chains[best_k]["tokens_per_step"] if chains else None,
+        tree_tokens_per_step_T0=get("tree_T0_b1", "tokens_per_step"),
+        tree_acceptance_T0=get("tree_T0_b1", "acceptance"),
+        roofline=(weight_bytes / HBM_BYTES_PER_S) / (ar_s / 1e3) if ar_s else None,
+        target_weight_bytes=weight_bytes, hbm_bytes_per_s=HBM_BYTES_PER_S,
+        greedy_identical_to_ar=identical, batch_sweep_tokens_per_s=batch_sweep)
+    sweep.report.update(**summary)
+    return summary
 
 
 def near_tie_gaps(target, prompts, outputs) -> list[dict]:
@@ -239,15 +293,19 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
     from flax import nnx
 
     graphdef, state = nnx.split(target)
-    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0, -1].astype(jnp.float32))
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0].astype(jnp.float32))
     reference = outputs["ar_T0_b1"]
+    width = prompts.shape[1] + reference.shape[1]
     found = []
     for name, tokens in outputs.items():
         if "_T0_b1" not in name or name.startswith(("ar", "draft")):
             continue
-        for row in np.flatnonzero((tokens != reference).any(-1)):
+        for row in np.flatnonzero((tokens != reference).any(-1))[:4]:
             step = int(np.argmax(tokens[row] != reference[row]))
-            logits = np.asarray(forward(state, jnp.asarray(np.concatenate([prompts[row], reference[row, :step]])[None])))
+            context = np.concatenate([prompts[row], reference[row, :step]])
+            padded = np.zeros((1, width), np.int32)
+            padded[0, :len(context)] = context  # causal: the padding cannot change earlier logits
+            logits = np.asarray(forward(state, jnp.asarray(padded)))[len(context) - 1]
             found.append(dict(run=name, prompt=int(row), step=step, ar_token=int(reference[row, step]),
                               sd_token=int(tokens[row, step]),
                               logit_gap=float(logits[reference[row, step]] - logits[tokens[row, step]]),
@@ -258,18 +316,59 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
+def export_llama(model, out_dir: str) -> None:
+    """core.interop.hf_llama when it is there; else a direct export (HF Llama names; our RoPE already uses
+    HF's rotate_half layout, so q/k need no permutation)."""
+    try:
+        from core.interop import hf_llama
+        return hf_llama.export(model, out_dir)
+    except (ImportError, AttributeError):
+        pass
+    import numpy as np
+    import safetensors.numpy
+
+    cfg = model.config
+    arr = lambda x: np.asarray(x[...], np.float32)
+    tensors = {"model.embed_tokens.weight": arr(model.embed), "model.norm.weight": arr(model.final_norm.scale)}
+    if not cfg.tie_embeddings:
+        tensors["lm_head.weight"] = arr(model.lm_head).T
+    for i, layer in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        attn, mlp = layer.attention, layer.mlp
+        tensors[p + "self_attn.q_proj.weight"] = arr(attn.wq).reshape(cfg.d_model, -1).T
+        tensors[p + "self_attn.k_proj.weight"] = arr(attn.wk).reshape(cfg.d_model, -1).T
+        tensors[p + "self_attn.v_proj.weight"] = arr(attn.wv).reshape(cfg.d_model, -1).T
+        tensors[p + "self_attn.o_proj.weight"] = arr(attn.wo).reshape(-1, cfg.d_model).T
+        tensors[p + "mlp.gate_proj.weight"] = arr(mlp.w_gate).T
+        tensors[p + "mlp.up_proj.weight"] = arr(mlp.w_up).T
+        tensors[p + "mlp.down_proj.weight"] = arr(mlp.w_down).T
+        tensors[p + "input_layernorm.weight"] = arr(layer.attention_norm.scale)
+        tensors[p + "post_attention_layernorm.weight"] = arr(layer.mlp_norm.scale)
+    hf_config = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size,
+                     hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.n_layers,
+                     num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
+                     max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                     tie_word_embeddings=cfg.tie_embeddings, hidden_act="silu", torch_dtype="float32",
+                     attention_bias=False, mlp_bias=False, bos_token_id=None, eos_token_id=None)
+    tmp = out_dir + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                os.path.join(tmp, "model.safetensors"))
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(hf_config, f)
+    os.replace(tmp, out_dir)
+
+
 def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Report):
     import numpy as np
     import torch
     import transformers
 
-    from core.interop import hf_llama
-
     paths = {}
     for name, model in (("target", target), ("draft", draft)):
         paths[name] = os.path.join(workdir, f"hf_{name}")
-        hf_llama.export(model, paths[name])
-    load = lambda p: transformers.LlamaForCausalLM.from_pretrained(p, torch_dtype=torch.bfloat16).cuda().eval()
+        export_llama(model, paths[name])
+    load = lambda p: transformers.LlamaForCausalLM.from_pretrained(p, dtype=torch.bfloat16).cuda().eval()
     hf_target, hf_draft = load(paths["target"]), load(paths["draft"])
     prompts = prompts[:hc.num_prompts]
     new = hc.max_new_tokens
@@ -278,10 +377,10 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
         outs, wall, tokens = [], 0.0, 0
         for prompt in prompts:
             ids = torch.tensor(prompt[None], device="cuda")
-            hf_target.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, **kwargs)  # warm-up
+            hf_target.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, **kwargs)  # warm-up
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = hf_target.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, **kwargs)
+            out = hf_target.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0, **kwargs)
             torch.cuda.synchronize()
             wall += time.perf_counter() - t0
             outs.append(out[0, ids.shape[1]:].cpu().numpy())
@@ -316,18 +415,24 @@ def main(argv):
                     device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
                     command="python benchmarks/decode.py " + " ".join(sys.argv[1:]), config=config.to_dict())
     t_start = time.perf_counter()
-    target, draft, _ = train_models(config, _WORKDIR.value, report)
+    target, draft = train_models(config, _WORKDIR.value, report)
     dc = config.decode
     prompts = held_out_prompts(config, max(dc.num_prompts, max(dc.batches)), dc.prompt_len)
-    summary = decode_sweep(target, draft, prompts, dc, report)
-    print(json.dumps({k: v for k, v in summary.items() if k != "outputs"}, indent=1, default=str), flush=True)
-    if config.hf.enabled and not _SKIP_HF.value:
+    sweep = Sweep(target, draft, prompts, dc, report, deadline=t_start + _BUDGET_S.value)
+
+    def hf_fn(ours_greedy):
+        if not config.hf.enabled or _SKIP_HF.value:
+            return
         try:
-            hf_peer(target, draft, prompts, summary["outputs"]["ar_T0_b1"], config.hf, _WORKDIR.value, report)
+            hf_peer(target, draft, prompts, ours_greedy, config.hf, _WORKDIR.value, report)
         except Exception as e:  # the peer is a comparison; its failure must not hide our figures
             report.update(hf=dict(error=f"{type(e).__name__}: {e}"))
         print(json.dumps(report.data.get("hf"), indent=1, default=str), flush=True)
-    report.update(total_wall_s=time.perf_counter() - t_start)
+
+    summary = decode_phases(sweep, hf_fn)
+    divergences = near_tie_gaps(target, prompts[:dc.batch1_prompts], sweep.outputs)
+    report.update(greedy_divergences=divergences, total_wall_s=time.perf_counter() - t_start)
+    print(json.dumps(dict(summary, greedy_divergences=divergences), indent=1, default=str), flush=True)
 
 
 if __name__ == "__main__":
