@@ -8,12 +8,15 @@ Three measurements per environment, each one jitted program timed after a warm-u
                  frames stacked as the scan's output [T, N, 224, 224, 3] uint8 (what data generation does);
   render_only  - vmapped rendering of N x T given states (the rasterizer alone);
   clips        - ``sample_clips`` for a LeWM batch (128 clips x 4 frames at frameskip 5, expert rollouts of
-                 max_offset + 20 steps each), the on-the-fly training-data path.
+                 max_offset + 20 steps each), the on-the-fly training-data path;
+  clip_stream  - ``next_clips`` for the same batch (20 expert steps per clip, env states carried);
+                 Push-T also with its 10 physics substeps unrolled (``unroll_substeps=True``).
 The roofline is the uint8 output alone streamed to HBM: bytes / 2.9 TB/s (the measured device copy rate).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -108,7 +111,7 @@ def main():
     key = jax.random.key(0)
     envs = {"two_room": TwoRoom(), "push_t": PushT()}
     smoke = "--smoke" in sys.argv  # a tiny CPU check of the script itself
-    num_steps, sizes, batch = (4, (8,), 8) if smoke else (16, (1024, 4096), 128)
+    num_steps, sizes, batch = (4, (8,), 8) if smoke else (16, (4096,), 128)
     rows = []
     for env_name, env in envs.items():
         for num_envs in sizes:
@@ -121,10 +124,19 @@ def main():
             rows.append(row("render_only", env_name, num_envs * num_steps, seconds, num_envs=num_envs,
                             steps=num_steps, full_resolution_kernels=full_resolution_buffers(render_fn, states)))
             del states
-        clips = jax.jit(lambda k, env=env: rollout_lib.sample_clips(env, k, batch).frames)
-        seconds = timed(clips, key)
-        rows.append(row("clips", env_name, batch * 4, seconds, batch=batch, num_frames=4, frameskip=5,
-                        max_offset=80, clips_per_s=batch / seconds))
+        variants = {env_name: env}
+        if env_name == "push_t":
+            variants["push_t_unrolled"] = dataclasses.replace(env, unroll_substeps=True)
+        for variant_name, variant in variants.items():
+            clips = jax.jit(lambda k, env=variant: rollout_lib.sample_clips(env, k, batch).frames)
+            seconds = timed(clips, key)
+            rows.append(row("clips", variant_name, batch * 4, seconds, batch=batch, num_frames=4, frameskip=5,
+                            max_offset=80, clips_per_s=batch / seconds))
+            stream = rollout_lib.init_clip_stream(variant, key, batch)
+            advance = jax.jit(lambda s, k, env=variant: rollout_lib.next_clips(env, s, k)[1].frames)
+            seconds = timed(advance, stream, key)
+            rows.append(row("clip_stream", variant_name, batch * 4, seconds, batch=batch, num_frames=4,
+                            frameskip=5, clips_per_s=batch / seconds))
 
     best = {name: max(r["frames_per_s"] for r in rows if r["env"] == name and r["mode"] == "rollout")
             for name in envs}

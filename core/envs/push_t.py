@@ -91,6 +91,7 @@ class PushT:
     dt: float = 0.01
     substeps: int = 10
     contact_iterations: int = 3
+    unroll_substeps: bool = False     # unrolled substeps fuse into fewer GPU kernels; slower to compile
     success_position: float = 20.0
     success_angle: float = math.pi / 9
     fixed_goal: bool = False          # True: the classic goal pose (256, 256, pi/4); else random goals
@@ -197,7 +198,8 @@ class PushT:
         target = state.agent_pos + action * self.action_scale
         carry = (state.agent_pos, state.agent_vel, state.block_pos, state.block_angle)
         (agent, vel, block_pos, block_angle), _ = jax.lax.scan(
-            lambda c, _: self._substep(c, target), carry, None, length=self.substeps)
+            lambda c, _: self._substep(c, target), carry, None, length=self.substeps,
+            unroll=self.unroll_substeps)
         return state.replace(agent_pos=agent, agent_vel=vel, block_pos=block_pos,
                              block_angle=jnp.mod(block_angle, 2 * jnp.pi), last_action=action)
 
