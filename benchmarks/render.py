@@ -79,8 +79,7 @@ def render_program(env, num_envs: int, num_steps: int):
 def full_resolution_buffers(fn, *args) -> int:
     """Kernels in the compiled program's entry that write a full-resolution buffer: trailing dims [224, 224]
     (a per-shape plane), [224, 3] (pixels) or [224, 672] (the byte layout). 1 means the whole frame is one
-    fused loop writing only the uint8 output. (The results JSON of 2026-11-24 predates the [224, 672] case:
-    its 0 means no plane and no separate pixel pass, the output fusion being uncounted.)"""
+    fused loop writing only the uint8 output."""
     text = fn.lower(*args).compile().as_text()
     entry = text[text.index("ENTRY"):]
     count = 0

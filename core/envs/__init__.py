@@ -74,8 +74,10 @@ union of boxes, Gaussian dot), coverage = clip(0.5 - sdf / pixel, 0, 1), painter
 Measured (benchmarks/results/render.json, one H100; and CPU rollouts of 1000 episodes, seed 0)
 ----------------------------------------------------------------------------------------------
 - Frames/s at 224^2, 4096 envs x 16 steps in one jitted scan (expert + physics + render): TwoRoom 1.72M,
-  Push-T 0.79M; rendering alone 3.4M / 1.3M. ``sample_clips`` at batch 128: TwoRoom 57k clips/s, Push-T
-  3.8k clips/s (latency-bound: 100 sequential steps of 128 envs; use larger batches or reuse rollouts).
+  Push-T 0.78M; rendering alone 3.4M / 1.3M (one fused kernel per frame batch; compute-bound at 18% / 7%
+  of the 19M frames/s output-write roofline). LeWM batches of 128 clips: ``sample_clips`` 54k clips/s
+  (TwoRoom) / 3.6k (Push-T; latency-bound, 100 sequential steps per clip), the stream ``next_clips``
+  146k / 16.9k clips/s (18.8k with ``PushT(unroll_substeps=True)``), i.e. 7.6 ms per Push-T batch.
 - TwoRoom expert (noise 2.0, repeat 0.05, speed 5): reaches the target in 46% of episodes within 100 steps
   (mean length capped at 100: 90; the paper's data: 92), 99.9% within 300; noiseless: 100%, median 33 steps.
 - Push-T expert (noise 0.1): block within 20 px and pi/9 of a random goal pose in 99.8% of episodes within
