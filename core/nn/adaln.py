@@ -1,0 +1,44 @@
+"""AdaLN-zero transformer blocks (DiT): a per-token condition modulates the norms and gates each branch;
+the modulation layer starts at zero so every block starts as the identity. Used for LeWM's action-
+conditioned predictor; D-MPC's denoisers can reuse them (condition = diffusion time + observation)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; key None (evaluation) is the identity. Keys are passed explicitly: no RNG state."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class AdaLNZeroBlock(nnx.Module):
+    def __init__(self, width: int, heads: int, head_dim: int, mlp_dim: int, dropout_rate: float,
+                 rngs: nnx.Rngs):
+        self.heads, self.head_dim, self.dropout_rate = heads, head_dim, dropout_rate
+        inner = heads * head_dim
+        self.norm1 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * inner, use_bias=False, rngs=rngs)
+        self.out = nnx.Linear(inner, width, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
+        self.fc1 = nnx.Linear(width, mlp_dim, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_dim, width, rngs=rngs)
+        self.modulation = nnx.Linear(width, 6 * width, rngs=rngs, kernel_init=nnx.initializers.zeros,
+                                     bias_init=nnx.initializers.zeros)
+
+    def __call__(self, x, condition, causal: bool = True, key: jax.Array | None = None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.modulation(jax.nn.silu(condition)), 6, -1)
+        keys = jax.random.split(key, 3) if key is not None else (None,) * 3
+        b, n, _ = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = jnp.split(self.qkv(h).reshape(b, n, 3, self.heads, self.head_dim), 3, axis=2)
+        attended = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=causal)
+        x = x + gate1 * dropout(self.out(attended.reshape(b, n, -1)), self.dropout_rate, keys[0])
+        h = self.norm2(x) * (1 + scale2) + shift2
+        h = dropout(jax.nn.gelu(self.fc1(h), approximate=False), self.dropout_rate, keys[1])
+        return x + gate2 * dropout(self.fc2(h), self.dropout_rate, keys[2])

@@ -1,0 +1,144 @@
+"""LeWorldModel (arXiv 2603.19312): ViT encoder + BN projector, AdaLN-zero action-conditioned causal predictor.
+
+API (used by training, planning, surprise):
+    LeWMConfig (frozen dataclass; LeWMConfig.smoke() is a tiny CPU variant)
+    model = LeWM(config, rngs=nnx.Rngs(0));  model.eval() for inference (BatchNorm running stats)
+    model.encode(pixels uint8[..., H, W, 3]) -> z f32[..., D]          (resized to config.image_size)
+    model.predict(z_hist[B, T, D], action_blocks[B, T, frameskip*A], dropout_key=None) -> z_pred[B, T, D]
+        causal: output t predicts the embedding of frame t + 1 from frames ≤ t and action blocks ≤ t
+    model.rollout(z_hist[B, H, D], past_blocks[B, H-1, fA], plan_blocks[B, N, fA]) -> z_future[B, N, D]
+        autoregressive over the plan with a sliding window of `history` frames
+Sizes of the reference configuration (2-D actions): 18,034,478 parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from core.nn.adaln import AdaLNZeroBlock
+from core.nn.vit import ViT, ViTConfig
+
+IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
+IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
+
+
+@dataclasses.dataclass(frozen=True)
+class LeWMConfig:
+    image_size: int = 224
+    patch_size: int = 14
+    encoder_width: int = 192
+    encoder_depth: int = 12
+    encoder_heads: int = 3
+    encoder_mlp: int = 768
+    embed_dim: int = 192
+    projector_hidden: int = 2048
+    predictor_depth: int = 6
+    predictor_heads: int = 16
+    predictor_head_dim: int = 64
+    predictor_mlp: int = 2048
+    history: int = 3
+    dropout: float = 0.1
+    action_dim: int = 2
+    frameskip: int = 5
+
+    @classmethod
+    def smoke(cls, **overrides) -> "LeWMConfig":
+        small = dict(image_size=56, encoder_width=64, encoder_depth=2, encoder_heads=2, encoder_mlp=128,
+                     embed_dim=64, projector_hidden=128, predictor_depth=2, predictor_heads=4,
+                     predictor_head_dim=16, predictor_mlp=128)
+        return cls(**{**small, **overrides})
+
+    @property
+    def action_block_dim(self) -> int:
+        return self.frameskip * self.action_dim
+
+
+class ProjectorMLP(nnx.Module):
+    """Linear -> BatchNorm -> GELU -> Linear (BN, not LN: the ViT's final LN blocks SIGReg, paper §3.1)."""
+
+    def __init__(self, din: int, hidden: int, dout: int, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(din, hidden, rngs=rngs)
+        self.norm = nnx.BatchNorm(hidden, momentum=0.9, epsilon=1e-5, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, dout, rngs=rngs)
+
+    def __call__(self, x):
+        lead = x.shape[:-1]
+        h = self.norm(self.fc1(x.reshape(-1, x.shape[-1])))
+        return self.fc2(jax.nn.gelu(h, approximate=False)).reshape(*lead, -1)
+
+
+class ActionEmbedder(nnx.Module):
+    """Conv1d(k=1) over the flattened action block, then Linear(4·D) -> SiLU -> Linear(D)."""
+
+    def __init__(self, block_dim: int, width: int, rngs: nnx.Rngs):
+        self.pointwise = nnx.Linear(block_dim, block_dim, rngs=rngs)
+        self.fc1 = nnx.Linear(block_dim, 4 * width, rngs=rngs)
+        self.fc2 = nnx.Linear(4 * width, width, rngs=rngs)
+
+    def __call__(self, blocks):
+        return self.fc2(jax.nn.silu(self.fc1(self.pointwise(blocks))))
+
+
+class LeWM(nnx.Module):
+    def __init__(self, config: LeWMConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        vit = ViTConfig(image_size=config.image_size, patch_size=config.patch_size, width=config.encoder_width,
+                        depth=config.encoder_depth, heads=config.encoder_heads, mlp_dim=config.encoder_mlp)
+        d = config.embed_dim
+        self.encoder = ViT(vit, rngs)
+        self.projector = ProjectorMLP(config.encoder_width, config.projector_hidden, d, rngs)
+        self.action_embedder = ActionEmbedder(config.action_block_dim, d, rngs)
+        self.predictor_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, config.history, d)))
+        self.predictor = nnx.List([
+            AdaLNZeroBlock(d, config.predictor_heads, config.predictor_head_dim, config.predictor_mlp,
+                           config.dropout, rngs) for _ in range(config.predictor_depth)])
+        self.predictor_norm = nnx.LayerNorm(d, epsilon=1e-6, rngs=rngs)
+        self.pred_proj = ProjectorMLP(d, config.projector_hidden, d, rngs)
+
+    def _pixels(self, pixels):
+        x = pixels.astype(jnp.float32) / 255.0 if pixels.dtype == jnp.uint8 else pixels.astype(jnp.float32)
+        size = self.config.image_size
+        if x.shape[-3:-1] != (size, size):
+            x = jax.image.resize(x, x.shape[:-3] + (size, size, x.shape[-1]), "linear")
+        return ((x - IMAGENET_MEAN) / IMAGENET_STD).astype(self.predictor_pos[...].dtype)
+
+    def encode(self, pixels: jax.Array) -> jax.Array:
+        lead = pixels.shape[:-3]
+        x = self._pixels(pixels)
+        x = x.reshape((-1,) + x.shape[-3:])
+        return self.projector(self.encoder(x)).reshape(*lead, -1)
+
+    def predict(self, z_hist: jax.Array, action_blocks: jax.Array, dropout_key: jax.Array | None = None):
+        steps = z_hist.shape[1]
+        if steps > self.config.history:
+            raise ValueError(f"The predictor takes at most {self.config.history} frames, got {steps}.")
+        x = z_hist.astype(self.predictor_pos[...].dtype) + self.predictor_pos[...][:, :steps]
+        condition = self.action_embedder(action_blocks.astype(x.dtype))
+        keys = (jax.random.split(dropout_key, len(self.predictor)) if dropout_key is not None
+                else [None] * len(self.predictor))
+        for block, key in zip(self.predictor, keys):
+            x = block(x, condition, causal=True, key=key)
+        return self.pred_proj(self.predictor_norm(x))
+
+    def rollout(self, z_hist: jax.Array, past_blocks: jax.Array, plan_blocks: jax.Array) -> jax.Array:
+        """Predicts the embeddings after each planned action block (N steps, history window slides).
+
+        Unrolled in Python (N is the planning horizon, ~5): the predictor's BatchNorm may update its
+        statistics in train mode, which a lax.scan body would not allow.
+        """
+        z_window, a_window, future = z_hist, past_blocks, []
+        for n in range(plan_blocks.shape[1]):
+            actions = jnp.concatenate([a_window, plan_blocks[:, n:n + 1]], 1)
+            z_next = self.predict(z_window, actions)[:, -1]
+            future.append(z_next)
+            z_window = jnp.concatenate([z_window[:, 1:], z_next[:, None]], 1)
+            a_window = actions[:, 1:]
+        return jnp.stack(future, 1)
+
+
+def param_count(model: LeWM) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
