@@ -143,7 +143,8 @@ def test_perturbations():
 
 def test_biased_random_policy_reaches_and_moves_the_block():
     policy = lambda state, key: ENV.biased_random_action(state, key, bias=0.6)
-    trajs = jax.jit(jax.vmap(lambda k: rollout_lib.rollout(ENV, policy, k, 40)))(jax.random.split(jax.random.key(7), 16))
+    keys = jax.random.split(jax.random.key(7), 16)
+    trajs = jax.jit(jax.vmap(lambda k: rollout_lib.rollout(ENV, policy, k, 40)))(keys)
     moved = np.linalg.norm(np.asarray(trajs.states.block_pos[:, -1] - trajs.states.block_pos[:, 0]), axis=-1)
     assert np.mean(moved > 5.0) > 0.5
 

@@ -19,7 +19,8 @@ def test_rollout_is_the_step_function_scanned(env):
     for t in (0, 3, 5):
         state_t = jax.tree.map(lambda a: a[t], traj.states)
         following = step(state_t, traj.actions[t])
-        for got, want in zip(jax.tree.leaves(following), jax.tree.leaves(jax.tree.map(lambda a: a[t + 1], traj.states))):
+        expected = jax.tree.map(lambda a: a[t + 1], traj.states)
+        for got, want in zip(jax.tree.leaves(following), jax.tree.leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
         np.testing.assert_array_equal(traj.frames[t], render(state_t))
     assert rollout_lib.rollout(env, rollout_lib.random_policy(env), jax.random.key(1), 2).frames is None

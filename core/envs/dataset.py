@@ -9,9 +9,10 @@ resized to ``resolution``) and stop at the first success, as swm's collection do
 Episode i uses ``fold_in(key(seed), i)``, so the data do not depend on the chunk size. Each episode stores
 ``frames`` (length + 1 PNGs, or raw uint8), ``actions`` [length, A], ``states`` (``env.state_vector``) and
 ``proprio`` [length + 1, ...], the episode's task ``goal`` (``env.goal_vector``), ``episode_id``, ``success``;
-``env.from_vectors(states[t], goal)`` rebuilds an env state (default colours) to restart the simulator there. ``manifest.json`` beside the data records the
-generator version, configuration, seed, counts and the sha256 of every data file; the same seed on the same
-backend gives the same bytes (float rounding may differ between CPU and GPU renderings).
+``env.from_vectors(states[t], goal)`` rebuilds an env state (default colours) to restart the simulator there.
+``manifest.json`` beside the data records the generator version, configuration, seed, counts and the sha256 of
+every data file; the same seed on the same backend gives the same bytes (float rounding may differ between
+CPU and GPU renderings).
 
 No TensorFlow is needed: PNGs are encoded here with Pillow and passed to TFDS as bytes.
 """

@@ -177,7 +177,8 @@ class TwoRoom:
     def from_vectors(self, state_vector: Array, goal_vector: Array | None = None) -> TwoRoomState:
         """A state from ``state_vector`` (and optionally ``goal_vector``), default colour, no last action."""
         goal = state_vector[2:4] if goal_vector is None else goal_vector
-        return TwoRoomState(agent_pos=jnp.asarray(state_vector[:2], jnp.float32), goal_pos=jnp.asarray(goal, jnp.float32),
+        return TwoRoomState(agent_pos=jnp.asarray(state_vector[:2], jnp.float32),
+                            goal_pos=jnp.asarray(goal, jnp.float32),
                             agent_colour=jnp.asarray(RED, jnp.float32), last_action=jnp.zeros(2, jnp.float32))
 
     def probe_targets(self, state: TwoRoomState) -> dict[str, Array]:
