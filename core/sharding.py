@@ -97,6 +97,8 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> NamedSharding:
 def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
     """Places a host batch (process-local slice) onto the mesh, leading dim sharded over data+fsdp."""
     def put(x):
+        if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() == 1:
+            return jax.device_put(x, batch_sharding(mesh, x.ndim))   # generated on device: no host round trip
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
     leaves = jax.tree.leaves(batch)

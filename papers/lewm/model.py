@@ -22,8 +22,8 @@ from flax import nnx
 from core.nn.adaln import AdaLNZeroBlock
 from core.nn.vit import ViT, ViTConfig
 
-IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
-IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # tuples: importing a config must not start a JAX backend
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,7 @@ class LeWM(nnx.Module):
         size = self.config.image_size
         if x.shape[-3:-1] != (size, size):
             x = jax.image.resize(x, x.shape[:-3] + (size, size, x.shape[-1]), "linear")
-        return ((x - IMAGENET_MEAN) / IMAGENET_STD).astype(self.predictor_pos[...].dtype)
+        return ((x - jnp.array(IMAGENET_MEAN)) / jnp.array(IMAGENET_STD)).astype(self.predictor_pos[...].dtype)
 
     def encode(self, pixels: jax.Array) -> jax.Array:
         lead = pixels.shape[:-3]

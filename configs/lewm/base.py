@@ -1,0 +1,29 @@
+"""Shared shape of the LeWM configs (paper App. D): model, env, data, loss, train, optim, mesh."""
+
+import dataclasses
+
+import ml_collections
+
+from core import sharding, train
+from papers.lewm.model import LeWMConfig
+
+
+def lewm_config(env: str, smoke: bool) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    model = LeWMConfig.smoke() if smoke else LeWMConfig()
+    config.model = dataclasses.asdict(model)
+    config.env = dict(name=env)
+    config.data = dict(batch_size=8 if smoke else 128, max_offset=20 if smoke else 80)
+    config.loss = dict(sigreg_weight=0.09, num_slices=64 if smoke else 1024)
+    steps = 10 if smoke else 20000
+    config.train = train.train_config(num_steps=steps, log_every=5 if smoke else 100, eval_every=10**9,
+                                      checkpoint_every=10 if smoke else 2000, compute_dtype="bfloat16",
+                                      data_seed=3072)
+    config.optim = train.optim_config(learning_rate=5e-5 if not smoke else 1e-3, weight_decay=1e-3,
+                                      warmup_steps=max(1, steps // 100), total_steps=steps, grad_clip=1.0,
+                                      b1=0.9, b2=0.999)
+    config.mesh = sharding.mesh_config(data=-1)
+    config.eval = dict(num_episodes=4 if smoke else 50, budget=50, goal_offset=25, horizon=5,
+                       cem_samples=16 if smoke else 300, cem_elites=4 if smoke else 30,
+                       cem_iters=2 if smoke else 30, seed=42)
+    return config

@@ -1,0 +1,83 @@
+"""LeWM training: teacher-forced latent prediction + λ·SIGReg on the encoder embeddings, through core.train.
+
+Clips (4 frames at frameskip 5 with 4 action blocks) are generated on device by core.envs from random starts
+and expert rollouts, as a pure function of (data seed, step): resuming needs no data state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from core import train as train_lib
+from core.envs import push_t, rollout, two_room
+from core.losses.sigreg import sigreg
+from papers.lewm.model import LeWM, LeWMConfig
+
+ENVS = {"tworoom": two_room.TwoRoom, "pusht": push_t.PushT}
+
+
+def make_env(config: ml_collections.ConfigDict):
+    if config.env.name not in ENVS:
+        raise ValueError(f"Unknown env {config.env.name!r}; use one of {sorted(ENVS)}.")
+    return ENVS[config.env.name]()
+
+
+def model_config(config: ml_collections.ConfigDict) -> LeWMConfig:
+    return LeWMConfig(**config.model.to_dict())
+
+
+def make_loss_fn(config: ml_collections.ConfigDict):
+    history, weight, slices = config.model.history, config.loss.sigreg_weight, config.loss.num_slices
+
+    def loss_fn(model: LeWM, batch, rng):
+        sigreg_key, dropout_key = jax.random.split(rng)
+        emb = model.encode(batch["frames"])                                   # [B, T, D]
+        pred = model.predict(emb[:, :history], batch["actions"][:, :history], dropout_key=dropout_key)
+        target = emb[:, 1:history + 1]
+        pred_loss = jnp.mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)))
+        regulariser = sigreg(jnp.swapaxes(emb, 0, 1), sigreg_key, num_slices=slices)
+        std = jnp.std(emb.astype(jnp.float32).reshape(-1, emb.shape[-1]), axis=0)
+        return pred_loss + weight * regulariser, {
+            "pred_loss": pred_loss, "sigreg": regulariser, "emb_std_mean": std.mean(), "emb_std_min": std.min()}
+
+    return loss_fn
+
+
+def make_batch_fn(config: ml_collections.ConfigDict, env=None):
+    """step -> {'frames': uint8[B, 4, H, W, 3], 'actions': f32[B, 4, frameskip*A]} rendered on device."""
+    env = make_env(config) if env is None else env
+    key = jax.random.key(config.train.data_seed)
+
+    @jax.jit
+    def batch_at(step):
+        clips = rollout.sample_clips(env, jax.random.fold_in(key, step), config.data.batch_size,
+                                     num_frames=config.model.history + 1, frameskip=config.model.frameskip,
+                                     max_offset=config.data.max_offset)
+        return {"frames": clips.frames, "actions": clips.actions}
+
+    return lambda step: batch_at(jnp.int32(step))
+
+
+def train_lewm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
+    model = LeWM(model_config(config), rngs=nnx.Rngs(params=config.train.seed))
+    return train_lib.train(config, workdir, model, make_loss_fn(config), make_batch_fn(config))
+
+
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> LeWM:
+    """The trained model from workdir/checkpoints (latest step), in eval mode."""
+    from core import checkpoint as checkpoint_lib
+
+    model = LeWM(model_config(config), rngs=nnx.Rngs(params=config.train.seed))
+    optimizer = train_lib.make_optimizer(config.optim)
+    graphdef, state = train_lib.init_train_state(model, optimizer, jax.random.key(config.train.seed))
+    with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints") as ckpt:
+        state = ckpt.restore(state)
+    model = train_lib.merge_model(graphdef, state)
+    model.eval()
+    return model
