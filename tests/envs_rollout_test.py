@@ -80,3 +80,21 @@ def test_state_and_goal_vectors_round_trip(env):
     np.testing.assert_array_equal(env.state_vector(rebuilt), env.state_vector(state))
     np.testing.assert_array_equal(env.goal_vector(rebuilt), env.goal_vector(state))
     np.testing.assert_array_equal(jax.jit(env.render)(rebuilt), jax.jit(env.render)(state))
+
+
+def test_voe_rollouts_differ_only_by_the_perturbation():
+    env = TwoRoom()
+    triple = jax.jit(lambda k: rollout_lib.voe_rollouts(env, rollout_lib.expert_policy(env), k, 12, 6))(
+        jax.random.key(9))
+    assert triple.frames.shape == (3, 13, 224, 224, 3) and triple.actions.shape == (3, 12, 2)
+    frames, pos = np.asarray(triple.frames), np.asarray(triple.states.agent_pos)
+    for variant in (1, 2):
+        np.testing.assert_array_equal(frames[variant, :6], frames[0, :6])  # identical before step 6
+        assert not np.array_equal(frames[variant, 6], frames[0, 6])
+    # Colour: same positions throughout (same noise), new colour from step 6; teleport: a jump at step 6.
+    np.testing.assert_allclose(pos[1], pos[0])
+    assert np.all(np.asarray(triple.states.agent_colour[1, 6:]) != np.asarray(triple.states.agent_colour[0, 6:]))
+    jumps = np.linalg.norm(np.diff(pos[2], axis=0), axis=-1)
+    assert jumps[5] > 5.0 + 1e-3 and np.all(np.delete(jumps, 5) <= 5.0 * np.sqrt(2) + 1e-4)
+    with pytest.raises(ValueError, match="perturb_step"):
+        rollout_lib.voe_rollouts(env, rollout_lib.expert_policy(env), jax.random.key(0), 12, 12)

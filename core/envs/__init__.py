@@ -59,6 +59,10 @@ Rollouts and training data (module ``core.envs.rollout``)
     init_clip_stream(env, key, num_envs) -> states;  next_clips(env, states, key) -> (states, Clips)
         The cheaper stream: each call advances every env by 20 steps and returns that stretch as its clip
         (20 steps per clip instead of max_offset + 20); carry the states between training steps.
+    voe_rollouts(env, policy_fn, key, num_steps, perturb_step) -> Trajectory with a leading axis of 3
+        (VOE_VARIANTS = none, colour, teleport): one rollout continued three ways from perturb_step with the
+        same policy noise, for the violation-of-expectation experiment (frames[v, perturb_step] is the first
+        perturbed observation).
 
 Datasets on disk (``core.envs.dataset``): a TFDS ``GeneratorBasedBuilder`` (ARRAY_RECORD) of expert episodes
 (frames as PNG or raw uint8 at a configurable resolution, actions, state vectors, proprio; episodes stop at

@@ -134,3 +134,29 @@ def next_clips(env, states: Any, key: Array, num_frames: int = 4, frameskip: int
     actions = traj.actions.reshape(num_envs, num_frames, frameskip * traj.actions.shape[-1])
     frames = jax.vmap(jax.vmap(env.render))(clip_states)
     return jax.tree.map(lambda x: x[:, -1], traj.states), Clips(frames, actions, clip_states)
+
+
+VOE_VARIANTS = ("none", "colour", "teleport")
+
+
+def voe_rollouts(env, policy_fn: PolicyFn, key: Array, num_steps: int, perturb_step: int,
+                 render: bool = True) -> Trajectory:
+    """The violation-of-expectation triple (LeWM §5.2): one rollout continued three ways from `perturb_step`
+    - unperturbed, ``env.perturb_colour`` and ``env.teleport`` applied to the state at that step - with the
+    same policy noise afterwards, so the three differ only by the perturbation. Leading axis: VOE_VARIANTS;
+    states [3, num_steps + 1], actions [3, num_steps], frames [3, num_steps + 1, H, W, 3] (if render).
+    """
+    if not 0 < perturb_step < num_steps:
+        raise ValueError(f"perturb_step must lie in (0, {num_steps}); got {perturb_step}.")
+    k_before, k_after, k_perturb = jax.random.split(key, 3)
+    before = rollout(env, policy_fn, k_before, perturb_step)
+    last = jax.tree.map(lambda x: x[-1], before.states)
+    starts = [last, env.perturb_colour(last, k_perturb), env.teleport(last, k_perturb)]
+    starts = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+    # The same continuation key for every variant: identical policy noise after the perturbation.
+    after = jax.vmap(lambda s: rollout(env, policy_fn, k_after, num_steps - perturb_step, initial_state=s))(starts)
+    states = jax.tree.map(lambda b, a: jnp.concatenate([jnp.broadcast_to(b[:-1], (3,) + b[:-1].shape), a], axis=1),
+                          before.states, after.states)
+    actions = jnp.concatenate([jnp.broadcast_to(before.actions, (3,) + before.actions.shape), after.actions], axis=1)
+    frames = jax.vmap(jax.vmap(env.render))(states) if render else None
+    return Trajectory(states, actions, frames)
