@@ -30,8 +30,12 @@ def _dense(rngs, din, dout, names=("embed", "mlp")):
 
 
 def attention(q, k, v, is_causal: bool = False):
-    """Fused cuDNN flash attention on GPU in bf16/fp16, XLA's otherwise (CPU, f32)."""
-    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    """cuDNN flash attention where it applies (GPU, bf16/fp16, sequence a multiple of 64), else XLA's.
+
+    ViT-tiny/14 at 224 px has 257 tokens (256 patches + CLS), which cuDNN refuses, so it runs on XLA's.
+    """
+    fused = (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+             and q.shape[1] % 64 == 0 and k.shape[1] % 64 == 0)
     return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation="cudnn" if fused else None)
 
 
