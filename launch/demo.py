@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -31,7 +32,9 @@ def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
     from core import lm
 
     config = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "lm", "smoke.py"))
-    config = config_lib.apply_overrides(config, {"data.corpus_dir": os.path.join(workdir, "corpus")})
+    config = config_lib.apply_overrides(config, {"data.corpus_dir": os.path.join(workdir, "corpus"),
+                                                 "train.num_steps": 200, "optim.total_steps": 200,
+                                                 "train.eval_every": 100})
     result = lm.train_lm(config, os.path.join(workdir, "lm"))
     train_rows = [r for r in result.history if "loss" in r]
     evals = [r for r in result.history if "eval/loss" in r]
@@ -39,19 +42,16 @@ def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
             ("validation perplexity", f"{evals[-1]['eval/perplexity']:.1f}")]
 
 
-def globals_module():
-    import sys
-    return sys.modules[__name__]
-
-
 def main(argv):
     del argv
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)   # progress lines and the table only
     rows = []
     for name, module_name in PIPELINES:
         if _ONLY.value and name not in _ONLY.value:
             continue
         try:
-            module = importlib.import_module(module_name) if module_name != __name__ else globals_module()
+            module = importlib.import_module(module_name) if module_name != __name__ else sys.modules[__name__]
         except ModuleNotFoundError as e:
             if e.name and module_name.startswith(e.name):
                 rows.append((name, "not implemented yet", "", ""))
