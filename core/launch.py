@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Callable
 
 from absl import app, flags, logging
@@ -64,9 +65,28 @@ def run(main: Callable) -> None:
                 f.write(config.to_json_best_effort(indent=2))
             os.replace(tmp, os.path.join(workdir, "config.json"))
         logging.info("config:\n%s", config)
-        main(config, workdir)
+        try:
+            main(config, workdir)
+        except USER_ERRORS as e:   # a user's mistake gets one line, not a traceback
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with bad --config overrides reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        message = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+        print(f"error: bad --config or override: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def write_json(path: str, payload: dict) -> None:
