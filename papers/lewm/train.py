@@ -69,15 +69,15 @@ def train_lewm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Tra
     return train_lib.train(config, workdir, model, make_loss_fn(config), make_batch_fn(config))
 
 
-def restore_model(config: ml_collections.ConfigDict, workdir: str) -> LeWM:
-    """The trained model from workdir/checkpoints (latest step), in eval mode."""
+def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LeWM:
+    """The trained model from workdir/checkpoints (latest step unless given), in eval mode."""
     from core import checkpoint as checkpoint_lib
 
     model = LeWM(model_config(config), rngs=nnx.Rngs(params=config.train.seed))
     optimizer = train_lib.make_optimizer(config.optim)
     graphdef, state = train_lib.init_train_state(model, optimizer, jax.random.key(config.train.seed))
     with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints") as ckpt:
-        state = ckpt.restore(state)
+        state = ckpt.restore(state, step)
     model = train_lib.merge_model(graphdef, state)
     model.eval()
     return model

@@ -1,0 +1,78 @@
+"""LeWM planning: CEM over action blocks in the latent space, cost = terminal latent distance to the goal.
+
+An episode (start from an expert state with its 3-frame history, goal 25 steps later, budget 50 steps:
+two plans of 5 blocks × 5 steps, each executed whole before replanning) is one jitted function of a key,
+vmapped over episodes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from core.envs import rollout as env_rollout
+from core.planning import cem
+
+
+def latent_cost(model, z_hist, past_blocks, z_goal):
+    """plans[N, H, frameskip*A] -> ||z_H - z_goal||² (terminal latent distance, summed over dims)."""
+    def cost(plans):
+        n = plans.shape[0]
+        future = model.rollout(jnp.broadcast_to(z_hist, (n,) + z_hist.shape),
+                               jnp.broadcast_to(past_blocks, (n,) + past_blocks.shape), plans)
+        return jnp.sum(jnp.square(future[:, -1].astype(jnp.float32) - z_goal.astype(jnp.float32)), -1)
+    return cost
+
+
+def plan(model, z_hist, past_blocks, z_goal, key, config: ml_collections.ConfigDict):
+    """The CEM plan [horizon, frameskip*A] in [-1, 1]."""
+    shape = (config.eval.horizon, config.model.frameskip * config.model.action_dim)
+    mean, _ = cem.cem(latent_cost(model, z_hist, past_blocks, z_goal), jnp.zeros(shape), 1.0, key,
+                      num_samples=config.eval.cem_samples, num_elites=config.eval.cem_elites,
+                      num_iters=config.eval.cem_iters)
+    return mean
+
+
+def make_episode_fn(model, env, config: ml_collections.ConfigDict):
+    """key -> dict(success, frames, goal_frame, final_distance): one evaluation episode."""
+    frameskip, history, horizon = config.model.frameskip, config.model.history, config.eval.horizon
+    action_dim = config.model.action_dim
+    start = (history - 1) * frameskip
+    offset, budget = config.eval.goal_offset, config.eval.budget
+    steps_per_plan = horizon * frameskip
+    num_plans = -(-budget // steps_per_plan)
+
+    def episode(key):
+        k_data, k_plan = jax.random.split(key)
+        demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, start + offset)
+        at = lambda t: jax.tree.map(lambda x: x[t], demo.states)
+        goal = at(start + offset)
+        z_goal = model.encode(env.render(goal)[None])[0]
+        frames = jax.vmap(env.render)(jax.tree.map(lambda x: x[0:start + 1:frameskip], demo.states))
+        z_hist = model.encode(frames[None])[0]
+        past = demo.actions[:start].reshape(history - 1, frameskip * action_dim)
+        state, success, shown = at(start), jnp.array(False), []
+        for i in range(num_plans):
+            blocks = plan(model, z_hist, past, z_goal, jax.random.fold_in(k_plan, i), config)
+            actions = blocks.reshape(steps_per_plan, action_dim)
+
+            def step(state, action):
+                state = env.step(state, action)
+                return state, (state, env.is_success(state, goal))
+
+            state, (states, reached) = jax.lax.scan(step, state, actions)
+            success = success | jnp.any(reached)
+            boundary = jax.tree.map(lambda x: x[frameskip - 1::frameskip], states)     # after each block
+            block_frames = jax.vmap(env.render)(boundary)
+            shown.append(block_frames)
+            z_new = model.encode(block_frames[None])[0]
+            z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
+            past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
+        distance = jnp.linalg.norm(env.proprio(state) - env.proprio(goal))
+        return dict(success=success, frames=jnp.concatenate(shown, 0), goal_frame=env.render(goal),
+                    start_frame=env.render(at(start)), final_distance=distance)
+
+    return episode
