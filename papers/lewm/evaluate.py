@@ -1,18 +1,20 @@
-"""The paper's evaluation protocol (App. F.1): success rate over fixed-seed episodes with a 95% interval,
-and the time of one plan call."""
+"""The paper's evaluation protocol (App. F.1): success rate over fixed-seed episodes with a 95% Wilson
+interval, success vs training steps over several checkpoints, and the time of one plan call."""
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from papers.lewm import planning
-from papers.lewm.train import make_env
+from papers.lewm.train import make_env, restore_model
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -24,31 +26,56 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_episodes(model, config: ml_collections.ConfigDict, num_episodes: int | None = None):
+def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: int | None = None) -> Callable:
+    """model state -> per-episode results: one jitted program (episodes vmapped, fixed keys from eval.seed),
+    compiled once and reused for every checkpoint of the same architecture."""
     env = make_env(config)
-    episode = jax.jit(jax.vmap(planning.make_episode_fn(model, env, config)))
     keys = jax.random.split(jax.random.key(config.eval.seed), num_episodes or config.eval.num_episodes)
-    return jax.device_get(episode(keys))
+
+    @jax.jit
+    def run(state, keys):
+        episode = planning.make_episode_fn(nnx.merge(graphdef, state), env, config)
+        return jax.vmap(episode)(keys)
+
+    return lambda state: jax.device_get(run(state, keys))
 
 
-def evaluate_success(model, config: ml_collections.ConfigDict) -> dict:
-    results = run_episodes(model, config)
+def summarise(results: dict) -> dict:
     successes, trials = int(np.sum(results["success"])), len(results["success"])
     low, high = wilson_interval(successes, trials)
     return dict(success=successes / trials, ci_low=low, ci_high=high, episodes=trials,
-                final_distance_mean=float(np.mean(results["final_distance"])), results=results)
+                final_distance_mean=float(np.mean(results["final_distance"])))
+
+
+def evaluate_success(model, config: ml_collections.ConfigDict, evaluator: Callable | None = None) -> dict:
+    """Success rate, Wilson 95% interval and the per-episode `results` (frames for the GIF)."""
+    graphdef, state = nnx.split(model)
+    evaluator = evaluator or make_evaluator(graphdef, config)
+    results = evaluator(state)
+    return dict(summarise(results), results=results)
+
+
+def success_vs_steps(config: ml_collections.ConfigDict, workdir: str, steps: list[int]) -> list[dict]:
+    """Runs the protocol on each listed checkpoint of workdir (one compile for all)."""
+    curve, evaluator = [], None
+    for step in steps:
+        model = restore_model(config, workdir, step)
+        graphdef, state = nnx.split(model)
+        evaluator = evaluator or make_evaluator(graphdef, config)
+        curve.append(dict(step=int(step), **summarise(evaluator(state))))
+    return curve
 
 
 def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5) -> float:
-    """Seconds for one jitted CEM plan at batch 1 (after compilation)."""
+    """Seconds for one jitted CEM plan at batch 1 (after compilation): one replanning call."""
     d = config.model.embed_dim
     fa = config.model.frameskip * config.model.action_dim
     h = config.model.history
-    plan_fn = jax.jit(lambda z, p, g, k: planning.plan(model, z, p, g, k, config))
-    args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.zeros((d,)))
+    graphdef, state = nnx.split(model)
+    plan_fn = jax.jit(lambda s, z, p, g, k: planning.plan(nnx.merge(graphdef, s), z, p, g, k, config))
+    args = (state, jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)))
     jax.block_until_ready(plan_fn(*args, jax.random.key(0)))
     t0 = time.perf_counter()
     for i in range(repeats):
-        out = plan_fn(*args, jax.random.key(i))
-    jax.block_until_ready(out)
+        jax.block_until_ready(plan_fn(*args, jax.random.key(i + 1)))
     return (time.perf_counter() - t0) / repeats

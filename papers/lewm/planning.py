@@ -1,13 +1,12 @@
 """LeWM planning: CEM over action blocks in the latent space, cost = terminal latent distance to the goal.
 
-An episode (start from an expert state with its 3-frame history, goal 25 steps later, budget 50 steps:
-two plans of 5 blocks × 5 steps, each executed whole before replanning) is one jitted function of a key,
-vmapped over episodes.
+An episode (start from a random state of an expert rollout with its 3-frame history, goal 25 steps later,
+budget 50 steps: two plans of 5 blocks × 5 steps, each executed whole before replanning) is one jitted
+function of a key, vmapped over episodes. The model enters as (graphdef, state) so its weights are
+arguments of the compiled program, not constants baked into it (one compile serves every checkpoint).
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +27,7 @@ def latent_cost(model, z_hist, past_blocks, z_goal):
 
 
 def plan(model, z_hist, past_blocks, z_goal, key, config: ml_collections.ConfigDict):
-    """The CEM plan [horizon, frameskip*A] in [-1, 1]."""
+    """The CEM plan [horizon, frameskip*A] in [-1, 1] (mean 0, σ0 = 1, as the paper)."""
     shape = (config.eval.horizon, config.model.frameskip * config.model.action_dim)
     mean, _ = cem.cem(latent_cost(model, z_hist, past_blocks, z_goal), jnp.zeros(shape), 1.0, key,
                       num_samples=config.eval.cem_samples, num_elites=config.eval.cem_elites,
@@ -37,23 +36,31 @@ def plan(model, z_hist, past_blocks, z_goal, key, config: ml_collections.ConfigD
 
 
 def make_episode_fn(model, env, config: ml_collections.ConfigDict):
-    """key -> dict(success, frames, goal_frame, final_distance): one evaluation episode."""
+    """key -> dict(success, frames, goal_frame, start_frame, final_distance): one evaluation episode.
+
+    The start is a uniformly random step in [history span, history span + data.max_offset] of an expert
+    rollout (goals resampled on success, like the training clips), so starts come from the data
+    distribution; success is checked after every env step (the paper stops an episode at success).
+    """
     frameskip, history, horizon = config.model.frameskip, config.model.history, config.eval.horizon
     action_dim = config.model.action_dim
-    start = (history - 1) * frameskip
-    offset, budget = config.eval.goal_offset, config.eval.budget
+    lead = (history - 1) * frameskip                     # steps of context before the start
+    jitter, offset, budget = config.data.max_offset, config.eval.goal_offset, config.eval.budget
     steps_per_plan = horizon * frameskip
     num_plans = -(-budget // steps_per_plan)
 
     def episode(key):
-        k_data, k_plan = jax.random.split(key)
-        demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, start + offset)
+        k_data, k_start, k_plan = jax.random.split(key, 3)
+        demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, lead + jitter + offset,
+                                   new_goal_on_success=True)
+        start = lead + jax.random.randint(k_start, (), 0, jitter + 1)
         at = lambda t: jax.tree.map(lambda x: x[t], demo.states)
         goal = at(start + offset)
         z_goal = model.encode(env.render(goal)[None])[0]
-        frames = jax.vmap(env.render)(jax.tree.map(lambda x: x[0:start + 1:frameskip], demo.states))
-        z_hist = model.encode(frames[None])[0]
-        past = demo.actions[:start].reshape(history - 1, frameskip * action_dim)
+        context = start - lead + frameskip * jnp.arange(history)
+        z_hist = model.encode(jax.vmap(env.render)(at(context))[None])[0]
+        past = jax.lax.dynamic_slice_in_dim(demo.actions, start - lead, lead)
+        past = past.reshape(history - 1, frameskip * action_dim)
         state, success, shown = at(start), jnp.array(False), []
         for i in range(num_plans):
             blocks = plan(model, z_hist, past, z_goal, jax.random.fold_in(k_plan, i), config)
@@ -72,7 +79,8 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
             z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
             past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
         distance = jnp.linalg.norm(env.proprio(state) - env.proprio(goal))
-        return dict(success=success, frames=jnp.concatenate(shown, 0), goal_frame=env.render(goal),
-                    start_frame=env.render(at(start)), final_distance=distance)
+        start_frame = env.render(at(start))
+        return dict(success=success, frames=jnp.concatenate([start_frame[None]] + shown, 0),
+                    goal_frame=env.render(goal), start_frame=start_frame, final_distance=distance)
 
     return episode

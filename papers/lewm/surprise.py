@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 from scipy import stats
 
 from core.envs import rollout as env_rollout
@@ -20,8 +21,12 @@ def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int 
     """errors[condition, episode, frame] = Σ_d (ẑ_t - z_t)² for frames ≥ history (NaN before)."""
     env = make_env(config)
     fs, h = config.model.frameskip, config.model.history
+    if not h <= perturb_frame < num_frames:
+        raise ValueError(f"perturb_frame must lie in [history={h}, num_frames={num_frames}).")
+    graphdef, state = nnx.split(model)
 
-    def one(key):
+    def one(state, key):
+        model = nnx.merge(graphdef, state)
         traj = env_rollout.voe_rollouts(env, env_rollout.expert_policy(env), key, num_frames * fs,
                                         perturb_frame * fs)
         frames = traj.frames[:, ::fs][:, :num_frames]                              # [3, F, H, W, C]
@@ -33,7 +38,8 @@ def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int 
             errors.append(jnp.sum(jnp.square(pred - z[:, t]), -1))
         return jnp.stack(errors, 1)                                                # [3, F]
 
-    errors = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(seed), num_episodes))
+    keys = jax.random.split(jax.random.key(seed), num_episodes)
+    errors = jax.jit(jax.vmap(one, in_axes=(None, 0)))(state, keys)
     return np.asarray(jnp.moveaxis(errors, 0, 1))                                  # [3, E, F]
 
 
@@ -43,6 +49,9 @@ def paired_tests(errors: np.ndarray, perturb_frame: int = 6) -> dict:
     out = {}
     for index, name in enumerate(CONDITIONS[1:], start=1):
         perturbed = errors[index, :, perturb_frame]
+        if np.allclose(perturbed, base):      # no change at all: the tests are undefined, nothing to detect
+            out[name] = dict(mean_increase=float(np.mean(perturbed - base)), t_pvalue=1.0, wilcoxon_pvalue=1.0)
+            continue
         out[name] = dict(mean_increase=float(np.mean(perturbed - base)),
                          t_pvalue=float(stats.ttest_rel(perturbed, base, alternative="greater").pvalue),
                          wilcoxon_pvalue=float(stats.wilcoxon(perturbed, base, alternative="greater").pvalue))
@@ -54,8 +63,9 @@ def plot(errors: np.ndarray, path: str, perturb_frame: int = 6) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2))
+    frames = np.flatnonzero(~np.isnan(errors[0, 0]))          # frames with a full history
     for index, name in enumerate(CONDITIONS):
-        ax.plot(np.nanmean(errors[index], 0), "o-", label=name)
+        ax.plot(frames, errors[index][:, frames].mean(0), "o-", label=name)
     ax.axvline(perturb_frame, color="gray", ls="--", lw=1)
     ax.set_xlabel("frame (frameskip 5)")
     ax.set_ylabel("surprise: latent prediction error")
