@@ -1,7 +1,9 @@
 """GPU benchmark: train LeWM for a wall-clock budget, then success vs training steps (paper protocol, 50
-episodes), one-plan time and surprise p-values, in one command.
+episodes, 95% Wilson intervals), one-plan time and surprise p-values, in one command.
 
-    python benchmarks/plan_lewm.py --tworoom_minutes 3.5 --pusht_minutes 2 --learning_rate 3e-4
+    python benchmarks/plan_lewm.py --tworoom_minutes 4 --pusht_minutes 2 --out $OUT
+
+The JSON is rewritten after each environment, so a run cut short still reports what it finished.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-_MINUTES = {env: flags.DEFINE_float(f"{env}_minutes", m, f"Training budget for {env}.")
-            for env, m in (("tworoom", 3.5), ("pusht", 2.0))}
+_MINUTES = {env: flags.DEFINE_float(f"{env}_minutes", m, f"Training budget for {env} (0: skip).")
+            for env, m in (("tworoom", 4.0), ("pusht", 2.0))}
 _STEPS_PER_S = flags.DEFINE_float("steps_per_s", 14.0, "Measured train steps/s (benchmarks/train_lewm.py).")
 _LR = flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate (the paper's 5e-5 is for 10 epochs).")
 _EVALS = flags.DEFINE_integer("evals", 3, "Checkpoints evaluated per env (success vs steps).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny config on CPU.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+    os.replace(path + ".tmp", path)
 
 
 def main(argv):
@@ -37,14 +45,14 @@ def main(argv):
     out = dict(benchmark="plan_lewm", date=datetime.datetime.now(datetime.UTC).isoformat(),
                device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
                command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
-               success_vs_steps={}, plan_s={}, surprise={})
+               success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={}, seconds={}, config={})
     os.makedirs(_OUT.value, exist_ok=True)
+    path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     for env, minutes_flag in _MINUTES.items():
-        minutes = minutes_flag.value
-        if minutes <= 0:
+        if minutes_flag.value <= 0:
             continue
         config = config_lib.load_config(f"{root}/configs/lewm/{env}.py" + (":smoke" if _SMOKE.value else ""))
-        steps = 20 if _SMOKE.value else int(minutes * 60 * _STEPS_PER_S.value)
+        steps = 20 if _SMOKE.value else int(minutes_flag.value * 60 * _STEPS_PER_S.value)
         every = max(1, steps // _EVALS.value)
         config = config_lib.apply_overrides(config, {
             "train.num_steps": steps, "optim.total_steps": steps, "optim.warmup_steps": max(1, steps // 50),
@@ -53,32 +61,41 @@ def main(argv):
         workdir = f"/tmp/plan_lewm/{env}"
         t0 = time.perf_counter()
         result = train.train_lewm(config, workdir)
-        train_s = time.perf_counter() - t0
-        curve = []
-        for step in sorted({every * i for i in range(1, _EVALS.value + 1)} | {steps}):
-            if step > steps:
-                continue
-            model = train.restore_model(config, workdir, step)
-            report = evaluate.evaluate_success(model, config)
-            results = report.pop("results")
-            curve.append(dict(step=step, **report))
-            print(env, curve[-1], flush=True)
-        out["success_vs_steps"][env] = curve
-        out["success"][env] = curve[-1]
-        out["success"][env]["train_s"] = train_s
-        out["success"][env]["last_train_row"] = result.history[-1]
+        t1 = time.perf_counter()
+        eval_steps = sorted(s for s in {every * i for i in range(1, _EVALS.value + 1)} | {steps} if s <= steps)
+        curve, results = evaluate.success_vs_steps(config, workdir, eval_steps)
+        t2 = time.perf_counter()
+        for row in curve:
+            print(env, row, flush=True)
+        model = train.restore_model(config, workdir, steps)
         artifacts.write_gif(results, os.path.join(_OUT.value, f"lewm_{env}.gif"))
-        out["plan_s"][env] = evaluate.time_one_plan(model, config)
+        plan_s = evaluate.time_one_plan(model, config)
+        t3 = time.perf_counter()
         errors = surprise.surprise_curves(model, config, num_episodes=50)
-        out["surprise"][env] = surprise.paired_tests(errors)
         surprise.plot(errors, os.path.join(_OUT.value, f"lewm_surprise_{env}.png"))
-        out["config_" + env] = config.to_dict()
+        out["success_vs_steps"][env] = curve
+        out["success"][env] = dict(curve[-1], last_train_row=result.history[-1])
+        out["plan_s"][env] = plan_s
+        out["plan_s_per_env_step"][env] = plan_s / (config.eval.horizon * config.model.frameskip)
+        out["surprise"][env] = dict(surprise.paired_tests(errors),
+                                    mean_error_per_frame={c: [float(x) for x in errors[i, :, config.model.history:].mean(0)]
+                                                          for i, c in enumerate(surprise.CONDITIONS)},
+                                    first_frame=config.model.history)
+        out["seconds"][env] = dict(train=t1 - t0, success_vs_steps=t2 - t1, plan_timing=t3 - t2,
+                                   surprise=time.perf_counter() - t3)
+        out["config"][env] = config.to_dict()
+        out["plan_s_max"] = max(out["plan_s"].values())
+        write_json(path, out)
+        print(json.dumps({k: out[k][env] for k in ("success", "plan_s", "surprise", "seconds")}, default=float),
+              flush=True)
+
+
+def _write(out: dict, directory: str) -> None:
     out["plan_s_max"] = max(out["plan_s"].values())
-    path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
+    path = os.path.join(directory, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     with open(path + ".tmp", "w") as f:
         json.dump(out, f, indent=2, default=float)
     os.replace(path + ".tmp", path)
-    print(json.dumps({k: out[k] for k in ("success", "plan_s", "surprise")}, indent=1, default=float))
 
 
 if __name__ == "__main__":

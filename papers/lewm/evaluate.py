@@ -44,7 +44,8 @@ def summarise(results: dict) -> dict:
     successes, trials = int(np.sum(results["success"])), len(results["success"])
     low, high = wilson_interval(successes, trials)
     return dict(success=successes / trials, ci_low=low, ci_high=high, episodes=trials,
-                final_distance_mean=float(np.mean(results["final_distance"])))
+                final_distance_mean=float(np.mean(results["final_distance"])),
+                already_solved=float(np.mean(results["already_solved"])))    # start within reach of goal
 
 
 def evaluate_success(model, config: ml_collections.ConfigDict, evaluator: Callable | None = None) -> dict:
@@ -55,15 +56,17 @@ def evaluate_success(model, config: ml_collections.ConfigDict, evaluator: Callab
     return dict(summarise(results), results=results)
 
 
-def success_vs_steps(config: ml_collections.ConfigDict, workdir: str, steps: list[int]) -> list[dict]:
-    """Runs the protocol on each listed checkpoint of workdir (one compile for all)."""
-    curve, evaluator = [], None
+def success_vs_steps(config: ml_collections.ConfigDict, workdir: str, steps: list[int]) -> tuple[list[dict], dict]:
+    """Runs the protocol on each listed checkpoint of workdir (one compile for all); returns the curve and
+    the per-episode results of the last checkpoint."""
+    curve, evaluator, results = [], None, None
     for step in steps:
         model = restore_model(config, workdir, step)
         graphdef, state = nnx.split(model)
         evaluator = evaluator or make_evaluator(graphdef, config)
-        curve.append(dict(step=int(step), **summarise(evaluator(state))))
-    return curve
+        results = evaluator(state)
+        curve.append(dict(step=int(step), **summarise(results)))
+    return curve, results
 
 
 def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5) -> float:
