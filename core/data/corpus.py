@@ -1,18 +1,21 @@
 """Offline text corpus: deterministic documents from text installed on this machine, stored as TFDS.
 
 Sources (sorted walks, so the same machine state gives the same bytes):
-  * Python source of a pinned list of installed packages (test directories skipped),
+  * Python source of a pinned list of installed packages (test directories and test files skipped),
   * the CPython standard library of the running interpreter (test directories skipped),
-  * optionally Linux kernel C from an extracted Debian linux-source tree and English prose directories.
-Files are split into train / validation by a hash of their relative path, so no file is in both. The store is
-a TFDS `GeneratorBasedBuilder` writing array_record (read back with `tfds.data_source`, no TensorFlow), plus
-`manifest.json` with sources, versions, counts and sha256. `build_corpus` also trains the BPE tokenizer and
-packs each split into a token stream (core.data.tokenizer), everything under a temp dir renamed at the end.
+  * optionally Linux kernel C from an extracted Debian linux-source tree (joins train / validation),
+  * optionally English prose directories: an out-of-domain eval split `prose`, never trained on.
+Code files are split into train / validation by a hash of their relative path, so no file is in both. The
+store is a TFDS `GeneratorBasedBuilder` writing array_record (read back with `tfds.data_source`, no
+TensorFlow), plus `manifest.json` with sources, versions, counts and sha256. `build_corpus` also trains the BPE
+tokenizer on the train split and packs each split into a token stream (core.data.tokenizer), everything
+written under a temp dir that is renamed into place at the end.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -26,31 +29,45 @@ from typing import Iterator
 import ml_collections
 from absl import logging
 
-GENERATOR_VERSION = "1.0.0"
-TEXT_SUFFIXES = {"python": (".py",), "kernel": (".c", ".h"), "prose": (".txt", ".rst", ".md", ".pod", "")}
-SKIP_DIRS = {"test", "tests", "testing", "__pycache__", "idlelib", "site-packages", "_testing"}
+GENERATOR_VERSION = "1.1.0"
+CODE_SPLITS = ("train", "validation")
+PROSE_SPLIT = "prose"
+KERNEL_SUFFIXES = (".c", ".h")
+PROSE_SUFFIXES = (".txt", ".rst", ".md", ".pod", ".dz", ".gz")
+PROSE_MAX_FILE_BYTES = 256_000_000
+SKIP_DIRS = {"test", "tests", "testing", "_testing", "__pycache__", "idlelib", "site-packages", "ensurepip"}
+# Installed in both the CPU venv and the GPU image, except torch and its dependencies sympy and networkx
+# (GPU only) and transformers: missing packages are skipped and listed in the manifest.
+DEFAULT_PACKAGES = ["numpy", "scipy", "jax", "flax", "optax", "chex", "orbax", "absl", "ml_collections", "etils",
+                    "tensorflow_datasets", "grain", "brax", "mujoco", "matplotlib", "treescope", "jaxopt",
+                    "trimesh", "rich", "PIL", "huggingface_hub", "torch", "transformers", "sympy", "networkx"]
+_DISTRIBUTIONS = {"absl": "absl-py", "orbax": "orbax-checkpoint", "PIL": "pillow", "ml_collections": "ml-collections"}
 
 
 def corpus_config(**overrides) -> ml_collections.ConfigDict:
+    """The builder's settings; caps of 0 mean none. Unknown keys raise one ValueError."""
     defaults = dict(
-        packages=["numpy", "scipy", "jax", "flax", "optax", "chex", "orbax", "absl", "ml_collections", "etils",
-                  "tensorflow_datasets", "grain", "brax", "mujoco", "matplotlib", "torch", "transformers"],
-        include_stdlib=True, kernel_dir="", prose_dirs=[], max_bytes=0, max_file_bytes=1_000_000,
-        validation_percent=2, vocab_size=32768, min_frequency=2)
+        packages=list(DEFAULT_PACKAGES), include_stdlib=True, kernel_dir="", prose_dirs=[], max_bytes=0,
+        max_files=0, max_file_bytes=1_000_000, validation_percent=2, vocab_size=32768, min_frequency=2)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"Unknown corpus config keys {unknown}; known keys: {sorted(defaults)}.")
     defaults.update(overrides)
     return ml_collections.ConfigDict(defaults)
 
 
 def _package_root(name: str) -> str | None:
-    spec = importlib.util.find_spec(name)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     return sorted(spec.submodule_search_locations)[0]
 
 
 def _package_version(name: str) -> str:
-    for dist in (name, name.replace("_", "-"), {"absl": "absl-py", "orbax": "orbax-checkpoint",
-                                                 "mujoco": "mujoco"}.get(name, name)):
+    for dist in (_DISTRIBUTIONS.get(name, name), name, name.replace("_", "-")):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -58,12 +75,21 @@ def _package_version(name: str) -> str:
     return "unknown"
 
 
-def _walk(root: str, suffixes: tuple[str, ...]) -> Iterator[str]:
+def _is_test_file(name: str) -> bool:
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
+
+
+def _walk(root: str, keep) -> Iterator[str]:
+    """Files under root accepted by keep(name), in sorted order, skipping test and hidden directories."""
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
-            if name.endswith(suffixes) if "" not in suffixes else "." not in name or name.endswith(suffixes):
+            if keep(name):
                 yield os.path.join(directory, name)
+
+
+def _python_file(name: str) -> bool:
+    return name.endswith(".py") and not _is_test_file(name)
 
 
 def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str, str]], dict]:
@@ -76,56 +102,87 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
             resolved["missing_packages"].append(package)
             continue
         resolved["packages"][package] = _package_version(package)
-        files += [("python", os.path.join(package, os.path.relpath(p, root)), p)
-                  for p in _walk(root, TEXT_SUFFIXES["python"])]
+        files += [(package, os.path.join(package, os.path.relpath(p, root)), p) for p in _walk(root, _python_file)]
     if config.include_stdlib:
         stdlib = sysconfig.get_paths()["stdlib"]
         resolved["stdlib"] = stdlib
-        files += [("python", os.path.join("stdlib", os.path.relpath(p, stdlib)), p)
-                  for p in _walk(stdlib, TEXT_SUFFIXES["python"])]
+        resolved["python_version"] = sysconfig.get_python_version()
+        files += [("stdlib", os.path.join("stdlib", os.path.relpath(p, stdlib)), p)
+                  for p in _walk(stdlib, _python_file)]
     if config.kernel_dir:
         if not os.path.isdir(config.kernel_dir):
             raise FileNotFoundError(f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 "
                                     "there (launch/fetch_offline_sources.sh) or set kernel_dir=''.")
+        resolved["kernel_dir"] = os.path.abspath(config.kernel_dir)
+        # asic_reg: 390 MB of generated register headers (notes/data_sources.md).
         files += [("kernel", os.path.join("linux", os.path.relpath(p, config.kernel_dir)), p)
-                  for p in _walk(config.kernel_dir, TEXT_SUFFIXES["kernel"]) if "asic_reg" not in p]
+                  for p in _walk(config.kernel_dir, lambda n: n.endswith(KERNEL_SUFFIXES)) if "asic_reg" not in p]
     for prose_dir in config.prose_dirs:
         if not os.path.isdir(prose_dir):
-            raise FileNotFoundError(f"prose dir {prose_dir!r} does not exist.")
-        files += [("prose", os.path.join("prose", os.path.basename(prose_dir), os.path.relpath(p, prose_dir)), p)
-                  for p in _walk(prose_dir, TEXT_SUFFIXES["prose"])]
+            raise FileNotFoundError(f"prose dir {prose_dir!r} does not exist; extract it first "
+                                    "(launch/fetch_offline_sources.sh) or drop it from prose_dirs.")
+        resolved.setdefault("prose_dirs", []).append(os.path.abspath(prose_dir))
+        name = os.path.basename(os.path.normpath(prose_dir))
+        files += [(PROSE_SPLIT, os.path.join(PROSE_SPLIT, name, os.path.relpath(p, prose_dir)), p)
+                  for p in _walk(prose_dir, lambda n: n.endswith(PROSE_SUFFIXES))]
     return files, resolved
 
 
 def split_of(relative_path: str, validation_percent: int) -> str:
+    """train / validation from a hash of the path: stable when other files come or go."""
+    if relative_path.startswith(PROSE_SPLIT + os.sep):
+        return PROSE_SPLIT
     digest = int(hashlib.sha256(relative_path.encode()).hexdigest()[:8], 16)
     return "validation" if digest % 100 < validation_percent else "train"
 
 
+def _read_text(path: str, max_file_bytes: int) -> str | None:
+    """The file as UTF-8 text (gunzipped for .gz/.dz), or None when empty, too large or not UTF-8."""
+    try:
+        if path.endswith((".gz", ".dz")):
+            with gzip.open(path, "rb") as f:
+                data = f.read(max_file_bytes + 1)
+        else:
+            if os.path.getsize(path) > max_file_bytes:
+                return None
+            with open(path, "rb") as f:
+                data = f.read()
+        if not data or len(data) > max_file_bytes:
+            return None
+        return data.decode("utf-8")
+    except (UnicodeDecodeError, OSError, EOFError):
+        return None
+
+
 def read_documents(config: ml_collections.ConfigDict) -> tuple[dict[str, list[dict]], dict]:
-    """Documents per split after size caps; raises one ValueError if nothing usable is found."""
+    """Documents per split after the caps; raises one ValueError if a split would be empty."""
     files, resolved = list_sources(config)
-    splits: dict[str, list[dict]] = {"train": [], "validation": []}
-    total = 0
+    splits: dict[str, list[dict]] = {name: [] for name in CODE_SPLITS}
+    if config.prose_dirs:
+        splits[PROSE_SPLIT] = []
+    bytes_by_source: dict[str, int] = {}
+    total_bytes = total_files = 0
     for source, relative, path in files:
-        if config.max_bytes and total >= config.max_bytes:
+        if (config.max_bytes and total_bytes >= config.max_bytes) or (
+                config.max_files and total_files >= config.max_files):
             break
-        try:
-            size = os.path.getsize(path)
-            if size == 0 or size > config.max_file_bytes:
-                continue
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (UnicodeDecodeError, OSError):
+        # Prose files are whole books or dictionaries: only code drops large (generated) files.
+        text = _read_text(path, PROSE_MAX_FILE_BYTES if source == PROSE_SPLIT else config.max_file_bytes)
+        if text is None:
             continue
-        splits[split_of(relative, config.validation_percent)].append(
-            dict(text=text, path=relative, source=source))
-        total += len(text.encode())
+        size = len(text.encode())
+        splits[split_of(relative, config.validation_percent)].append(dict(text=text, path=relative, source=source))
+        bytes_by_source[source] = bytes_by_source.get(source, 0) + size
+        total_bytes += size
+        total_files += 1
+    resolved["bytes_by_source"] = bytes_by_source
     if not splits["train"]:
         raise ValueError("The corpus sources yielded no text files; list installed packages in `packages` or "
                          "set include_stdlib=True.")
-    if not splits["validation"]:
-        raise ValueError("No file fell into the validation split; raise validation_percent or max_bytes.")
+    for name, docs in splits.items():
+        if not docs:
+            raise ValueError(f"No file fell into the {name} split; raise validation_percent, max_bytes or "
+                             "max_files, or check the prose dirs.")
     return splits, resolved
 
 
@@ -158,9 +215,13 @@ def _tfds_builder_class():
     return PaperclubCorpus
 
 
-def tfds_progress_off() -> None:
+def _write_tfds(splits: dict[str, list[dict]], data_dir: str) -> None:
     import tensorflow_datasets as tfds
     tfds.disable_progress_bar()
+    builder = _tfds_builder_class()(documents=splits, data_dir=data_dir,
+                                    file_format=tfds.core.FileFormat.ARRAY_RECORD)
+    builder.download_and_prepare()
+    shutil.rmtree(os.path.join(data_dir, "downloads"), ignore_errors=True)  # empty; TFDS creates it
 
 
 def _content_sha256(splits: dict[str, list[dict]]) -> str:
@@ -172,30 +233,51 @@ def _content_sha256(splits: dict[str, list[dict]]) -> str:
     return digest.hexdigest()
 
 
-def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+def config_fingerprint(config: ml_collections.ConfigDict) -> str:
+    """Identifies what a build depends on besides the machine: the settings and the generator version."""
+    payload = dict(config=config.to_dict(), generator_version=GENERATOR_VERSION)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _replace_dir(tmp: str, out_dir: str) -> None:
+    """Moves tmp to out_dir; an older corpus there is moved aside first, then deleted."""
+    old = f"{out_dir}.old-{os.getpid()}"
+    if os.path.exists(out_dir):
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
-    """Builds documents (TFDS), tokenizer and packed token streams into out_dir; reuses a matching build."""
+    """Builds documents (TFDS), tokenizer and packed token streams into out_dir; returns the manifest.
+
+    Idempotent: a corpus in out_dir built from the same config (and generator version) is reused; one built
+    from another config is rebuilt. A non-empty out_dir that holds no corpus is refused, never deleted.
+    """
     from core.data import tokenizer as tokenizer_lib
 
+    config = corpus_config(**config.to_dict())
     out_dir = os.path.abspath(out_dir)
     existing = load_manifest(out_dir, missing_ok=True)
-    if existing and existing.get("config_fingerprint") == _config_fingerprint(config):
+    fingerprint = config_fingerprint(config)
+    if existing and existing.get("config_fingerprint") == fingerprint:
         return existing
     if existing:
-        raise ValueError(f"{out_dir} holds a corpus built from another config; remove it or choose another dir.")
+        logging.warning("corpus: %s was built from another config or generator version; rebuilding", out_dir)
+    elif os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f"{out_dir} is not empty and holds no corpus (no manifest.json); choose another --out.")
     start = time.perf_counter()
     splits, resolved = read_documents(config)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        builder = _tfds_builder_class()(documents=splits, data_dir=os.path.join(tmp, "tfds"),
-                                        file_format="array_record")
-        tfds_progress_off()
-        builder.download_and_prepare()
+        _write_tfds(splits, os.path.join(tmp, "tfds"))
         tokenizer = tokenizer_lib.train_tokenizer(
             (doc["text"] for doc in splits["train"]), config.vocab_size, config.min_frequency)
         tokenizer_lib.save_tokenizer(tokenizer, tmp)
@@ -203,18 +285,18 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
         for name, docs in splits.items():
             num_tokens = tokenizer_lib.write_token_stream(tokenizer, (d["text"] for d in docs),
                                                           os.path.join(tmp, f"tokens_{name}.bin"))
-            counts[name] = dict(files=len(docs), bytes=sum(len(d["text"].encode()) for d in docs),
-                                tokens=num_tokens)
+            num_bytes = sum(len(d["text"].encode()) for d in docs)
+            counts[name] = dict(files=len(docs), bytes=num_bytes, tokens=num_tokens,
+                                bytes_per_token=round(num_bytes / max(num_tokens - len(docs), 1), 3))
         manifest = dict(
-            generator_version=GENERATOR_VERSION, config=config.to_dict(),
-            config_fingerprint=_config_fingerprint(config), sources=resolved, splits=counts,
-            content_sha256=_content_sha256(splits),
-            tokenizer_sha256=hashlib.sha256(open(os.path.join(tmp, "tokenizer.json"), "rb").read()).hexdigest(),
+            generator_version=GENERATOR_VERSION, config=config.to_dict(), config_fingerprint=fingerprint,
+            sources=resolved, splits=counts, content_sha256=_content_sha256(splits),
+            tokenizer_sha256=_file_sha256(os.path.join(tmp, "tokenizer.json")),
+            token_stream_sha256={name: _file_sha256(os.path.join(tmp, f"tokens_{name}.bin")) for name in splits},
             vocab_size=tokenizer.get_vocab_size(), build_seconds=round(time.perf_counter() - start, 1))
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -233,10 +315,18 @@ def load_manifest(corpus_dir: str, missing_ok: bool = False) -> dict | None:
         return json.load(f)
 
 
+def check_split(corpus_dir: str, split: str) -> dict:
+    """The manifest entry of one split; one clear error if the corpus or the split is missing."""
+    splits = load_manifest(corpus_dir)["splits"]
+    if split not in splits:
+        raise ValueError(f"The corpus at {corpus_dir!r} has no split {split!r}; it has {sorted(splits)}.")
+    return splits[split]
+
+
 def data_source(corpus_dir: str, split: str):
     """The documents of one split through `tfds.data_source` (random access, no TensorFlow)."""
     import tensorflow_datasets as tfds
-    load_manifest(corpus_dir)
+    check_split(corpus_dir, split)
     return tfds.data_source("paperclub_corpus", split=split, data_dir=os.path.join(corpus_dir, "tfds"))
 
 

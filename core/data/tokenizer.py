@@ -18,6 +18,7 @@ PAD = "<|pad|>"
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    """GPT-2 style byte-level BPE (any UTF-8 text round-trips); deterministic for the same texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -30,6 +31,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 
 
 def save_tokenizer(tokenizer, directory: str) -> str:
+    """Writes directory/tokenizer.json atomically; the same tokenizer gives the same bytes."""
     path = os.path.join(directory, "tokenizer.json")
     tokenizer.save(path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -46,6 +48,17 @@ def load_tokenizer(corpus_dir: str):
 
 def eos_id(tokenizer) -> int:
     return tokenizer.token_to_id(EOS)
+
+
+def encode(tokenizer, text: str, append_eos: bool = False) -> np.ndarray:
+    """int32 token ids of one text, with <|endoftext|> at the end if asked (as documents are stored)."""
+    ids = tokenizer.encode(text).ids + ([eos_id(tokenizer)] if append_eos else [])
+    return np.asarray(ids, np.int32)
+
+
+def decode(tokenizer, ids) -> str:
+    """Text of token ids (special tokens such as <|endoftext|> are dropped)."""
+    return tokenizer.decode(np.asarray(ids).reshape(-1).tolist())
 
 
 def write_token_stream(tokenizer, texts: Iterable[str], path: str, batch_docs: int = 256) -> int:
@@ -79,6 +92,7 @@ def write_token_stream(tokenizer, texts: Iterable[str], path: str, batch_docs: i
 
 
 def open_token_stream(path: str) -> np.ndarray:
+    """The stream as a read-only memory map (no copy), with its dtype from the JSON header."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"Token stream {path} is missing; rebuild the corpus.")
     with open(path + ".json") as f:
