@@ -201,7 +201,8 @@ def _tfds_builder_class():
             super().__init__(**kwargs)
 
         def _info(self):
-            return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            # disable_shuffling: records stay in walk order, the order of the packed token streams.
+            return self.dataset_info_from_configs(disable_shuffling=True, features=tfds.features.FeaturesDict({
                 "text": tfds.features.Text(), "path": tfds.features.Text(), "source": tfds.features.Text()}))
 
         def _split_generators(self, dl_manager):
