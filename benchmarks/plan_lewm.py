@@ -25,6 +25,7 @@ _LR = flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate (the paper's
 _EVALS = flags.DEFINE_integer("evals", 3, "Checkpoints evaluated per env (success vs steps).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny config on CPU.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
+_NOTE = flags.DEFINE_string("note", "", "Free text stored in the JSON (e.g. how the checkpoints came about).")
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -45,7 +46,7 @@ def main(argv):
     out = dict(benchmark="plan_lewm", date=datetime.datetime.now(datetime.UTC).isoformat(),
                device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
                command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
-               success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={}, seconds={}, config={})
+               note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={}, seconds={}, config={})
     os.makedirs(_OUT.value, exist_ok=True)
     path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     for env, minutes_flag in _MINUTES.items():
@@ -62,7 +63,8 @@ def main(argv):
         t0 = time.perf_counter()
         result = train.train_lewm(config, workdir)
         t1 = time.perf_counter()
-        eval_steps = sorted(s for s in {every * i for i in range(1, _EVALS.value + 1)} | {steps} if s <= steps)
+        saved = os.listdir(os.path.join(workdir, "checkpoints"))      # the checkpoints actually on disk
+        eval_steps = sorted(int(d) for d in saved if d.isdigit() and int(d) <= steps)
         curve, results = evaluate.success_vs_steps(config, workdir, eval_steps)
         t2 = time.perf_counter()
         for row in curve:
