@@ -76,7 +76,7 @@ def main(argv):
         errors = surprise.surprise_curves(model, config, num_episodes=50)
         surprise.plot(errors, os.path.join(_OUT.value, f"lewm_surprise_{env}.png"))
         out["success_vs_steps"][env] = curve
-        out["success"][env] = dict(curve[-1], last_train_row=result.history[-1])
+        out["success"][env] = dict(curve[-1], last_train_row=result.history[-1] if result.history else None)
         out["plan_s"][env] = plan_s
         out["plan_s_per_env_step"][env] = plan_s / (config.eval.horizon * config.model.frameskip)
         out["surprise"][env] = dict(surprise.paired_tests(errors),
