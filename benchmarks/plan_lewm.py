@@ -46,7 +46,8 @@ def main(argv):
     out = dict(benchmark="plan_lewm", date=datetime.datetime.now(datetime.UTC).isoformat(),
                device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
                command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
-               note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={}, seconds={}, config={})
+               note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={},
+               seconds={}, config={})
     os.makedirs(_OUT.value, exist_ok=True)
     path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     for env, minutes_flag in _MINUTES.items():
@@ -79,10 +80,9 @@ def main(argv):
         out["success"][env] = dict(curve[-1], last_train_row=result.history[-1] if result.history else None)
         out["plan_s"][env] = plan_s
         out["plan_s_per_env_step"][env] = plan_s / (config.eval.horizon * config.model.frameskip)
-        out["surprise"][env] = dict(surprise.paired_tests(errors),
-                                    mean_error_per_frame={c: [float(x) for x in errors[i, :, config.model.history:].mean(0)]
-                                                          for i, c in enumerate(surprise.CONDITIONS)},
-                                    first_frame=config.model.history)
+        first = config.model.history                                   # earlier frames lack a full history
+        curves = {c: [float(x) for x in errors[i, :, first:].mean(0)] for i, c in enumerate(surprise.CONDITIONS)}
+        out["surprise"][env] = dict(surprise.paired_tests(errors), mean_error_per_frame=curves, first_frame=first)
         out["seconds"][env] = dict(train=t1 - t0, success_vs_steps=t2 - t1, plan_timing=t3 - t2,
                                    surprise=time.perf_counter() - t3)
         out["config"][env] = config.to_dict()

@@ -80,7 +80,8 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
             past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
         distance = jnp.linalg.norm(env.proprio(state) - env.proprio(goal))
         start_frame = env.render(at(start))
-        return dict(success=success, already_solved=env.is_success(at(start), goal), frames=jnp.concatenate([start_frame[None]] + shown, 0),
-                    goal_frame=env.render(goal), start_frame=start_frame, final_distance=distance)
+        return dict(success=success, already_solved=env.is_success(at(start), goal),
+                    frames=jnp.concatenate([start_frame[None]] + shown, 0), goal_frame=env.render(goal),
+                    start_frame=start_frame, final_distance=distance)
 
     return episode
