@@ -83,9 +83,12 @@ def test_surprise_flags_teleports_but_not_recolouring_with_an_oracle_model(tmp_p
 def test_smoke_train_then_plan_then_surprise_writes_results(tmp_path):
     from launch import eval_lewm
 
-    config = smoke_config()
-    eval_lewm.main(config, str(tmp_path))
+    # One plan of 25 steps and 3 training steps keep the compiled programs small (CPU CI).
+    config = smoke_config(**{"train.num_steps": 4, "train.checkpoint_every": 2, "eval.budget": 25,
+                             "eval.num_episodes": 3, "eval.cem_iters": 1})
+    eval_lewm.main(config, str(tmp_path), all_checkpoints=True)
     report = json.loads((tmp_path / "eval.json").read_text())
+    assert [row["step"] for row in report["success_vs_steps"]] == [2, 4]
     assert report["episodes"] == config.eval.num_episodes
     assert 0.0 <= report["ci_low"] <= report["success"] <= report["ci_high"] <= 1.0
     assert report["plan_s"] > 0 and set(report["surprise"]) == {"colour", "teleport"}
