@@ -92,8 +92,8 @@ def test_prose_is_a_separate_split_never_trained_on(tmp_path):
     with gzip.open(prose / "dict.dz", "wt", encoding="utf-8") as f:
         f.write("naïve (adj.): showing a lack of experience.\n" * 50)
     (prose / "ignored.index").write_text("not prose")
-    config = corpus.corpus_config(packages=["absl"], include_stdlib=False, prose_dirs=[str(prose)],
-                                  validation_percent=20, vocab_size=400)
+    config = corpus.corpus_config(packages=["absl"], include_stdlib=False, prose_dirs=[str(prose)], max_files=10,
+                                  validation_percent=30, vocab_size=400)   # the cap holds for code and prose apart
     out = str(tmp_path / "with_prose")
     manifest = corpus.build_corpus(config, out)
     docs = {d["path"].decode(): d["text"].decode() for d in corpus.data_source(out, "prose")}
@@ -101,6 +101,7 @@ def test_prose_is_a_separate_split_never_trained_on(tmp_path):
     code = {d["path"].decode() for s in ("train", "validation") for d in corpus.data_source(out, s)}
     assert not any(p.startswith("prose") for p in code)
     assert manifest["splits"]["prose"]["files"] == 2 and manifest["splits"]["prose"]["tokens"] > 0
+    assert manifest["splits"]["train"]["files"] + manifest["splits"]["validation"]["files"] == 10
 
 
 def test_reuse_rebuild_and_refusal(tiny_corpus, tmp_path):

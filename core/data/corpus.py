@@ -161,11 +161,13 @@ def read_documents(config: ml_collections.ConfigDict) -> tuple[dict[str, list[di
     if config.prose_dirs:
         splits[PROSE_SPLIT] = []
     bytes_by_source: dict[str, int] = {}
-    total_bytes = total_files = 0
+    # The caps hold for code (train + validation) and for prose separately, so a capped build keeps both.
+    totals = {"code": [0, 0], PROSE_SPLIT: [0, 0]}   # bytes, files
     for source, relative, path in files:
-        if (config.max_bytes and total_bytes >= config.max_bytes) or (
-                config.max_files and total_files >= config.max_files):
-            break
+        total = totals[PROSE_SPLIT if source == PROSE_SPLIT else "code"]
+        if (config.max_bytes and total[0] >= config.max_bytes) or (
+                config.max_files and total[1] >= config.max_files):
+            continue
         # Prose files are whole books or dictionaries: only code drops large (generated) files.
         text = _read_text(path, PROSE_MAX_FILE_BYTES if source == PROSE_SPLIT else config.max_file_bytes)
         if text is None:
@@ -173,8 +175,8 @@ def read_documents(config: ml_collections.ConfigDict) -> tuple[dict[str, list[di
         size = len(text.encode())
         splits[split_of(relative, config.validation_percent)].append(dict(text=text, path=relative, source=source))
         bytes_by_source[source] = bytes_by_source.get(source, 0) + size
-        total_bytes += size
-        total_files += 1
+        total[0] += size
+        total[1] += 1
     resolved["bytes_by_source"] = bytes_by_source
     if not splits["train"]:
         raise ValueError("The corpus sources yielded no text files; list installed packages in `packages` or "
