@@ -108,8 +108,9 @@ def test_reuse_rebuild_and_refusal(tiny_corpus, tmp_path):
     out, manifest = tiny_corpus
     assert corpus.build_corpus(corpus.corpus_config(**TINY), out) == manifest      # reused, not rebuilt
     other = str(tmp_path / "other")
-    first = corpus.build_corpus(corpus.corpus_config(**{**TINY, "max_bytes": 400_000, "validation_percent": 30}), other)
-    second = corpus.build_corpus(corpus.corpus_config(**{**TINY, "max_bytes": 500_000, "validation_percent": 30}), other)
+    capped = lambda max_bytes: corpus.corpus_config(**{**TINY, "max_bytes": max_bytes, "validation_percent": 30})
+    first = corpus.build_corpus(capped(400_000), other)
+    second = corpus.build_corpus(capped(500_000), other)
     assert second["splits"]["train"]["bytes"] > first["splits"]["train"]["bytes"]
     assert corpus.load_manifest(other) == second and sorted(os.listdir(tmp_path)) == ["other"]
     (tmp_path / "precious").mkdir()
