@@ -31,6 +31,7 @@ from absl import app, flags
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on CPU: checks the script runs.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Directory for decode.json.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_decode", "Scratch directory (corpus, checkpoints).")
+_QUICK = flags.DEFINE_bool("quick", False, "The ~2-minute variant (configs/ssd/decode.py:quick).")
 _SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
 _BUDGET_S = flags.DEFINE_float("budget_s", 1e9, "Skip decode configs that would start after this many seconds.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
@@ -123,14 +124,20 @@ def held_out_prompts(config, count: int, length: int):
 # Decoding.
 
 def inference_split(model, dtype):
-    """(graphdef, state) with floating params cast once to `dtype`."""
+    """(graphdef, state) with floating params cast once to `dtype`, on one plain device, and with the
+    graph of a freshly built model: the trained one carries the training mesh in its variables' metadata,
+    which gives handed-back caches another sharding than fresh ones, i.e. a recompilation per config."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    graphdef, state = nnx.split(model)
+    from core.nn import transformer as tfm
+
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(model.config, rngs=nnx.Rngs(0))))
+    _, state = nnx.split(model)
     cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    return graphdef, jax.tree.map(cast, state)
+    values = jax.device_put(jax.tree.map(cast, jax.tree.leaves(state)), jax.devices()[0])
+    return graphdef, jax.tree.unflatten(jax.tree.structure(abstract), values)
 
 
 def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=None) -> dict:
@@ -151,6 +158,12 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
     jax.block_until_ready(result)
     compile_s = time.perf_counter() - t0
+    # Handed-back caches can carry a mesh annotation that fresh ones lack (a second compilation): put them
+    # back on the plain device after each call, outside the timed region.
+    plain = lambda caches: jax.device_put(caches, jax.devices()[0])
+    # That alone does not drop the annotation (seen on CPU), so a second untimed call takes the recompile.
+    result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
+    jax.block_until_ready(result)
     tokens, rounds, accepted, wall, outputs = 0, 0, 0, 0.0, []
     for rep in range(repeats):
         for i, prompts in enumerate(prompt_sets):
@@ -159,6 +172,7 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
             result, *caches = generate(ts, ds, *caches, jnp.asarray(prompts), lengths, key)
             jax.block_until_ready(result)
             wall += time.perf_counter() - t0
+            caches = plain(caches)
             tokens += int(result.num_tokens.sum())
             rounds += int(result.rounds.sum())
             accepted += int(result.accepted.sum())
@@ -227,7 +241,8 @@ def decode_phases(sweep: Sweep, hf_fn=None):
     sweep.record(f"chain_K{first_k}_T0_b1", chain(first_k, 0.0), 1)
     sweep.record("tree_T0_b1", tree_cfg(0.0), 1)
     summarize(sweep)
-    if hf_fn is not None:
+    scan_ar_diagnostic(sweep)
+    if hf_fn is not None and "ar_T0_b1" in sweep.outputs:
         hf_fn(sweep.outputs["ar_T0_b1"])
     best_k = lambda: max((k for k in ks if f"chain_K{k}_T0_b1" in sweep.rows),
                          key=lambda k: sweep.rows[f"chain_K{k}_T0_b1"]["tokens_per_s"])
@@ -242,9 +257,38 @@ def decode_phases(sweep: Sweep, hf_fn=None):
     for batch in dc.batches:
         if 1 < batch <= len(sweep.prompts):
             sweep.record(f"ar_T0_b{batch}", ar(0.0), batch)
-            sweep.record(f"chain_K{best_k()}_T0_b{batch}", chain(best_k(), 0.0), batch)
+            if any(f"chain_K{k}_T0_b1" in sweep.rows for k in ks):
+                sweep.record(f"chain_K{best_k()}_T0_b{batch}", chain(best_k(), 0.0), batch)
             sweep.record(f"tree_T0_b{batch}", tree_cfg(0.0), batch)
     return summarize(sweep)
+
+
+def scan_ar_diagnostic(sweep: Sweep) -> None:
+    """Greedy AR through core.lm's fixed-length lax.scan loop, to tell engine (while_loop) overhead from
+    model/kernel time: ms/token at batch 1 on the same prompts and dtype."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from core import lm
+
+    if time.perf_counter() > sweep.deadline:
+        return
+    (tg, ts, tcfg), _ = sweep.models
+    model = nnx.merge(tg, ts)
+    new = sweep.dc.max_new_tokens
+    prompt = jnp.asarray(sweep.prompts[:1])
+    out = lm.generate(model, prompt, new, jax.random.key(0), 0.0, sweep.dtype)
+    jax.block_until_ready(out)
+    count = min(4, sweep.dc.batch1_prompts)
+    t0 = time.perf_counter()
+    for i in range(count):
+        out = lm.generate(model, jnp.asarray(sweep.prompts[i:i + 1]), new, jax.random.key(0), 0.0, sweep.dtype)
+        jax.block_until_ready(out)
+    ms = 1e3 * (time.perf_counter() - t0) / (count * new)
+    same = bool((jax.device_get(out)[0] == sweep.outputs["ar_T0_b1"][count - 1]).all()) if "ar_T0_b1" in sweep.outputs else None
+    sweep.report.update(scan_ar=dict(ms_per_token=ms, tokens_per_s=1e3 / ms, matches_engine_ar=same))
+    print(f"core.lm.generate (lax.scan) AR: {ms:.3f} ms/token, matches engine AR: {same}", flush=True)
 
 
 def summarize(sweep: Sweep) -> dict:
@@ -383,12 +427,13 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
             out = hf_target.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0, **kwargs)
             torch.cuda.synchronize()
             wall += time.perf_counter() - t0
+            caches = plain(caches)
             outs.append(out[0, ids.shape[1]:].cpu().numpy())
             tokens += outs[-1].size
         return tokens / wall, np.stack(outs)
 
     with torch.inference_mode():
-        ar_tps, ar_out = time_generate(cache_implementation="static")
+        ar_tps, ar_out = time_generate(cache_implementation="static", disable_compile=True)
         assisted_tps, assisted_out = time_generate(assistant_model=hf_draft)
     ours = ours_greedy[:len(prompts), :new]
     report.update(hf=dict(
@@ -409,8 +454,9 @@ def main(argv):
     from core import config as config_lib
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = config_lib.load_config(os.path.join(root, "configs/ssd/decode.py") + (":smoke" if _SMOKE.value else ""))
-    name = "decode_smoke" if _SMOKE.value else "decode"
+    arg = "smoke" if _SMOKE.value else ("quick" if _QUICK.value else "")
+    config = config_lib.load_config(os.path.join(root, "configs/ssd/decode.py") + (f":{arg}" if arg else ""))
+    name = f"decode_{arg}" if arg else "decode"
     report = Report(os.path.join(_OUT.value, f"{name}.json"), benchmark="decode", date=now(),
                     device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
                     command="python benchmarks/decode.py " + " ".join(sys.argv[1:]), config=config.to_dict())

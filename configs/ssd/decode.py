@@ -11,7 +11,7 @@ from core.config import parse_arg
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, smoke=False)
+    args = parse_arg(arg, smoke=False, quick=False)
     smoke = args.smoke
     config = base.lm_config("target", smoke)
     target, draft = config.model, dict(config.model.to_dict())
@@ -53,5 +53,13 @@ def get_config(arg=None):
         temperatures=(0.0, 1.0),
         repeats=1 if smoke else 2,
     )
-    config.hf = dict(enabled=not smoke, max_new_tokens=16 if smoke else 128, num_prompts=2 if smoke else 4)
+    if args.quick and not smoke:
+        # ~2 GPU-minutes end to end: a 12-layer target, a 2-layer draft, one K, batch 1 only, no HF peer.
+        target.update(d_model=512, n_layers=12, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1408)
+        config.draft_model.update(d_model=512, n_layers=2, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1408)
+        config.data.update(seq_len=256, batch_size=32)
+        config.train.num_steps = config.optim.total_steps = 400
+        config.draft_train.num_steps = 250
+        config.decode.update(ks=(4,), batches=(1,), batch1_prompts=4, repeats=1, num_prompts=4)
+    config.hf = dict(enabled=not smoke and not args.quick, max_new_tokens=16 if smoke else 128, num_prompts=2 if smoke else 4)
     return config
