@@ -360,47 +360,10 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
-def export_llama(model, out_dir: str) -> None:
-    """core.interop.hf_llama when it is there; else a direct export (HF Llama names; our RoPE already uses
-    HF's rotate_half layout, so q/k need no permutation)."""
-    try:
-        from core.interop import hf_llama
-        return hf_llama.export(model, out_dir)
-    except (ImportError, AttributeError):
-        pass
-    import numpy as np
-    import safetensors.numpy
-
-    cfg = model.config
-    arr = lambda x: np.asarray(x[...], np.float32)
-    tensors = {"model.embed_tokens.weight": arr(model.embed), "model.norm.weight": arr(model.final_norm.scale)}
-    if not cfg.tie_embeddings:
-        tensors["lm_head.weight"] = arr(model.lm_head).T
-    for i, layer in enumerate(model.layers):
-        p = f"model.layers.{i}."
-        attn, mlp = layer.attention, layer.mlp
-        tensors[p + "self_attn.q_proj.weight"] = arr(attn.wq).reshape(cfg.d_model, -1).T
-        tensors[p + "self_attn.k_proj.weight"] = arr(attn.wk).reshape(cfg.d_model, -1).T
-        tensors[p + "self_attn.v_proj.weight"] = arr(attn.wv).reshape(cfg.d_model, -1).T
-        tensors[p + "self_attn.o_proj.weight"] = arr(attn.wo).reshape(-1, cfg.d_model).T
-        tensors[p + "mlp.gate_proj.weight"] = arr(mlp.w_gate).T
-        tensors[p + "mlp.up_proj.weight"] = arr(mlp.w_up).T
-        tensors[p + "mlp.down_proj.weight"] = arr(mlp.w_down).T
-        tensors[p + "input_layernorm.weight"] = arr(layer.attention_norm.scale)
-        tensors[p + "post_attention_layernorm.weight"] = arr(layer.mlp_norm.scale)
-    hf_config = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size,
-                     hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.n_layers,
-                     num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
-                     max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                     tie_word_embeddings=cfg.tie_embeddings, hidden_act="silu", torch_dtype="float32",
-                     attention_bias=False, mlp_bias=False, bos_token_id=None, eos_token_id=None)
-    tmp = out_dir + ".tmp"
-    os.makedirs(tmp, exist_ok=True)
-    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                                os.path.join(tmp, "model.safetensors"))
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(hf_config, f)
-    os.replace(tmp, out_dir)
+def export_llama(model, out_dir: str) -> str:
+    """Llama-format safetensors + config.json through core.interop.hf_llama."""
+    from core.interop import hf_llama
+    return hf_llama.export(model, out_dir)
 
 
 def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Report):
