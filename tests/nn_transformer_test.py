@@ -122,3 +122,23 @@ def test_sharded_forward_equals_unsharded(model):
 def test_bad_config_is_one_clear_error():
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         tfm.TransformerConfig(vocab_size=8, d_model=8, n_layers=1, n_heads=3, n_kv_heads=2, head_dim=4, mlp_dim=8)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_decode_step_with_fused_inference_params_equals_decode(tied):
+    config = tfm.TransformerConfig(**{**CONFIG.__dict__, "tie_embeddings": tied})
+    model = tfm.Transformer(config, rngs=nnx.Rngs(3))
+    seq = tokens((2, 9), seed=3)
+    prompt_lengths = jnp.array([4, 6])
+    _, cache = tfm.prefill(model, seq[:, :6], prompt_lengths, tfm.init_cache(config, 2, 64, jnp.float32))
+    params = tfm.inference_params(model, jnp.float32)
+    step = jax.jit(tfm.decode_step, static_argnums=1, donate_argnums=3)
+    slow_cache = jax.tree.map(jnp.copy, cache)
+    for i in range(3):
+        fast_logits, cache = step(params, config, seq[:, 6 + i], cache)
+        slow_logits, slow_cache = tfm.decode(model, seq[:, 6 + i], slow_cache)
+        chex.assert_trees_all_close(fast_logits, slow_logits, **TOL)
+    chex.assert_trees_all_close(cache, slow_cache, **TOL)
+    assert cache.lengths.tolist() == [7, 9]
+    bf16 = tfm.inference_params(model)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(bf16))

@@ -12,6 +12,10 @@ Training: `model(tokens[B, L]) -> logits[B, L, V]` (causal). Inference shares ON
                                                                     -> (logits[B, T, V], cache)   lengths kept
     commit_tree_path(cache, node_indices[B, D], n_accepted[B])      -> cache   path moved to contiguous slots
 
+Fast batch decode over the same cache: `params = inference_params(model, jnp.bfloat16)` casts the weights once
+and fuses Q/K/V and gate/up into one matmul each; `decode_step(params, config, tokens[B], cache)` then equals
+`decode(model, ...)` (up to the cast) with fewer, larger kernels per layer.
+
 New tokens are written at slots lengths[b] + i with `dynamic_update_slice` (in place under donation), then
 attend to the prefix (< lengths[b]) and to the new slots their ancestor mask allows (lower-triangular for a
 chain); RoPE positions are lengths[b] + depth, so a tree node sits at its depth whatever its slot. Attention
@@ -253,3 +257,51 @@ def commit_tree_path(cache: KVCache, node_indices: jax.Array, n_accepted: jax.Ar
 
     return KVCache(k=tuple(map(move, cache.k)), v=tuple(map(move, cache.v)),
                    lengths=cache.lengths + n_accepted.astype(jnp.int32))
+
+
+def inference_params(model: Transformer, dtype=jnp.bfloat16) -> dict:
+    """Cast-once decode weights: per layer a fused wqkv[d, (h + 2 kv) hd] and w_gate_up[d, 2 m] in dtype."""
+    cfg = model.config
+    d = cfg.d_model
+    cast = lambda x: jnp.asarray(x[...], dtype)
+    layers = []
+    for layer in model.layers:
+        a, m = layer.attention, layer.mlp
+        wqkv = jnp.concatenate([a.wq[...].reshape(d, -1), a.wk[...].reshape(d, -1), a.wv[...].reshape(d, -1)], 1)
+        w_gate_up = jnp.concatenate([m.w_gate[...], m.w_up[...]], 1)
+        layers.append(dict(attention_norm=cast(layer.attention_norm.scale), wqkv=wqkv.astype(dtype),
+                           wo=cast(a.wo).reshape(-1, d), mlp_norm=cast(layer.mlp_norm.scale),
+                           w_gate_up=w_gate_up.astype(dtype), w_down=cast(m.w_down)))
+    head = model.embed[...].T if cfg.tie_embeddings else model.lm_head[...]
+    return dict(embed=cast(model.embed), final_norm=cast(model.final_norm.scale), lm_head=head.astype(dtype),
+                layers=layers)
+
+
+def _rms_norm(x, scale, eps):
+    xf = x.astype(jnp.float32)
+    return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + eps) * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
+                cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """One token per sequence with inference_params; same cache layout and semantics as decode()."""
+    h, kv, hd, m = config.n_heads, config.n_kv_heads, config.head_dim, config.mlp_dim
+    batch = tokens.shape[0]
+    positions = cache.lengths[:, None]
+    x = jnp.take(params["embed"], tokens, axis=0)                        # [B, d]
+    ks, vs = [], []
+    for p, k_cache, v_cache in zip(params["layers"], cache.k, cache.v):
+        qkv = _rms_norm(x, p["attention_norm"], config.norm_eps) @ p["wqkv"]
+        q = rope(qkv[:, : h * hd].reshape(batch, 1, h, hd), positions, config.rope_theta)
+        k = rope(qkv[:, h * hd: (h + kv) * hd].reshape(batch, 1, kv, hd), positions, config.rope_theta)
+        v = qkv[:, (h + kv) * hd:].reshape(batch, 1, kv, hd)
+        k_cache, v_cache = _write(k_cache, k, cache.lengths), _write(v_cache, v, cache.lengths)
+        out = tree_attention_ops.tree_attention(q, k_cache, v_cache, cache.lengths, _causal(1),
+                                                backend=config.cache_attention)
+        x = x + out.reshape(batch, h * hd).astype(x.dtype) @ p["wo"]
+        gate_up = _rms_norm(x, p["mlp_norm"], config.norm_eps) @ p["w_gate_up"]
+        x = x + (jax.nn.silu(gate_up[:, :m]) * gate_up[:, m:]) @ p["w_down"]
+        ks.append(k_cache)
+        vs.append(v_cache)
+    logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
+    return logits, KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths + 1)
