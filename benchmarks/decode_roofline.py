@@ -1,0 +1,141 @@
+"""Batch-1 autoregressive decode speed of core.nn.transformer against the HBM roofline.
+
+Random bf16 weights (cast once, fused QKV and gate/up: `inference_params`), layers unrolled with one KV-cache
+array per layer updated in place (cache donated), `max_new_tokens` greedy steps inside ONE jitted fori_loop.
+roofline = floor / measured, floor = (weights read per token + KV read per token) / 2.9e12 B/s, where the
+weights read per token are every layer matrix + the LM head (the embedding lookup reads one row) and the KV read
+is the attended prefix, averaged over the generated tokens.
+
+    python3 benchmarks/decode_roofline.py                 # GPU: 1.2B and 350M configs
+    python3 benchmarks/decode_roofline.py --smoke         # CPU: a tiny config, checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import tempfile
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from core.nn import transformer as tfm
+
+HBM_BYTES_PER_S = 2.9e12
+CONFIGS = {
+    "1.2B": tfm.TransformerConfig(vocab_size=32768, d_model=2048, n_layers=24, n_heads=16, n_kv_heads=8,
+                                  head_dim=128, mlp_dim=5632, max_seq_len=2048, tie_embeddings=False),
+    "350M": tfm.TransformerConfig(vocab_size=32768, d_model=1024, n_layers=24, n_heads=16, n_kv_heads=8,
+                                  head_dim=64, mlp_dim=2816, max_seq_len=2048, tie_embeddings=False),
+    "smoke": tfm.TransformerConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                   head_dim=16, mlp_dim=128, max_seq_len=256, tie_embeddings=False),
+}
+
+
+def random_params(config: tfm.TransformerConfig, seed: int = 0) -> dict:
+    """Builds the model and casts it inside one jit, so no f32 copy of a large model lives on the device."""
+    make = lambda key: tfm.inference_params(tfm.Transformer(config, rngs=nnx.Rngs(key)), jnp.bfloat16)
+    return jax.jit(make)(jax.random.key(seed))
+
+
+def make_generate(config: tfm.TransformerConfig, num_tokens: int):
+    def generate(params, cache, token):
+        def body(_, carry):
+            cache, token = carry
+            logits, cache = tfm.decode_step(params, config, token, cache)
+            return cache, jnp.argmax(logits, -1).astype(jnp.int32)
+        return jax.lax.fori_loop(0, num_tokens, body, (cache, token))
+    return jax.jit(generate, donate_argnums=1)
+
+
+def weight_bytes_per_token(params: dict) -> int:
+    everything = sum(x.nbytes for x in jax.tree.leaves(params))
+    return everything - params["embed"].nbytes + params["embed"][0].nbytes
+
+
+def kv_bytes_per_token(config: tfm.TransformerConfig, prompt_len: int, num_tokens: int) -> float:
+    mean_context = prompt_len + (num_tokens + 1) / 2
+    return config.n_layers * 2 * config.n_kv_heads * config.head_dim * 2 * mean_context
+
+
+def measure(name: str, config: tfm.TransformerConfig, args) -> dict:
+    params = random_params(config)
+    generate = make_generate(config, args.max_new_tokens)
+    token = jnp.zeros((1,), jnp.int32)
+
+    def fresh_cache():
+        cache = tfm.init_cache(config, 1, args.cache_slots, jnp.bfloat16)
+        return jax.block_until_ready(tfm.rollback(cache, jnp.full((1,), args.prompt_len, jnp.int32)))
+
+    start = time.perf_counter()
+    jax.block_until_ready(generate(params, fresh_cache(), token))
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(generate(params, fresh_cache(), token))       # second warm-up, untimed
+    times = []
+    for _ in range(args.repeats):
+        cache = fresh_cache()
+        start = time.perf_counter()
+        jax.block_until_ready(generate(params, cache, token))
+        times.append(time.perf_counter() - start)
+    ms_per_token = 1e3 * min(times) / args.max_new_tokens
+    weights, kv = weight_bytes_per_token(params), kv_bytes_per_token(config, args.prompt_len, args.max_new_tokens)
+    floor_ms = 1e3 * (weights + kv) / HBM_BYTES_PER_S
+    return dict(name=name, params=tfm.param_count(config), cache_attention=config.cache_attention,
+                ms_per_token=ms_per_token, ms_per_token_median=1e3 * float(np.median(times)) / args.max_new_tokens,
+                floor_ms=floor_ms, roofline=floor_ms / ms_per_token, weight_bytes=weights, kv_bytes=kv,
+                compile_s=compile_s, config=dataclasses.asdict(config))
+
+
+def write_json(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny config (CPU check of the script)")
+    parser.add_argument("--configs", default="1.2B,350M")
+    parser.add_argument("--cache_attention", default="pallas,reference",
+                        help="cached-attention backends to compare (Pallas kernel / jnp reference)")
+    parser.add_argument("--prompt_len", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--cache_slots", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results/decode_roofline.json")
+    args = parser.parse_args()
+    names = ["smoke"] if args.smoke else args.configs.split(",")
+    backends = ["reference"] if args.smoke else args.cache_attention.split(",")
+    if args.smoke:
+        args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
+    rows = []
+    for name in names:
+        for backend in backends:
+            config = dataclasses.replace(CONFIGS[name], cache_attention=backend)
+            row = measure(name, config, args)
+            rows.append(row)
+            print(f"{name:>6} {backend:>9}  {row['params'] / 1e6:7.0f}M params  {row['ms_per_token']:.3f} ms/token"
+                  f"  floor {row['floor_ms']:.3f} ms  roofline {row['roofline']:.1%}  compile {row['compile_s']:.0f}s",
+                  flush=True)
+    best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"]) for name in names}
+    result = dict(benchmark="decode_roofline", date=datetime.datetime.now(datetime.UTC).isoformat(),
+                  device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
+                  hbm_bytes_per_s=HBM_BYTES_PER_S,
+                  settings=dict(prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
+                                cache_slots=args.cache_slots, repeats=args.repeats, batch=1, dtype="bfloat16"),
+                  roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
+    write_json(result, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
