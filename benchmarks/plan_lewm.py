@@ -73,12 +73,14 @@ def main(argv):
         model = train.restore_model(config, workdir, steps)
         artifacts.write_gif(results, os.path.join(_OUT.value, f"lewm_{env}.gif"))
         plan_s = evaluate.time_one_plan(model, config)
+        plan_s_batched = evaluate.time_one_plan(model, config, batch=config.eval.num_episodes)
         t3 = time.perf_counter()
         errors = surprise.surprise_curves(model, config, num_episodes=50)
         surprise.plot(errors, os.path.join(_OUT.value, f"lewm_surprise_{env}.png"))
         out["success_vs_steps"][env] = curve
         out["success"][env] = dict(curve[-1], last_train_row=result.history[-1] if result.history else None)
         out["plan_s"][env] = plan_s
+        out.setdefault("plan_s_batched", {})[env] = dict(seconds=plan_s_batched, episodes=config.eval.num_episodes)
         out["plan_s_per_env_step"][env] = plan_s / (config.eval.horizon * config.model.frameskip)
         first = config.model.history                                   # earlier frames lack a full history
         curves = {c: [float(x) for x in errors[i, :, first:].mean(0)] for i, c in enumerate(surprise.CONDITIONS)}

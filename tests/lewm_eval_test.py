@@ -68,6 +68,13 @@ def test_cem_with_an_oracle_model_reaches_goals_and_an_idle_plan_does_not():
     assert idle["success"] < report["success"] and idle["final_distance_mean"] > report["final_distance_mean"]
 
 
+def test_plan_timing_at_batch_one_and_batched():
+    config = smoke_config(**{"model.embed_dim": 2, "eval.cem_samples": 16, "eval.cem_elites": 4,
+                             "eval.cem_iters": 2})
+    assert evaluate.time_one_plan(AgentOracle(), config, repeats=1) > 0
+    assert evaluate.time_one_plan(AgentOracle(), config, repeats=1, batch=4) > 0
+
+
 def test_surprise_flags_teleports_but_not_recolouring_with_an_oracle_model(tmp_path):
     config = smoke_config()
     errors = surprise.surprise_curves(AgentOracle(), config, num_episodes=16, num_frames=9, perturb_frame=5)

@@ -69,16 +69,27 @@ def success_vs_steps(config: ml_collections.ConfigDict, workdir: str, steps: lis
     return curve, results
 
 
-def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5) -> float:
-    """Seconds for one jitted CEM plan at batch 1 (after compilation): one replanning call."""
+def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5, batch: int = 0) -> float:
+    """Seconds for one jitted CEM replanning call (after compilation): one episode, or `batch` episodes
+    planned at once (vmapped, as in evaluation) when batch > 0."""
     d = config.model.embed_dim
     fa = config.model.frameskip * config.model.action_dim
     h = config.model.history
     graphdef, state = nnx.split(model)
-    plan_fn = jax.jit(lambda s, z, p, g, k: planning.plan(nnx.merge(graphdef, s), z, p, g, k, config))
-    args = (state, jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)))
-    jax.block_until_ready(plan_fn(*args, jax.random.key(0)))
+
+    def plan_one(s, z, p, g, k):
+        return planning.plan(nnx.merge(graphdef, s), z, p, g, k, config)
+
+    args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)))
+    if batch > 0:
+        plan_fn = jax.jit(jax.vmap(plan_one, in_axes=(None, 0, 0, 0, 0)))
+        args = tuple(jnp.broadcast_to(a, (batch,) + a.shape) for a in args)
+        make_key = lambda i: jax.random.split(jax.random.key(i), batch)
+    else:
+        plan_fn = jax.jit(plan_one)
+        make_key = jax.random.key
+    jax.block_until_ready(plan_fn(state, *args, make_key(0)))
     t0 = time.perf_counter()
     for i in range(repeats):
-        jax.block_until_ready(plan_fn(*args, jax.random.key(i + 1)))
+        jax.block_until_ready(plan_fn(state, *args, make_key(i + 1)))
     return (time.perf_counter() - t0) / repeats
