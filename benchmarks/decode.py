@@ -17,7 +17,6 @@ short still leaves its figures.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -158,10 +157,8 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
     jax.block_until_ready(result)
     compile_s = time.perf_counter() - t0
-    # Handed-back caches can carry a mesh annotation that fresh ones lack (a second compilation): put them
-    # back on the plain device after each call, outside the timed region.
-    plain = lambda caches: jax.device_put(caches, jax.devices()[0])
-    # That alone does not drop the annotation (seen on CPU), so a second untimed call takes the recompile.
+    # Handed-back caches can carry a mesh annotation that fresh ones lack (a second compilation; device_put
+    # does not drop it), so a second untimed call takes the recompile.
     result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
     jax.block_until_ready(result)
     tokens, rounds, accepted, wall, outputs = 0, 0, 0, 0.0, []
@@ -172,7 +169,6 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
             result, *caches = generate(ts, ds, *caches, jnp.asarray(prompts), lengths, key)
             jax.block_until_ready(result)
             wall += time.perf_counter() - t0
-            caches = plain(caches)
             tokens += int(result.num_tokens.sum())
             rounds += int(result.rounds.sum())
             accepted += int(result.accepted.sum())
@@ -390,7 +386,6 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
             out = hf_target.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0, **kwargs)
             torch.cuda.synchronize()
             wall += time.perf_counter() - t0
-            caches = plain(caches)
             outs.append(out[0, ids.shape[1]:].cpu().numpy())
             tokens += outs[-1].size
         return tokens / wall, np.stack(outs)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +54,7 @@ def distillation_loss(teacher: nnx.Module, temperature: float = 1.0, hard_weight
     return loss_fn
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def _eval_batch(model: nnx.Module, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
     logits = model(tokens[:, :-1]).astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])

@@ -26,11 +26,9 @@ RoPE follows the HF Llama convention (rotate_half over split halves), so HF expo
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from kernels_pallas.tree_attention import ops as tree_attention_ops

@@ -6,8 +6,6 @@ and expert rollouts, as a pure function of (data seed, step): resuming needs no 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -16,7 +16,7 @@ def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
     from flax import nnx
 
     from core import config as config_lib, lm, train
-    from core.data import corpus, lm_pipeline, tokenizer as tokenizer_lib
+    from core.data import lm_pipeline, tokenizer as tokenizer_lib
     from core.nn import transformer as tfm
     from papers.ssd import engine, tree
 
