@@ -96,3 +96,27 @@ def log_progress(line: str) -> None:
     if jax.process_index() == 0:
         logging.info(line)
         print(line, flush=True)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (`with CompileCounter() as c: ...; c.count`).
+
+    Benchmarks use it to prove a timed region did not compile: jit's dispatch-cache size also grows for
+    committed vs uncommitted inputs, which are not recompilations.
+    """
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def _listener(self, event: str, duration: float, **kwargs) -> None:
+        del duration, kwargs
+        self.count += event == self.EVENT
+
+    def __enter__(self) -> "CompileCounter":
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listener)

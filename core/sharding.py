@@ -110,3 +110,14 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
                 f"Batch leading dimension {np.shape(leaf)[:1]} is not divisible by the {local_axis} local "
                 "data-parallel shards; choose a batch size divisible by data*fsdp.")
     return jax.tree.map(put, batch)
+
+
+def to_single_device(tree: Any, device: jax.Device | None = None) -> Any:
+    """Copies of `tree`'s arrays on one device whose types carry no mesh.
+
+    Arrays that were placed on a mesh keep that mesh in their type even after `jax.device_put` to one
+    device; jitted functions then return outputs typed with the mesh, and fresh inputs of the same shape
+    (e.g. a new KV cache) miss the compile cache. A host round trip drops it.
+    """
+    device = device or jax.devices()[0]
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), device), tree)

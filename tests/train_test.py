@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from core import checkpoint as checkpoint_lib
+from core import metrics as metrics_lib
 from core import sharding as sharding_lib
 from core import train as train_lib
 
@@ -151,3 +152,28 @@ def test_mesh_that_does_not_match_the_device_count_is_refused():
         sharding_lib.make_mesh(dict(data=3, fsdp=1))
     with pytest.raises(ValueError, match="Unknown mesh axes"):
         sharding_lib.make_mesh(dict(model=8))
+
+
+def test_to_single_device_drops_the_training_mesh_from_array_types():
+    # One-device mesh (training on one GPU): the mesh stays in the arrays' type through device_put, and a
+    # jitted consumer's outputs (e.g. a KV cache written from the params) inherit it, so fresh inputs of the
+    # same shape retrace (benchmarks/decode.py measured a recompile inside a timed call).
+    mesh = sharding_lib.make_mesh(sharding_lib.mesh_config(data=1), devices=jax.devices()[:1])
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    params = jax.jit(lambda: jnp.ones((8, 4)), out_shardings=replicated)()  # as a train step returns them
+    has_mesh = lambda x: not jax.typeof(x).sharding.mesh.empty
+    consumer = lambda: jax.jit(lambda w: w[:2] * 2)  # fresh each time: the dispatch cache ignores the type
+    assert has_mesh(params) and has_mesh(jax.device_put(params, jax.devices()[0]))
+    assert has_mesh(consumer()(jax.device_put(params, jax.devices()[0])))
+    unplaced = sharding_lib.to_single_device({"w": params})["w"]
+    assert not has_mesh(unplaced) and not has_mesh(consumer()(unplaced))
+    assert unplaced.devices() == {jax.devices()[0]}
+    np.testing.assert_array_equal(unplaced, params)
+
+
+def test_compile_counter_counts_backend_compiles_only():
+    double = jax.jit(lambda x: x * 2)
+    a, b = np.ones(3, np.float32), np.ones(4, np.float32)
+    with metrics_lib.CompileCounter() as counter:
+        double(a), double(a), double(b)
+    assert counter.count == 2
