@@ -313,9 +313,11 @@ def summarize(sweep: Sweep) -> dict:
     chain_t1 = next((r for n, r in rows.items() if n.startswith("chain") and n.endswith("_T1_b1")), None)
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(sweep.target_state))
     ar_s = get("ar_T0_b1", "ms_per_token_per_seq")
-    reference = sweep.outputs.get("ar_T0_b1")
-    identical = {n: float((o == reference).all(-1).mean()) for n, o in sweep.outputs.items()
-                 if reference is not None and n.endswith("_T0_b1") and not n.startswith(("ar", "draft"))}
+    identical = {}   # greedy SD vs greedy AR on the same prompts, at every batch size measured
+    for n, o in sweep.outputs.items():
+        reference = sweep.outputs.get("ar_T0_" + n.split("_T0_")[-1]) if "_T0_" in n else None
+        if reference is not None and not n.startswith(("ar", "draft")):
+            identical[n] = float((o == reference).all(-1).mean())
     batch_sweep = {}
     for name, row in rows.items():
         if row["temperature"] == 0 and not name.startswith("draft"):
@@ -339,6 +341,32 @@ def summarize(sweep: Sweep) -> dict:
     return summary
 
 
+def f32_greedy_identity(sweep: Sweep, target, draft) -> dict:
+    """Greedy chain and tree SD vs greedy AR with f32 params and caches and full-precision matmuls, over all
+    prompts in one batch: what is left of bf16's near-ties (verify and decode sum in different orders)."""
+    import jax
+    import numpy as np
+
+    from papers.ssd import engine, tree as tree_lib
+
+    dc, new, f32 = sweep.dc, sweep.dc.max_new_tokens, np.dtype("float32")
+    tg, ts = inference_split(target, f32)
+    dg, ds = inference_split(draft, f32)
+    models = ((tg, ts, target.config), (dg, ds, draft.config))
+    configs = dict(ar=engine.DecodeConfig("ar", new), chain=engine.DecodeConfig("chain", new, num_draft=5),
+                   tree=engine.DecodeConfig("tree", new, tree=tree_lib.tree_from_branching(tuple(dc.tree_branching)),
+                                            tree_children="topk"))
+    with jax.default_matmul_precision("highest"):
+        outs = {name: run_decode(models, config, [sweep.prompts], 1, dtype=f32)["last_tokens"]
+                for name, config in configs.items()}
+    result = dict(sequences=len(sweep.prompts), max_new_tokens=new,
+                  **{f"{name}_identical_to_ar": float((outs[name] == outs["ar"]).all(-1).mean())
+                     for name in ("chain", "tree")})
+    sweep.report.update(greedy_identical_f32=result)
+    print("f32 greedy identity:", result, flush=True)
+    return result
+
+
 def near_tie_gaps(target, prompts, outputs) -> list[dict]:
     """For every greedy SD output that differs from greedy AR: the first differing step and the f32 target's
     logit gap there between the two tokens (a near-tie means bf16 rounding, a large gap a bug)."""
@@ -349,11 +377,11 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 
     graphdef, state = nnx.split(target)
     forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0].astype(jnp.float32))
-    reference = outputs["ar_T0_b1"]
-    width = prompts.shape[1] + reference.shape[1]
+    width = prompts.shape[1] + dict(outputs).get("ar_T0_b1", next(iter(outputs.values()))).shape[1]
     found = []
     for name, tokens in outputs.items():
-        if "_T0_b1" not in name or name.startswith(("ar", "draft")):
+        reference = outputs.get("ar_T0_" + name.split("_T0_")[-1]) if "_T0_" in name else None
+        if reference is None or name.startswith(("ar", "draft")):
             continue
         for row in np.flatnonzero((tokens != reference).any(-1))[:4]:
             step = int(np.argmax(tokens[row] != reference[row]))
@@ -449,7 +477,9 @@ def main(argv):
         print(json.dumps(report.data.get("hf"), indent=1, default=str), flush=True)
 
     summary = decode_phases(sweep, hf_fn)
-    divergences = near_tie_gaps(target, prompts[:dc.batch1_prompts], sweep.outputs)
+    if time.perf_counter() < sweep.deadline:
+        f32_greedy_identity(sweep, target, draft)
+    divergences = near_tie_gaps(target, prompts, sweep.outputs)
     report.update(greedy_divergences=divergences, total_wall_s=time.perf_counter() - t_start)
     print(json.dumps(dict(summary, greedy_divergences=divergences), indent=1, default=str), flush=True)
 

@@ -118,6 +118,7 @@ def main():
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
     rows = []
+    write = lambda: write_json(make_result(args, names, rows), args.out)   # after every row: a cut run keeps them
     for name in names:
         for backend in backends:
             config = dataclasses.replace(CONFIGS[name], cache_attention=backend)
@@ -126,15 +127,19 @@ def main():
             print(f"{name:>6} {backend:>9}  {row['params'] / 1e6:7.0f}M params  {row['ms_per_token']:.3f} ms/token"
                   f"  floor {row['floor_ms']:.3f} ms  roofline {row['roofline']:.1%}  compile {row['compile_s']:.0f}s",
                   flush=True)
-    best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"]) for name in names}
-    result = dict(benchmark="decode_roofline", date=datetime.datetime.now(datetime.UTC).isoformat(),
-                  device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
-                  hbm_bytes_per_s=HBM_BYTES_PER_S,
-                  settings=dict(prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
-                                cache_slots=args.cache_slots, repeats=args.repeats, batch=1, dtype="bfloat16"),
-                  roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
-    write_json(result, args.out)
+            write()
     print(f"wrote {args.out}")
+
+
+def make_result(args, names, rows) -> dict:
+    best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"])
+            for name in names if any(r["name"] == name for r in rows)}
+    return dict(benchmark="decode_roofline", date=datetime.datetime.now(datetime.UTC).isoformat(),
+                device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
+                hbm_bytes_per_s=HBM_BYTES_PER_S,
+                settings=dict(prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
+                              cache_slots=args.cache_slots, repeats=args.repeats, batch=1, dtype="bfloat16"),
+                roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
 
 
 if __name__ == "__main__":
