@@ -22,4 +22,5 @@ def test_padded_cudnn_attention_equals_xla(length):
     for ours_grad, xla_grad in zip(jax.grad(loss(ours), (0, 1, 2))(q, k, v), jax.grad(loss(xla), (0, 1, 2))(q, k, v)):
         np.testing.assert_allclose(np.asarray(ours_grad, np.float32), np.asarray(xla_grad, np.float32),
                                    atol=5e-2, rtol=5e-2)
-    assert "cudnn" in jax.jit(ours).lower(q, k, v).as_text().lower() or "custom_call" in jax.jit(ours).lower(q, k, v).as_text()
+    # The fused kernel appears only after XLA compilation (a cuDNN custom call), not in the StableHLO lowering.
+    assert "cudnn" in jax.jit(ours).lower(q, k, v).compile().as_text().lower()
