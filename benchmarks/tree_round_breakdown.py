@@ -1,0 +1,114 @@
+"""Where a tree-SD round's time goes, by batch size: the pieces of papers/ssd/engine._tree_round timed alone.
+
+Random weights with the shapes of configs/ssd/decode.py (timing does not depend on the values), bf16, a KV
+cache holding `--context` tokens. Pieces: one draft tree forward (the round runs `depth` of them), the target
+tree forward, greedy tree verification, the two KV-path commits; and one target AR decode step for scale.
+
+    python benchmarks/tree_round_breakdown.py            # GPU
+    python benchmarks/tree_round_breakdown.py --smoke    # CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from core import config as config_lib, lm as lm_lib
+from core.nn import transformer as tfm
+from papers.ssd import engine, sampling, tree as tree_lib
+
+
+def timed(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return 1e3 * (time.perf_counter() - start) / repeats
+
+
+def bf16_model(model_config):
+    model = tfm.Transformer(model_config, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    state = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    return graphdef, state
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", default="benchmarks/results/tree_round_breakdown.json")
+    args = parser.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = config_lib.load_config(f"{root}/configs/ssd/decode.py" + (":smoke" if args.smoke else ""))
+    vocab = 512 if args.smoke else 32768
+    target_cfg = lm_lib.model_config(config, vocab)
+    draft_config = config_lib.apply_overrides(config, {})
+    draft_config.model = config.draft_model
+    draft_cfg = lm_lib.model_config(draft_config, vocab)
+    tree = tree_lib.tree_from_branching(tuple(config.decode.tree_branching))
+    draft_depths, draft_mask = engine._draft_tree_layout(tree)
+    (tg, ts), (dg, ds) = bf16_model(target_cfg), bf16_model(draft_cfg)
+    batches = [1, 2] if args.smoke else [int(b) for b in args.batches.split(",")]
+    repeats = 2 if args.smoke else args.repeats
+    slots = args.context + 64
+
+    def cache_for(model_cfg, batch):
+        cache = tfm.init_cache(model_cfg, batch, slots, jnp.bfloat16)
+        return tfm.rollback(cache, jnp.full((batch,), args.context, jnp.int32))
+
+    draft_forward = jax.jit(lambda s, tokens, cache: tfm.verify_tree(
+        nnx.merge(dg, s), tokens, jnp.asarray(draft_depths), jnp.asarray(draft_mask), cache))
+    target_forward = jax.jit(lambda s, tokens, cache: tfm.verify_tree(
+        nnx.merge(tg, s), tokens, jnp.asarray(tree.depths), jnp.asarray(tree.ancestor_mask), cache))
+    target_step = jax.jit(lambda s, tokens, cache: tfm.decode(nnx.merge(tg, s), tokens, cache))
+    verify = jax.jit(lambda logits, nodes: sampling.verify_tree_greedy(logits, nodes, tree))
+    commit = jax.jit(tfm.commit_tree_path)
+    rows = []
+    for batch in batches:
+        key = jax.random.key(batch)
+        nodes = jax.random.randint(key, (batch, tree.num_nodes), 0, vocab, jnp.int32)
+        feed = jnp.concatenate([nodes[:, :1], nodes], 1)
+        target_cache, draft_cache = cache_for(target_cfg, batch), cache_for(draft_cfg, batch)
+        logits = jax.random.normal(key, (batch, tree.num_nodes, vocab), jnp.float32)
+        path = jnp.zeros((batch, tree.max_depth + 1), jnp.int32)
+        keep = jnp.full((batch,), 3, jnp.int32)
+        row = dict(batch=batch, tree_nodes=tree.num_nodes, depth=tree.max_depth,
+                   draft_tree_forward_ms=timed(draft_forward, ds, feed, draft_cache, repeats=repeats),
+                   target_tree_forward_ms=timed(target_forward, ts, nodes, target_cache, repeats=repeats),
+                   verify_greedy_ms=timed(verify, logits, nodes, repeats=repeats),
+                   commit_target_ms=timed(commit, target_cache, path, keep, repeats=repeats),
+                   commit_draft_ms=timed(commit, draft_cache, path, keep, repeats=repeats),
+                   target_ar_step_ms=timed(target_step, ts, nodes[:, 0], target_cache, repeats=repeats))
+        row["round_estimate_ms"] = (tree.max_depth * row["draft_tree_forward_ms"] + row["target_tree_forward_ms"]
+                                    + row["verify_greedy_ms"] + row["commit_target_ms"] + row["commit_draft_ms"])
+        rows.append(row)
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    result = dict(benchmark="tree_round_breakdown", date=datetime.datetime.now(datetime.UTC).isoformat(),
+                  device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__),
+                  command="python benchmarks/tree_round_breakdown.py " + " ".join(sys.argv[1:]),
+                  settings=vars(args), rows=rows)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
