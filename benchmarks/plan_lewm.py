@@ -94,13 +94,5 @@ def main(argv):
               flush=True)
 
 
-def _write(out: dict, directory: str) -> None:
-    out["plan_s_max"] = max(out["plan_s"].values())
-    path = os.path.join(directory, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
-
-
 if __name__ == "__main__":
     app.run(main)

@@ -1,10 +1,8 @@
 """Ensembles: the vmapped step equals running each member's step alone."""
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from core import ensemble, train as train_lib
 

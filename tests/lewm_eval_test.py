@@ -4,7 +4,6 @@ does not crash), surprise flags teleports, and the smoke train -> plan -> surpri
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
