@@ -35,6 +35,7 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Directory for decode.js
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_decode", "Scratch directory (corpus, checkpoints).")
 _QUICK = flags.DEFINE_bool("quick", False, "The ~2-minute variant (configs/ssd/decode.py:quick).")
 _SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
+_HF_COMPILE = flags.DEFINE_bool("hf_compile", False, "Also time transformers' compiled static cache (slow to compile).")
 _BUDGET_S = flags.DEFINE_float("budget_s", 1e9, "Skip decode configs that would start after this many seconds.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
 
@@ -436,6 +437,12 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
     with torch.inference_mode():
         ar_tps, ar_out = time_generate(cache_implementation="static", disable_compile=True)
         assisted_tps, assisted_out = time_generate(assistant_model=hf_draft)
+        compiled = {}
+        if _HF_COMPILE.value:   # torch.compile of the static-cache forward: minutes of compilation
+            t0 = time.perf_counter()
+            compiled_tps, compiled_out = time_generate(cache_implementation="static")
+            compiled = dict(hf_ar_compiled_tokens_per_s=compiled_tps, hf_compiled_wall_s=time.perf_counter() - t0,
+                            hf_compiled_identical_to_ours=float((compiled_out == ours_greedy[:len(prompts), :new]).all(-1).mean()))
     ours = ours_greedy[:len(prompts), :new]
     report.update(hf=dict(
         transformers=transformers.__version__, torch=torch.__version__,
@@ -444,7 +451,7 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
         hf_greedy_identical_to_ours=float((ar_out == ours).all(-1).mean()),
         hf_greedy_first_divergence=[int(np.argmax(a != b)) if (a != b).any() else -1 for a, b in zip(ar_out, ours)],
         hf_assisted_identical_to_hf_ar=float((assisted_out == ar_out).all(-1).mean()),
-        batch=1, max_new_tokens=new, num_prompts=len(prompts)))
+        batch=1, max_new_tokens=new, num_prompts=len(prompts), **compiled))
 
 
 def main(argv):
