@@ -26,6 +26,9 @@ _EVALS = flags.DEFINE_integer("evals", 3, "Checkpoints evaluated per env (succes
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny config on CPU.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 _NOTE = flags.DEFINE_string("note", "", "Free text stored in the JSON (e.g. how the checkpoints came about).")
+_PREVIOUS = flags.DEFINE_string("previous", "", "A lewm.json whose other environments are kept (one env per "
+                                "command when the 10-minute limit cannot hold both); its per-env entries "
+                                "keep their own date and command under `runs`.")
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -48,6 +51,21 @@ def main(argv):
                command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
                note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={},
                seconds={}, config={})
+    if _PREVIOUS.value:
+        with open(_PREVIOUS.value) as f:
+            previous = json.load(f)
+        ran = {env for env, flag in _MINUTES.items() if flag.value > 0}
+        out["runs"] = {env: run for env, run in previous.get("runs", {}).items() if env not in ran}
+        for env in previous.get("success", {}):
+            if env in ran:
+                continue
+            out["runs"].setdefault(env, dict(date=previous["date"], command=previous["command"]))
+            for key in ("success", "success_vs_steps", "plan_s", "plan_s_per_env_step", "surprise", "seconds",
+                        "config", "plan_s_batched"):
+                if env in previous.get(key, {}):
+                    out.setdefault(key, {})[env] = previous[key][env]
+    out.setdefault("runs", {}).update({env: dict(date=out["date"], command=out["command"])
+                                       for env, flag in _MINUTES.items() if flag.value > 0})
     os.makedirs(_OUT.value, exist_ok=True)
     path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     for env, minutes_flag in _MINUTES.items():
