@@ -14,7 +14,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes corpora, checkpoints and figures.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Each run writes corpora, checkpoints and figures into a new "
+                                "timestamped directory below this one.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these pipelines (names from the table).")
 
 # (name, module with `smoke_pipeline(workdir) -> list[(metric, value)]`). A paper appears once its
@@ -42,10 +43,25 @@ def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
             ("validation perplexity", f"{evals[-1]['eval/perplexity']:.1f}")]
 
 
+def fresh_run_dir(workdir: str) -> str:
+    """A new directory per demo run: the pipelines resume from checkpoints, so reusing one would train 0 steps."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
+        path = os.path.join(workdir, stamp + suffix)
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"Could not make a fresh run directory under {workdir}.")
+
+
 def main(argv):
     del argv
     from absl import logging
     logging.set_verbosity(logging.WARNING)   # progress lines and the table only
+    run_dir = fresh_run_dir(_WORKDIR.value)
+    print(f"demo run directory: {run_dir}", flush=True)
     rows = []
     for name, module_name in PIPELINES:
         if _ONLY.value and name not in _ONLY.value:
@@ -58,7 +74,7 @@ def main(argv):
                 continue
             raise
         start = time.perf_counter()
-        results = module.smoke_pipeline(os.path.join(_WORKDIR.value, name.split()[0].lower()))
+        results = module.smoke_pipeline(os.path.join(run_dir, name.split()[0].lower()))
         seconds = time.perf_counter() - start
         for metric, value in results:
             rows.append((name, metric, value, f"{seconds:.0f}s"))

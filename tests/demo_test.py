@@ -16,3 +16,10 @@ def test_demo_runs_every_pipeline_and_prints_the_table(tmp_path):
     for name in ("foundation LM", "SSD speculative decoding", "LeWorldModel"):
         assert name in table
     assert "100% /" in table            # greedy speculative decoding equals greedy AR
+
+
+def test_each_demo_run_gets_its_own_directory(tmp_path):
+    from launch import demo
+
+    first, second = demo.fresh_run_dir(str(tmp_path)), demo.fresh_run_dir(str(tmp_path))
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
