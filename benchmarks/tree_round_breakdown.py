@@ -1,8 +1,9 @@
 """Where a tree-SD round's time goes, by batch size: the pieces of papers/ssd/engine._tree_round timed alone.
 
 Random weights with the shapes of configs/ssd/decode.py (timing does not depend on the values), bf16, a KV
-cache holding `--context` tokens. Pieces: one draft tree forward (the round runs `depth` of them), the target
-tree forward, greedy tree verification, the two KV-path commits; and one target AR decode step for scale.
+cache holding `--context` tokens. Pieces: one draft tree forward and the top-k of its logits (the round runs
+`depth` of each), the target tree forward, greedy tree verification, the two KV-path commits; and one target
+AR decode step for scale. The committed JSON predates the top-k column.
 
     python benchmarks/tree_round_breakdown.py            # GPU
     python benchmarks/tree_round_breakdown.py --smoke    # CPU check
@@ -78,6 +79,8 @@ def main():
     target_step = jax.jit(lambda s, tokens, cache: tfm.decode(nnx.merge(tg, s), tokens, cache))
     verify = jax.jit(lambda logits, nodes: sampling.verify_tree_greedy(logits, nodes, tree))
     commit = jax.jit(tfm.commit_tree_path)
+    # T = 0 children: top-k of every node's draft logits, once per level (XLA may lower it to a full sort).
+    children = jax.jit(lambda logits: jax.lax.top_k(logits, int(tree.children.shape[1]))[1])
     rows = []
     for batch in batches:
         key = jax.random.key(batch)
@@ -91,10 +94,12 @@ def main():
                    draft_tree_forward_ms=timed(draft_forward, ds, feed, draft_cache, repeats=repeats),
                    target_tree_forward_ms=timed(target_forward, ts, nodes, target_cache, repeats=repeats),
                    verify_greedy_ms=timed(verify, logits, nodes, repeats=repeats),
+                   draft_children_topk_ms=timed(children, jnp.pad(logits, ((0, 0), (0, 1), (0, 0))), repeats=repeats),
                    commit_target_ms=timed(commit, target_cache, path, keep, repeats=repeats),
                    commit_draft_ms=timed(commit, draft_cache, path, keep, repeats=repeats),
                    target_ar_step_ms=timed(target_step, ts, nodes[:, 0], target_cache, repeats=repeats))
-        row["round_estimate_ms"] = (tree.max_depth * row["draft_tree_forward_ms"] + row["target_tree_forward_ms"]
+        row["round_estimate_ms"] = (tree.max_depth * (row["draft_tree_forward_ms"] + row["draft_children_topk_ms"])
+                                    + row["target_tree_forward_ms"]
                                     + row["verify_greedy_ms"] + row["commit_target_ms"] + row["commit_draft_ms"])
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
