@@ -37,6 +37,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "The ~2-minute variant (configs/ssd/d
 _SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
 _HF_COMPILE = flags.DEFINE_bool("hf_compile", False, "Also time transformers' compiled static cache (slow to compile).")
 _BUDGET_S = flags.DEFINE_float("budget_s", 1e9, "Skip decode configs that would start after this many seconds.")
+_DRAFT_STEPS = flags.DEFINE_integer("draft_steps", 0, "Distillation steps of the draft (0: the config's). More "
+                                    "steps raise acceptance; the target + draft budget is 12 GPU-minutes.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
 
 HBM_BYTES_PER_S = 2.9e12   # measured H100 device-to-device copy (notes/engineering.md)
@@ -464,6 +466,8 @@ def main(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     arg = "smoke" if _SMOKE.value else ("quick" if _QUICK.value else "")
     config = config_lib.load_config(os.path.join(root, "configs/ssd/decode.py") + (f":{arg}" if arg else ""))
+    if _DRAFT_STEPS.value:
+        config.draft_train.num_steps = _DRAFT_STEPS.value
     name = f"decode_{arg}" if arg else "decode"
     report = Report(os.path.join(_OUT.value, f"{name}.json"), benchmark="decode", date=now(),
                     device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
