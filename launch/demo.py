@@ -43,23 +43,12 @@ def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
             ("validation perplexity", f"{evals[-1]['eval/perplexity']:.1f}")]
 
 
-def fresh_run_dir(workdir: str) -> str:
-    """A new directory per demo run: the pipelines resume from checkpoints, so reusing one would train 0 steps."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
-        path = os.path.join(workdir, stamp + suffix)
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"Could not make a fresh run directory under {workdir}.")
-
-
 def main(argv):
     del argv
     from absl import logging
     logging.set_verbosity(logging.WARNING)   # progress lines and the table only
+    from core.launch import fresh_run_dir
+
     run_dir = fresh_run_dir(_WORKDIR.value)
     print(f"demo run directory: {run_dir}", flush=True)
     rows = []
