@@ -9,6 +9,7 @@ different model fails with one clear error instead of deep inside orbax or XLA.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
@@ -108,3 +109,16 @@ def _abstract(x: Any) -> Any:
         return x
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def fresh_run_dir(workdir: str) -> str:
+    """A new timestamped directory below workdir, for jobs that must not resume from an earlier run's checkpoints."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
+        path = os.path.join(workdir, stamp + suffix)
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"Could not make a fresh run directory under {workdir}.")

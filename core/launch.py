@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Callable
 
 from absl import app, flags, logging
@@ -97,16 +96,3 @@ def write_json(path: str, payload: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, default=str)
     os.replace(tmp, path)
-
-
-def fresh_run_dir(workdir: str) -> str:
-    """A new timestamped directory below workdir, for jobs that must not resume from an earlier run's checkpoints."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
-        path = os.path.join(workdir, stamp + suffix)
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"Could not make a fresh run directory under {workdir}.")

@@ -47,7 +47,7 @@ def main(argv):
     del argv
     from absl import logging
     logging.set_verbosity(logging.WARNING)   # progress lines and the table only
-    from core.launch import fresh_run_dir
+    from core.checkpoint import fresh_run_dir
 
     run_dir = fresh_run_dir(_WORKDIR.value)
     print(f"demo run directory: {run_dir}", flush=True)

@@ -19,7 +19,7 @@ def test_demo_runs_every_pipeline_and_prints_the_table(tmp_path):
 
 
 def test_each_demo_run_gets_its_own_directory(tmp_path):
-    from core.launch import fresh_run_dir   # not launch.demo: its absl flags would clash with core.launch's
+    from core.checkpoint import fresh_run_dir   # not launch.demo: its absl flags would clash with core.launch's
 
     first, second = fresh_run_dir(str(tmp_path)), fresh_run_dir(str(tmp_path))
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
