@@ -37,6 +37,23 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+PER_ENV_KEYS = ("success", "success_vs_steps", "plan_s", "plan_s_per_env_step", "plan_s_batched", "surprise",
+                "seconds", "config")
+
+
+def keep_other_envs(out: dict, previous: dict, ran: set[str]) -> None:
+    """Copies `previous`' per-env results for the envs this command does not run into `out`, with the date
+    and command that produced them under out["runs"]."""
+    out["runs"] = {env: run for env, run in previous.get("runs", {}).items() if env not in ran}
+    for env in previous.get("success", {}):
+        if env in ran:
+            continue
+        out["runs"].setdefault(env, dict(date=previous["date"], command=previous["command"]))
+        for key in PER_ENV_KEYS:
+            if env in previous.get(key, {}):
+                out.setdefault(key, {})[env] = previous[key][env]
+
+
 def main(argv):
     del argv
     import flax
@@ -51,21 +68,11 @@ def main(argv):
                command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
                note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={},
                seconds={}, config={})
+    ran = {env for env, flag in _MINUTES.items() if flag.value > 0}
     if _PREVIOUS.value:
         with open(_PREVIOUS.value) as f:
-            previous = json.load(f)
-        ran = {env for env, flag in _MINUTES.items() if flag.value > 0}
-        out["runs"] = {env: run for env, run in previous.get("runs", {}).items() if env not in ran}
-        for env in previous.get("success", {}):
-            if env in ran:
-                continue
-            out["runs"].setdefault(env, dict(date=previous["date"], command=previous["command"]))
-            for key in ("success", "success_vs_steps", "plan_s", "plan_s_per_env_step", "surprise", "seconds",
-                        "config", "plan_s_batched"):
-                if env in previous.get(key, {}):
-                    out.setdefault(key, {})[env] = previous[key][env]
-    out.setdefault("runs", {}).update({env: dict(date=out["date"], command=out["command"])
-                                       for env, flag in _MINUTES.items() if flag.value > 0})
+            keep_other_envs(out, json.load(f), ran)
+    out.setdefault("runs", {}).update({env: dict(date=out["date"], command=out["command"]) for env in ran})
     os.makedirs(_OUT.value, exist_ok=True)
     path = os.path.join(_OUT.value, "lewm_smoke.json" if _SMOKE.value else "lewm.json")
     for env, minutes_flag in _MINUTES.items():
