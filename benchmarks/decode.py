@@ -20,7 +20,6 @@ short still leaves its figures.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -44,10 +43,6 @@ _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Infere
 HBM_BYTES_PER_S = 2.9e12   # measured H100 device-to-device copy (notes/engineering.md)
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat()
-
-
 class Report:
     """The results dict, rewritten atomically after every phase."""
 
@@ -55,12 +50,9 @@ class Report:
         self.path, self.data = path, dict(fields)
 
     def update(self, **fields):
+        from core import metrics
         self.data.update(fields)
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1, default=str)
-        os.replace(tmp, self.path)
+        metrics.write_json(self.path, self.data)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -70,7 +62,7 @@ def train_models(config, workdir: str, report: Report):
     """Corpus, then the target (next-token loss) and the draft (distilled from the target), via core.train."""
     from flax import nnx
 
-    from core import config as config_lib, lm, sharding, train
+    from core import config as config_lib, lm, metrics, sharding, train
     from core.data import corpus as corpus_lib, lm_pipeline, tokenizer as tokenizer_lib
     from core.nn import transformer as tfm
 
@@ -120,9 +112,7 @@ def train_models(config, workdir: str, report: Report):
         draft=dict(params=tfm.param_count(draft.config), steps=dt.num_steps, wall_s=draft_s,
                    train_loss=last_loss(draft_result), val_loss=val(draft)),
         vocab=vocab, tokens_per_step=config.data.batch_size * config.data.seq_len))
-    with open(saved + ".tmp", "w") as f:
-        json.dump(report.data["training"], f)
-    os.replace(saved + ".tmp", saved)
+    metrics.write_json(saved, report.data["training"])
     return target, draft
 
 
@@ -143,16 +133,14 @@ def inference_split(model, dtype):
     (core.sharding.to_single_device: else handed-back caches are typed with the training mesh and every
     call after the first recompiles), with the graph of a freshly built model."""
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
-    from core import sharding
+    from core import sharding, train
     from core.nn import transformer as tfm
 
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(model.config, rngs=nnx.Rngs(0))))
     _, state = nnx.split(model)
-    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    values = sharding.to_single_device(jax.tree.map(cast, jax.tree.leaves(state)))
+    values = sharding.to_single_device(train.cast_floating(jax.tree.leaves(state), dtype))
     return graphdef, jax.tree.unflatten(jax.tree.structure(abstract), values)
 
 
@@ -305,6 +293,13 @@ def scan_ar_diagnostic(sweep: Sweep) -> None:
     print(f"core.lm.generate (lax.scan) AR: {ms:.3f} ms/token, matches engine AR: {same}", flush=True)
 
 
+def greedy_ar_reference(name: str, outputs: dict):
+    """Greedy AR's tokens at the batch size of greedy SD run `name`; None for AR / draft / T > 0 runs."""
+    if "_T0_" not in name or name.startswith(("ar", "draft")):
+        return None
+    return outputs.get("ar_T0_" + name.split("_T0_")[-1])
+
+
 def summarize(sweep: Sweep) -> dict:
     import jax
 
@@ -316,11 +311,8 @@ def summarize(sweep: Sweep) -> dict:
     chain_t1 = next((r for n, r in rows.items() if n.startswith("chain") and n.endswith("_T1_b1")), None)
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(sweep.target_state))
     ar_s = get("ar_T0_b1", "ms_per_token_per_seq")
-    identical = {}   # greedy SD vs greedy AR on the same prompts, at every batch size measured
-    for n, o in sweep.outputs.items():
-        reference = sweep.outputs.get("ar_T0_" + n.split("_T0_")[-1]) if "_T0_" in n else None
-        if reference is not None and not n.startswith(("ar", "draft")):
-            identical[n] = float((o == reference).all(-1).mean())
+    identical = {n: float((o == greedy_ar_reference(n, sweep.outputs)).all(-1).mean())   # every batch size
+                 for n, o in sweep.outputs.items() if greedy_ar_reference(n, sweep.outputs) is not None}
     batch_sweep = {}
     for name, row in rows.items():
         if row["temperature"] == 0 and not name.startswith("draft"):
@@ -380,11 +372,13 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 
     graphdef, state = nnx.split(target)
     forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens)[0].astype(jnp.float32))
-    width = prompts.shape[1] + dict(outputs).get("ar_T0_b1", next(iter(outputs.values()))).shape[1]
+    if not outputs:   # every decode config was skipped by --budget_s
+        return []
+    width = prompts.shape[1] + next(iter(outputs.values())).shape[1]   # every run emits max_new_tokens
     found = []
     for name, tokens in outputs.items():
-        reference = outputs.get("ar_T0_" + name.split("_T0_")[-1]) if "_T0_" in name else None
-        if reference is None or name.startswith(("ar", "draft")):
+        reference = greedy_ar_reference(name, outputs)
+        if reference is None:
             continue
         for row in np.flatnonzero((tokens != reference).any(-1))[:4]:
             step = int(np.argmax(tokens[row] != reference[row]))
@@ -402,21 +396,17 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
-def export_llama(model, out_dir: str) -> str:
-    """Llama-format safetensors + config.json through core.interop.hf_llama."""
-    from core.interop import hf_llama
-    return hf_llama.export(model, out_dir)
-
-
 def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Report):
     import numpy as np
     import torch
     import transformers
 
+    from core.interop import hf_llama
+
     paths = {}
     for name, model in (("target", target), ("draft", draft)):
         paths[name] = os.path.join(workdir, f"hf_{name}")
-        export_llama(model, paths[name])
+        hf_llama.export(model, paths[name])
     load = lambda p: transformers.LlamaForCausalLM.from_pretrained(p, dtype=torch.bfloat16).cuda().eval()
     hf_target, hf_draft = load(paths["target"]), load(paths["draft"])
     prompts = prompts[:hc.num_prompts]
@@ -458,10 +448,7 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
 
 def main(argv):
     del argv
-    import flax
-    import jax
-
-    from core import config as config_lib
+    from core import config as config_lib, metrics
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     arg = "smoke" if _SMOKE.value else ("quick" if _QUICK.value else "")
@@ -469,9 +456,7 @@ def main(argv):
     if _DRAFT_STEPS.value:
         config.draft_train.num_steps = _DRAFT_STEPS.value
     name = f"decode_{arg}" if arg else "decode"
-    report = Report(os.path.join(_OUT.value, f"{name}.json"), benchmark="decode", date=now(),
-                    device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
-                    command="python benchmarks/decode.py " + " ".join(sys.argv[1:]), config=config.to_dict())
+    report = Report(os.path.join(_OUT.value, f"{name}.json"), **metrics.run_info("decode", config=config.to_dict()))
     t_start = time.perf_counter()
     target, draft = train_models(config, _WORKDIR.value, report)
     dc = config.decode

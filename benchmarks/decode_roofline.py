@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
-import tempfile
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from core import metrics
 from core.nn import transformer as tfm
 
 HBM_BYTES_PER_S = 2.9e12
@@ -93,14 +89,6 @@ def measure(name: str, config: tfm.TransformerConfig, args) -> dict:
                 compile_s=compile_s, config=dataclasses.asdict(config))
 
 
-def write_json(result: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config (CPU check of the script)")
@@ -118,7 +106,7 @@ def main():
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
     rows = []
-    write = lambda: write_json(make_result(args, names, rows), args.out)   # after every row: a cut run keeps them
+    write = lambda: metrics.write_json(args.out, make_result(args, names, rows))   # after every row: a cut run keeps them
     for name in names:
         for backend in backends:
             config = dataclasses.replace(CONFIGS[name], cache_attention=backend)
@@ -134,9 +122,7 @@ def main():
 def make_result(args, names, rows) -> dict:
     best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"])
             for name in names if any(r["name"] == name for r in rows)}
-    return dict(benchmark="decode_roofline", date=datetime.datetime.now(datetime.UTC).isoformat(),
-                device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
-                hbm_bytes_per_s=HBM_BYTES_PER_S,
+    return metrics.run_info("decode_roofline", hbm_bytes_per_s=HBM_BYTES_PER_S,
                 settings=dict(prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
                               cache_slots=args.cache_slots, repeats=args.repeats, batch=1, dtype="bfloat16"),
                 roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)

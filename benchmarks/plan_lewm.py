@@ -8,7 +8,6 @@ The JSON is rewritten after each environment, so a run cut short still reports w
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -31,12 +30,6 @@ _PREVIOUS = flags.DEFINE_string("previous", "", "A lewm.json whose other environ
                                 "keep their own date and command under `runs`.")
 
 
-def write_json(path: str, payload: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
-
-
 PER_ENV_KEYS = ("success", "success_vs_steps", "plan_s", "plan_s_per_env_step", "plan_s_batched", "surprise",
                 "seconds", "config")
 
@@ -56,18 +49,12 @@ def keep_other_envs(out: dict, previous: dict, ran: set[str]) -> None:
 
 def main(argv):
     del argv
-    import flax
-    import jax
-
-    from core import config as config_lib
+    from core import config as config_lib, metrics
     from papers.lewm import artifacts, evaluate, surprise, train
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = dict(benchmark="plan_lewm", date=datetime.datetime.now(datetime.UTC).isoformat(),
-               device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
-               command="python benchmarks/plan_lewm.py " + " ".join(sys.argv[1:]), success={},
-               note=_NOTE.value, success_vs_steps={}, plan_s={}, plan_s_per_env_step={}, surprise={},
-               seconds={}, config={})
+    out = metrics.run_info("plan_lewm", success={}, note=_NOTE.value, success_vs_steps={}, plan_s={},
+                           plan_s_per_env_step={}, surprise={}, seconds={}, config={})
     ran = {env for env, flag in _MINUTES.items() if flag.value > 0}
     if _PREVIOUS.value:
         with open(_PREVIOUS.value) as f:
@@ -114,7 +101,7 @@ def main(argv):
                                    surprise=time.perf_counter() - t3)
         out["config"][env] = config.to_dict()
         out["plan_s_max"] = max(out["plan_s"].values())
-        write_json(path, out)
+        metrics.write_json(path, out)
         print(json.dumps({k: out[k][env] for k in ("success", "plan_s", "surprise", "seconds")}, default=float),
               flush=True)
 

@@ -17,19 +17,16 @@ The roofline is the uint8 output alone streamed to HBM: bytes / 2.9 TB/s (the me
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax
 import jax
 import jax.numpy as jnp
 
+from core import metrics
 from core.envs import rollout as rollout_lib
 from core.envs.push_t import PushT
 from core.envs.two_room import TwoRoom
@@ -139,22 +136,16 @@ def main():
 
     best = {name: max(r["frames_per_s"] for r in rows if r["env"] == name and r["mode"] == "rollout")
             for name in envs}
-    out = dict(
-        benchmark="render", date=datetime.datetime.now(datetime.UTC).isoformat(),
-        device=jax.devices()[0].device_kind,
-        versions=dict(jax=jax.__version__, flax=flax.__version__),
-        config=dict(image_size=224, channels=3, dtype="uint8", steps_per_scan=num_steps,
+    out = metrics.run_info(
+        "render", config=dict(image_size=224, channels=3, dtype="uint8", steps_per_scan=num_steps,
                     two_room=repr(envs["two_room"]), push_t=repr(envs["push_t"]),
                     hbm_bytes_per_s=HBM_BYTES_PER_S),
         frames_per_s=best, rows=rows)
     if smoke:
         return
     directory = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "render.json")
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(out, f, indent=2)
-    os.replace(f.name, path)
+    metrics.write_json(path, out)
     print("wrote", path)
 
 

@@ -8,7 +8,6 @@ including on-device clip generation and rendering (what training actually runs a
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -26,12 +25,11 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 
 def main(argv):
     del argv
-    import flax
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from core import config as config_lib, sharding, train
+    from core import config as config_lib, metrics, sharding, train
     from papers.lewm import train as lewm_train
     from papers.lewm.model import LeWM, param_count
 
@@ -66,20 +64,13 @@ def main(argv):
     data_batches_per_s = _STEPS.value / (time.perf_counter() - t0)
     model_only = timed(False)
     with_data = timed(True)
-    result = dict(
-        benchmark="train_lewm", date=datetime.datetime.now(datetime.UTC).isoformat(),
-        device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__, flax=flax.__version__),
-        env=_ENV.value, params=param_count(model), batch_size=config.data.batch_size,
+    result = metrics.run_info(
+        "train_lewm", env=_ENV.value, params=param_count(model), batch_size=config.data.batch_size,
         image_size=config.model.image_size, compute_dtype="bfloat16",
         train_steps_per_s=with_data, train_steps_per_s_fixed_batch=model_only,
         data_batches_per_s=data_batches_per_s, data_compile_s=data_compile_s,
-        frames_per_s_trained=with_data * config.data.batch_size * (config.model.history + 1),
-        command="python benchmarks/train_lewm.py " + " ".join(sys.argv[1:]))
-    os.makedirs(_OUT.value, exist_ok=True)
-    path = os.path.join(_OUT.value, "train_lewm_smoke.json" if _SMOKE.value else "train_lewm.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+        frames_per_s_trained=with_data * config.data.batch_size * (config.model.history + 1))
+    metrics.write_json(os.path.join(_OUT.value, "train_lewm_smoke.json" if _SMOKE.value else "train_lewm.json"), result)
     print(json.dumps(result, indent=1))
 
 

@@ -11,7 +11,6 @@ Writes benchmarks/results/train_lm.json (device, versions, config, date) and a l
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -101,10 +100,7 @@ def learning_curve(config, workdir: str, minutes: float, steps_per_s: float) -> 
 
 def main(argv):
     del argv
-    import jax
-    import flax
-    import optax
-    from core import config as config_lib
+    from core import config as config_lib, metrics
     from core.data import corpus as corpus_lib
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,11 +111,7 @@ def main(argv):
         target = config_lib.apply_overrides(target, {"data.batch_size": _BATCH.value,
                                                      "model.attention_impl": _ATTENTION.value})
         draft = config_lib.apply_overrides(draft, {"model.attention_impl": _ATTENTION.value})
-    results = dict(
-        benchmark="train_lm", date=datetime.datetime.now(datetime.UTC).isoformat(),
-        device=str(jax.devices()[0].device_kind), num_devices=jax.device_count(),
-        versions=dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__),
-        peak_flops=H100_PEAK_BF16, command="python benchmarks/train_lm.py " + " ".join(sys.argv[1:]))
+    results = metrics.run_info("train_lm", peak_flops=H100_PEAK_BF16)
 
     t0 = time.perf_counter()
     corpus_dir = target.data.corpus_dir
@@ -139,12 +131,8 @@ def main(argv):
         print(name, json.dumps(results["learning"][name]["curve"]))
     results["mfu"] = results["throughput_target"]["mfu"]
 
-    os.makedirs(_OUT.value, exist_ok=True)
     name = "train_lm_smoke" if _SMOKE.value else "train_lm"
-    tmp = os.path.join(_OUT.value, f"{name}.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(_OUT.value, f"{name}.json"))
+    metrics.write_json(os.path.join(_OUT.value, f"{name}.json"), results)
     _plot(results, os.path.join(_OUT.value, f"{name}.png"))
     print(f"{'config':8} {'params':>12} {'tokens/s':>12} {'MFU':>6} {'final val loss':>15}")
     for key in ("draft", "target"):

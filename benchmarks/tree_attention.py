@@ -8,8 +8,6 @@ call and the share of the HBM roofline for the KV bytes each call must read (len
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 import time
@@ -19,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 
+from core import metrics
 from kernels_pallas.tree_attention import kernel, reference
 
 HBM_BYTES_PER_S = 2.9e12
@@ -54,15 +53,10 @@ def main():
                          speedup=t_xla / t_pallas, pallas_roofline=kv_bytes / HBM_BYTES_PER_S / t_pallas,
                          max_abs_err=err))
         print(rows[-1], flush=True)
-    out = dict(benchmark="tree_attention", date=datetime.datetime.now(datetime.UTC).isoformat(),
-               device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__),
-               config=dict(q_heads=16, kv_heads=8, head_dim=64, cache_slots=2048, dtype="bfloat16"),
+    out = metrics.run_info("tree_attention", config=dict(q_heads=16, kv_heads=8, head_dim=64, cache_slots=2048, dtype="bfloat16"),
                hbm_bytes_per_s=HBM_BYTES_PER_S, rows=rows)
     path = os.path.join(os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"), "tree_attention.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(path + ".tmp", path)
+    metrics.write_json(path, out)
     print(f"{'B':>3} {'T':>3} {'len':>5} {'pallas us':>10} {'xla us':>8} {'x':>5} {'roofline':>8}")
     for r in rows:
         print(f"{r['batch']:3d} {r['nodes']:3d} {r['length']:5d} {r['pallas_us']:10.1f} {r['xla_us']:8.1f} "

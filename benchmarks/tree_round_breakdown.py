@@ -12,11 +12,8 @@ AR decode step for scale. The committed JSON predates the top-k column.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from core import config as config_lib, lm as lm_lib
+from core import config as config_lib, lm as lm_lib, metrics, train
 from core.nn import transformer as tfm
 from papers.ssd import engine, sampling, tree as tree_lib
 
@@ -40,10 +37,8 @@ def timed(fn, *args, repeats: int) -> float:
 
 
 def bf16_model(model_config):
-    model = tfm.Transformer(model_config, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(model)
-    state = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
-    return graphdef, state
+    graphdef, state = nnx.split(tfm.Transformer(model_config, rngs=nnx.Rngs(0)))
+    return graphdef, train.cast_floating(state, jnp.bfloat16)
 
 
 def main():
@@ -103,15 +98,7 @@ def main():
                                     + row["verify_greedy_ms"] + row["commit_target_ms"] + row["commit_draft_ms"])
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    result = dict(benchmark="tree_round_breakdown", date=datetime.datetime.now(datetime.UTC).isoformat(),
-                  device=jax.devices()[0].device_kind, versions=dict(jax=jax.__version__),
-                  command="python benchmarks/tree_round_breakdown.py " + " ".join(sys.argv[1:]),
-                  settings=vars(args), rows=rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    metrics.write_json(args.out, metrics.run_info("tree_round_breakdown", settings=vars(args), rows=rows))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ cross-process collectives go through gloo.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Callable
@@ -87,12 +86,3 @@ def _parse_flags(argv: list[str]) -> list[str]:
         message = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         print(f"error: bad --config or override: {message}", file=sys.stderr)
         sys.exit(2)
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Writes JSON atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import sys
 import time
 from typing import Any, Mapping
 
@@ -120,3 +122,31 @@ class CompileCounter:
 
     def __exit__(self, *exc) -> None:
         jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers (numpy / jax scalars included) as floats, anything else as its string."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes JSON atomically (temp file + rename): a reader never sees a half-written file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def run_info(benchmark: str, **fields) -> dict:
+    """The header of every benchmark JSON: name, UTC date, device, library versions, the command line."""
+    import flax
+    import optax
+
+    return dict(benchmark=benchmark, date=datetime.datetime.now(datetime.UTC).isoformat(),
+                device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
+                versions=dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__),
+                command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), **fields)

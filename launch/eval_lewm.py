@@ -8,7 +8,7 @@ import os
 
 from absl import flags
 
-from core import launch
+from core import launch, metrics
 
 _ALL = flags.DEFINE_bool("all_checkpoints", False, "Evaluate every checkpoint in the workdir (success vs steps).")
 
@@ -33,7 +33,7 @@ def main(config, workdir, all_checkpoints: bool | None = None):
     errors = surprise.surprise_curves(model, config, num_episodes=config.eval.num_episodes)
     report["surprise"] = surprise.paired_tests(errors)
     surprise.plot(errors, os.path.join(workdir, "surprise.png"))
-    launch.write_json(os.path.join(workdir, "eval.json"), report)
+    metrics.write_json(os.path.join(workdir, "eval.json"), report)
     print(report)
 
 
