@@ -29,16 +29,16 @@ def _dense(rngs, din, dout, names=("embed", "mlp")):
         nnx.initializers.truncated_normal(0.02), names))
 
 
-def attention(q, k, v, is_causal: bool = False):
+def attention(q, k, v):
     """cuDNN flash attention on GPU for bf16/fp16, else XLA's.
 
     cuDNN wants sequences in multiples of 64; ViT-tiny/14 at 224 px has 257 tokens (256 patches + CLS), so the
     sequence is zero-padded to 320 and cuDNN masks the padded keys by length. 25% more attention FLOPs, but
     XLA's unfused path materializes f32 scores [B, heads, 257, 257] per layer and is memory-bound.
     """
-    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and not is_causal
+    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     if not fused:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal)
+        return jax.nn.dot_product_attention(q, k, v)
     batch, length = q.shape[:2]
     padded = -(-length // 64) * 64
     if padded == length:
