@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,17 +32,6 @@ from core.envs.two_room import TwoRoom
 
 HBM_BYTES_PER_S = 2.9e12
 FRAME_BYTES = 224 * 224 * 3
-
-
-def timed(fn, *args, repeats: int = 3) -> float:
-    """Best wall seconds of `repeats` calls after one warm-up (compilation) call."""
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def rollout_program(env, num_envs: int, num_steps: int):
@@ -112,11 +100,11 @@ def main():
     for env_name, env in envs.items():
         for num_envs in sizes:
             run = rollout_program(env, num_envs, num_steps)
-            seconds = timed(run, key)
+            seconds = metrics.seconds_per_call(run, key, repeats=3, reduce="best")
             rows.append(row("rollout", env_name, num_envs * num_steps, seconds, num_envs=num_envs, steps=num_steps))
             render_fn, states_for = render_program(env, num_envs, num_steps)
             states = jax.block_until_ready(states_for(key))
-            seconds = timed(render_fn, states)
+            seconds = metrics.seconds_per_call(render_fn, states, repeats=3, reduce="best")
             rows.append(row("render_only", env_name, num_envs * num_steps, seconds, num_envs=num_envs,
                             steps=num_steps, full_resolution_kernels=full_resolution_buffers(render_fn, states)))
             del states
@@ -125,12 +113,12 @@ def main():
             variants["push_t_unrolled"] = dataclasses.replace(env, unroll_substeps=True)
         for variant_name, variant in variants.items():
             clips = jax.jit(lambda k, env=variant: rollout_lib.sample_clips(env, k, batch).frames)
-            seconds = timed(clips, key)
+            seconds = metrics.seconds_per_call(clips, key, repeats=3, reduce="best")
             rows.append(row("clips", variant_name, batch * 4, seconds, batch=batch, num_frames=4, frameskip=5,
                             max_offset=80, clips_per_s=batch / seconds))
             stream = rollout_lib.init_clip_stream(variant, key, batch)
             advance = jax.jit(lambda s, k, env=variant: rollout_lib.next_clips(env, s, k)[1].frames)
-            seconds = timed(advance, stream, key)
+            seconds = metrics.seconds_per_call(advance, stream, key, repeats=3, reduce="best")
             rows.append(row("clip_stream", variant_name, batch * 4, seconds, batch=batch, num_frames=4,
                             frameskip=5, clips_per_s=batch / seconds))
 

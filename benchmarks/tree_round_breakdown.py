@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,12 +27,7 @@ from papers.ssd import engine, sampling, tree as tree_lib
 
 
 def timed(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return 1e3 * (time.perf_counter() - start) / repeats
+    return 1e3 * metrics.seconds_per_call(fn, *args, repeats=repeats)
 
 
 def bf16_model(model_config):

@@ -124,6 +124,27 @@ class CompileCounter:
         jax.monitoring.unregister_event_duration_listener(self._listener)
 
 
+def seconds_per_call(fn, *args, repeats: int = 10, reduce: str = "mean") -> float:
+    """Wall seconds per call of `fn(*args)` after one warm-up (compiling) call. "mean": `repeats` calls
+    back to back (dispatch overlaps execution, as in a training loop); "best": the fastest of `repeats`
+    calls, each waited for."""
+    if reduce not in ("mean", "best"):
+        raise ValueError(f"reduce must be 'mean' or 'best', got {reduce!r}.")
+    jax.block_until_ready(fn(*args))
+    if reduce == "best":
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            best = min(best, time.perf_counter() - start)
+        return best
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
 def _jsonable(value: Any) -> Any:
     """Numbers (numpy / jax scalars included) as floats, anything else as its string."""
     try:

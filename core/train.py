@@ -112,6 +112,12 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+def cast_params(model: nnx.Module, dtype: Any) -> nnx.Module:
+    """`model` with its nnx.Param leaves cast to `dtype`; other state (BatchNorm statistics) keeps its own."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return nnx.merge(graphdef, cast_floating(params, dtype), rest)
+
+
 def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) -> nnx.Module:
     """The nnx module for eval or inference (optionally with params cast, e.g. to bf16)."""
     return nnx.merge(graphdef, cast_floating(state.params, dtype), state.model_state)

@@ -25,5 +25,6 @@ def lewm_config(env: str, smoke: bool) -> ml_collections.ConfigDict:
     config.mesh = sharding.mesh_config(data=-1)
     config.eval = dict(num_episodes=4 if smoke else 50, budget=50, goal_offset=25, horizon=5,
                        cem_samples=16 if smoke else 300, cem_elites=4 if smoke else 30,
-                       cem_iters=2 if smoke else 30, seed=42)
+                       cem_iters=2 if smoke else 30, seed=42,
+                       compute_dtype="bfloat16")
     return config

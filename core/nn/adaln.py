@@ -17,6 +17,26 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
+SHORT_SEQUENCE = 8
+
+
+def short_sequence_attention(q: jax.Array, k: jax.Array, v: jax.Array, causal: bool) -> jax.Array:
+    """Attention over a few tokens ([B, N, heads, d], N <= SHORT_SEQUENCE) as broadcast products and sums.
+
+    XLA's dot-based attention transposes q, k, v to [B, heads, N, d] and runs batched GEMMs that are almost
+    empty at N = 3 (LeWM's predictor history); in CEM planning that is 4 transposes + 2 GEMMs per layer per
+    call. Written elementwise, XLA fuses scores, softmax and the weighted sum into a couple of loop kernels.
+    """
+    n = q.shape[1]
+    scale = q.shape[-1] ** -0.5
+    scores = jnp.sum(q[:, :, None].astype(jnp.float32) * k[:, None].astype(jnp.float32), -1) * scale  # [B,q,k,h]
+    if causal:
+        allowed = jnp.tril(jnp.ones((n, n), bool))[None, :, :, None]
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=2)
+    return jnp.sum(probs[..., None] * v[:, None].astype(jnp.float32), axis=2).astype(q.dtype)
+
+
 class AdaLNZeroBlock(nnx.Module):
     def __init__(self, width: int, heads: int, head_dim: int, mlp_dim: int, dropout_rate: float,
                  rngs: nnx.Rngs):
@@ -37,7 +57,11 @@ class AdaLNZeroBlock(nnx.Module):
         b, n, _ = x.shape
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = jnp.split(self.qkv(h).reshape(b, n, 3, self.heads, self.head_dim), 3, axis=2)
-        attended = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=causal)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+        if n <= SHORT_SEQUENCE:
+            attended = short_sequence_attention(q, k, v, causal)
+        else:
+            attended = jax.nn.dot_product_attention(q, k, v, is_causal=causal)
         x = x + gate1 * dropout(self.out(attended.reshape(b, n, -1)), self.dropout_rate, keys[0])
         h = self.norm2(x) * (1 + scale2) + shift2
         h = dropout(jax.nn.gelu(self.fc1(h), approximate=False), self.dropout_rate, keys[1])

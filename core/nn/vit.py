@@ -18,6 +18,7 @@ class ViTConfig:
     heads: int = 3
     mlp_dim: int = 768
     norm_eps: float = 1e-12   # HF ViT's LayerNorm eps
+    attention_pad_multiple: int | None = 64   # cuDNN attention: pad 257 tokens to a multiple of this
 
     @property
     def num_patches(self) -> int:
@@ -29,18 +30,19 @@ def _dense(rngs, din, dout, names=("embed", "mlp")):
         nnx.initializers.truncated_normal(0.02), names))
 
 
-def attention(q, k, v):
+def attention(q, k, v, pad_multiple: int | None = 64):
     """cuDNN flash attention on GPU for bf16/fp16, else XLA's.
 
-    cuDNN wants sequences in multiples of 64; ViT-tiny/14 at 224 px has 257 tokens (256 patches + CLS), so the
-    sequence is zero-padded to 320 and cuDNN masks the padded keys by length. 25% more attention FLOPs, but
-    XLA's unfused path materializes f32 scores [B, heads, 257, 257] per layer and is memory-bound.
+    ViT-tiny/14 at 224 px has 257 tokens (256 patches + CLS); the sequence is zero-padded to a multiple of
+    `pad_multiple` (None: not padded) and cuDNN masks the padded keys by length. XLA's unfused path
+    materializes f32 scores [B, heads, 257, 257] per layer and is memory-bound. `benchmarks/vit_encoder.py`
+    measures the padding choices.
     """
     fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     if not fused:
         return jax.nn.dot_product_attention(q, k, v)
     batch, length = q.shape[:2]
-    padded = -(-length // 64) * 64
+    padded = -(-length // pad_multiple) * pad_multiple if pad_multiple else length
     if padded == length:
         return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
     pad = lambda x: jnp.pad(x, ((0, 0), (0, padded - length), (0, 0), (0, 0)))
@@ -54,6 +56,7 @@ class EncoderBlock(nnx.Module):
     def __init__(self, config: ViTConfig, rngs: nnx.Rngs):
         w = config.width
         self.heads = config.heads
+        self.pad_multiple = config.attention_pad_multiple
         self.norm1 = nnx.LayerNorm(w, epsilon=config.norm_eps, rngs=rngs)
         self.qkv = _dense(rngs, w, 3 * w)
         self.proj = _dense(rngs, w, w, ("mlp", "embed"))
@@ -64,7 +67,7 @@ class EncoderBlock(nnx.Module):
     def __call__(self, x):
         b, n, w = x.shape
         q, k, v = jnp.split(self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, w // self.heads), 3, axis=2)
-        attended = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        attended = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], self.pad_multiple)
         x = x + self.proj(attended.reshape(b, n, w))
         return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
 
@@ -75,6 +78,8 @@ class ViT(nnx.Module):
     def __init__(self, config: ViTConfig, rngs: nnx.Rngs, channels: int = 3):
         self.config = config
         p, w = config.patch_size, config.width
+        # cuDNN's conv, not a GEMM on patchified pixels: faster alone (benchmarks/vit_encoder.py) but then
+        # XLA lays the encoder's activations out frames-minor and the whole train step got 13% slower.
         self.patch_embed = nnx.Conv(channels, w, (p, p), strides=(p, p), padding="VALID", rngs=rngs)
         self.cls = nnx.Param(jnp.zeros((1, 1, w)), out_sharding=(None, None, "embed"))
         self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, config.num_patches + 1, w)),

@@ -34,7 +34,7 @@ def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: in
 
     @jax.jit
     def run(state, keys):
-        episode = planning.make_episode_fn(nnx.merge(graphdef, state), env, config)
+        episode = planning.make_episode_fn(planning.planning_model(graphdef, state, config), env, config)
         return jax.vmap(episode)(keys)
 
     return lambda state: jax.device_get(run(state, keys))
@@ -78,7 +78,7 @@ def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5, ba
     graphdef, state = nnx.split(model)
 
     def plan_one(s, z, p, g, k):
-        return planning.plan(nnx.merge(graphdef, s), z, p, g, k, config)
+        return planning.plan(planning.planning_model(graphdef, s, config), z, p, g, k, config)
 
     args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)))
     if batch > 0:

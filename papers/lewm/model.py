@@ -4,7 +4,8 @@ API (used by training, planning, surprise):
     LeWMConfig (frozen dataclass; LeWMConfig.smoke() is a tiny CPU variant)
     model = LeWM(config, rngs=nnx.Rngs(0));  model.eval() for inference (BatchNorm running stats)
     model.encode(pixels uint8[..., H, W, 3]) -> z f32[..., D]          (resized to config.image_size)
-    model.predict(z_hist[B, T, D], action_blocks[B, T, frameskip*A], dropout_key=None) -> z_pred[B, T, D]
+    model.predict(z_hist[B, T, D], action_blocks[B, T, frameskip*A], dropout_key=None, last_only=False)
+        -> z_pred[B, T, D] (or [B, 1, D] for last_only)
         causal: output t predicts the embedding of frame t + 1 from frames ≤ t and action blocks ≤ t
     model.rollout(z_hist[B, H, D], past_blocks[B, H-1, fA], plan_blocks[B, N, fA]) -> z_future[B, N, D]
         autoregressive over the plan with a sliding window of `history` frames
@@ -112,7 +113,10 @@ class LeWM(nnx.Module):
         x = x.reshape((-1,) + x.shape[-3:])
         return self.projector(self.encoder(x)).reshape(*lead, -1)
 
-    def predict(self, z_hist: jax.Array, action_blocks: jax.Array, dropout_key: jax.Array | None = None):
+    def predict(self, z_hist: jax.Array, action_blocks: jax.Array, dropout_key: jax.Array | None = None,
+                last_only: bool = False):
+        """Predicted next embeddings for every frame of z_hist, or only for the last one (`last_only`, what a
+        rollout uses: the output projection then runs on one token instead of `history`)."""
         steps = z_hist.shape[1]
         if steps > self.config.history:
             raise ValueError(f"The predictor takes at most {self.config.history} frames, got {steps}.")
@@ -122,6 +126,8 @@ class LeWM(nnx.Module):
                 else [None] * len(self.predictor))
         for block, key in zip(self.predictor, keys):
             x = block(x, condition, causal=True, key=key)
+        if last_only:
+            x = x[:, -1:]
         return self.pred_proj(self.predictor_norm(x))
 
     def rollout(self, z_hist: jax.Array, past_blocks: jax.Array, plan_blocks: jax.Array) -> jax.Array:
@@ -133,7 +139,8 @@ class LeWM(nnx.Module):
         z_window, a_window, future = z_hist, past_blocks, []
         for n in range(plan_blocks.shape[1]):
             actions = jnp.concatenate([a_window, plan_blocks[:, n:n + 1]], 1)
-            z_next = self.predict(z_window, actions)[:, -1]
+            # last_only changes BatchNorm's batch statistics in train mode, so only eval rollouts use it
+            z_next = self.predict(z_window, actions, last_only=self.pred_proj.norm.use_running_average)[:, -1]
             future.append(z_next)
             z_window = jnp.concatenate([z_window[:, 1:], z_next[:, None]], 1)
             a_window = actions[:, 1:]
