@@ -25,12 +25,14 @@ _EVALS = flags.DEFINE_integer("evals", 3, "Checkpoints evaluated per env (succes
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny config on CPU.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 _NOTE = flags.DEFINE_string("note", "", "Free text stored in the JSON (e.g. how the checkpoints came about).")
+_PLAN_DTYPES = flags.DEFINE_list("plan_dtypes", [], "Also evaluate the last checkpoint planning in these dtypes "
+                                 "(e.g. float32), next to the config's eval.compute_dtype.")
 _PREVIOUS = flags.DEFINE_string("previous", "", "A lewm.json whose other environments are kept (one env per "
                                 "command when the 10-minute limit cannot hold both); its per-env entries "
                                 "keep their own date and command under `runs`.")
 
 
-PER_ENV_KEYS = ("success", "success_vs_steps", "plan_s", "plan_s_per_env_step", "plan_s_batched", "surprise",
+PER_ENV_KEYS = ("success", "success_vs_steps", "success_by_plan_dtype", "plan_s", "plan_s_per_env_step", "plan_s_batched", "surprise",
                 "seconds", "config")
 
 
@@ -82,6 +84,11 @@ def main(argv):
         t2 = time.perf_counter()
         for row in curve:
             print(env, row, flush=True)
+        by_dtype = {config.eval.compute_dtype: curve[-1]["success"]}
+        for dtype in _PLAN_DTYPES.value:
+            other = config_lib.apply_overrides(config, {"eval.compute_dtype": dtype})
+            by_dtype[dtype] = evaluate.success_vs_steps(other, workdir, eval_steps[-1:])[0][0]["success"]
+        out.setdefault("success_by_plan_dtype", {})[env] = by_dtype
         model = train.restore_model(config, workdir, steps)
         artifacts.write_gif(results, os.path.join(_OUT.value, f"lewm_{env}.gif"))
         plan_s = evaluate.time_one_plan(model, config)

@@ -97,6 +97,8 @@ def test_success_threshold_follows_swm_eval_state():
     assert ENV.is_success(_state((100.0, 100.0), block=(256.0, 256.0), angle=1.0 + math.pi / 9 - 0.01), goal)
     assert not ENV.is_success(_state((100.0, 100.0), block=(256.0, 256.0), angle=1.0 - math.pi / 9 - 0.01), goal)
     assert ENV.is_success(_state((100.0, 100.0), block=(256.0, 256.0), angle=1.0 + 2 * math.pi), goal)
+    assert float(ENV.goal_distance(_state((110.0, 100.0), block=(266.0, 256.0), angle=3.0), goal)) == (
+        pytest.approx(math.sqrt(200.0)))
 
 
 def test_expert_pushes_the_block_onto_the_goal():

@@ -287,10 +287,14 @@ class PushT:
         return state.replace(agent_pos=state.goal_agent_pos, agent_vel=jnp.zeros(2, jnp.float32),
                              block_pos=state.goal_block_pos, block_angle=state.goal_block_angle)
 
-    def is_success(self, state: PushTState, goal_state: PushTState) -> Array:
+    def goal_distance(self, state: PushTState, goal_state: PushTState) -> Array:
+        """The distance the success test thresholds: ||(agent xy, block xy) - goal's||, px (angle aside)."""
         delta = jnp.concatenate([state.agent_pos - goal_state.agent_pos, state.block_pos - goal_state.block_pos])
+        return jnp.linalg.norm(delta)
+
+    def is_success(self, state: PushTState, goal_state: PushTState) -> Array:
         angle_error = jnp.abs(wrap_angle(state.block_angle - goal_state.block_angle))
-        return (jnp.linalg.norm(delta) < self.success_position) & (angle_error < self.success_angle)
+        return (self.goal_distance(state, goal_state) < self.success_position) & (angle_error < self.success_angle)
 
     def block_errors(self, state: PushTState, goal_state: PushTState) -> tuple[Array, Array]:
         """Block position error (px) and absolute angle error (rad): the block part of the success test."""

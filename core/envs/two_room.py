@@ -187,8 +187,12 @@ class TwoRoom:
     def goal_state(self, state: TwoRoomState) -> TwoRoomState:
         return state.replace(agent_pos=state.goal_pos)
 
+    def goal_distance(self, state: TwoRoomState, goal_state: TwoRoomState) -> Array:
+        """The distance the success test thresholds: agent to goal agent, px."""
+        return jnp.linalg.norm(state.agent_pos - goal_state.agent_pos)
+
     def is_success(self, state: TwoRoomState, goal_state: TwoRoomState) -> Array:
-        return jnp.linalg.norm(state.agent_pos - goal_state.agent_pos) < self.success_distance
+        return self.goal_distance(state, goal_state) < self.success_distance
 
     # ---- behaviour policy ----------------------------------------------------------------------------
     def expert_action(self, state: TwoRoomState, goal_state: TwoRoomState | None, key: Array) -> Array:

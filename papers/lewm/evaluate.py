@@ -44,6 +44,7 @@ def summarise(results: dict) -> dict:
     successes, trials = int(np.sum(results["success"])), len(results["success"])
     low, high = wilson_interval(successes, trials)
     return dict(success=successes / trials, ci_low=low, ci_high=high, episodes=trials,
+                start_distance_mean=float(np.mean(results["start_distance"])),
                 final_distance_mean=float(np.mean(results["final_distance"])),
                 already_solved=float(np.mean(results["already_solved"])))    # start within reach of goal
 

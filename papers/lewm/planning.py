@@ -44,7 +44,8 @@ def plan(model, z_hist, past_blocks, z_goal, key, config: ml_collections.ConfigD
 
 
 def make_episode_fn(model, env, config: ml_collections.ConfigDict):
-    """key -> dict(success, frames, goal_frame, start_frame, final_distance): one evaluation episode.
+    """key -> dict(success, already_solved, start_distance, final_distance, frames, goal_frame, start_frame):
+    one evaluation episode (distances: env.goal_distance, what the success test thresholds).
 
     The start is a uniformly random step in [history span, history span + data.max_offset] of an expert
     rollout (goals resampled on success, like the training clips), so starts come from the data
@@ -86,10 +87,10 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
             z_new = model.encode(block_frames[None])[0]
             z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
             past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
-        distance = jnp.linalg.norm(env.proprio(state) - env.proprio(goal))
         start_frame = env.render(at(start))
         return dict(success=success, already_solved=env.is_success(at(start), goal),
+                    start_distance=env.goal_distance(at(start), goal), final_distance=env.goal_distance(state, goal),
                     frames=jnp.concatenate([start_frame[None]] + shown, 0), goal_frame=env.render(goal),
-                    start_frame=start_frame, final_distance=distance)
+                    start_frame=start_frame)
 
     return episode
