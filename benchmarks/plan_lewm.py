@@ -69,7 +69,7 @@ def main(argv):
             continue
         config = config_lib.load_config(f"{root}/configs/lewm/{env}.py" + (":smoke" if _SMOKE.value else ""))
         steps = 20 if _SMOKE.value else int(minutes_flag.value * 60 * _STEPS_PER_S.value)
-        every = max(1, steps // _EVALS.value)
+        every = max(1, -(-steps // _EVALS.value))      # ceil: the last evaluation is the final step
         config = config_lib.apply_overrides(config, {
             "train.num_steps": steps, "optim.total_steps": steps, "optim.warmup_steps": max(1, steps // 50),
             "optim.learning_rate": _LR.value, "train.checkpoint_every": every,
