@@ -42,6 +42,27 @@ def test_sample_clips_layout_and_consistency():
         np.testing.assert_array_equal(clips.frames[b, 2], render(jax.tree.map(lambda a: a[b, 2], clips.states)))
 
 
+def test_clips_from_bank_are_windows_of_the_banked_episodes():
+    env = PushT()
+    bank = jax.jit(lambda k: rollout_lib.simulate_bank(env, k, num_episodes=3, num_steps=22))(jax.random.key(4))
+    assert bank.actions.shape == (3, 22, 2) and bank.states.agent_pos.shape == (3, 23, 2)
+    clips = jax.jit(lambda b, k: rollout_lib.clips_from_bank(env, b, k, batch_size=4))(bank, jax.random.key(5))
+    assert clips.frames.shape == (4, 4, 224, 224, 3) and clips.actions.shape == (4, 4, 10)
+    flat_actions = np.asarray(bank.actions).reshape(3, -1)
+    for b in range(4):
+        # the clip's 20 actions are one contiguous stretch of one banked episode ...
+        window = np.asarray(clips.actions[b]).reshape(-1)
+        hits = [(e, t) for e in range(3) for t in range(0, 2 * (22 - 20) + 1, 2)
+                if np.array_equal(flat_actions[e, t:t + 40], window)]
+        assert len(hits) == 1
+        episode, t = hits[0][0], hits[0][1] // 2
+        # ... and its frames show the banked states at steps t, t + 5, t + 10, t + 15
+        np.testing.assert_array_equal(clips.states.block_pos[b], bank.states.block_pos[episode, t:t + 20:5])
+    np.testing.assert_array_equal(clips.frames[1, 3], jax.jit(env.render)(jax.tree.map(lambda a: a[1, 3], clips.states)))
+    with pytest.raises(ValueError, match="a clip needs 20"):
+        rollout_lib.clips_from_bank(env, jax.tree.map(lambda x: x[:, :10], bank), jax.random.key(0), 2)
+
+
 def test_new_goal_on_success_keeps_the_expert_moving():
     env = TwoRoom(action_noise=0.0, action_repeat_prob=0.0)
     run = jax.jit(lambda k, flag: rollout_lib.rollout(env, rollout_lib.expert_policy(env), k, 200,

@@ -67,3 +67,14 @@ def test_smoke_training_lowers_the_prediction_loss_and_logs_the_collapse_monitor
     assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:3]])
     model = lewm_train.restore_model(config, str(tmp_path / "run"))
     assert model.encode(jnp.zeros((1, 224, 224, 3), jnp.uint8)).shape == (1, 64)
+
+
+def test_pusht_batches_come_from_a_simulated_bank_and_depend_only_on_the_step():
+    config = config_lib.load_config("configs/lewm/pusht.py:smoke")
+    assert config.data.bank_episodes > 0
+    batch_at = lewm_train.make_batch_fn(config)
+    first, again, other = batch_at(3), lewm_train.make_batch_fn(config)(3), batch_at(4)
+    assert first["frames"].shape == (8, 4, 224, 224, 3) and first["frames"].dtype == np.uint8
+    assert first["actions"].shape == (8, 4, 10)
+    np.testing.assert_array_equal(first["frames"], again["frames"])      # rebuilt bank, same batch
+    assert not np.array_equal(first["actions"], other["actions"])

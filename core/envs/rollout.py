@@ -92,6 +92,38 @@ def sample_clips(env, key: Array, batch_size: int, num_frames: int = 4, frameski
     return Clips(frames, actions, states)
 
 
+def simulate_bank(env, key: Array, num_episodes: int, num_steps: int,
+                  policy_fn: PolicyFn | None = None) -> Trajectory:
+    """`num_episodes` expert rollouts of `num_steps` from random starts (goals resampled on success), states
+    only: a fixed dataset held on device, which ``clips_from_bank`` cuts and renders (jittable)."""
+    policy_fn = expert_policy(env) if policy_fn is None else policy_fn
+    return jax.vmap(lambda k: rollout(env, policy_fn, k, num_steps, new_goal_on_success=True))(
+        jax.random.split(key, num_episodes))
+
+
+def clips_from_bank(env, bank: Trajectory, key: Array, batch_size: int, num_frames: int = 4,
+                    frameskip: int = 5) -> Clips:
+    """Training clips cut from a ``simulate_bank`` dataset at a uniformly random episode and start, rendered.
+
+    With episodes of max_offset + num_frames * frameskip steps the clips follow ``sample_clips``'
+    distribution, but each costs a gather and a render instead of a fresh simulation (Push-T's contact
+    solver makes that simulation the bulk of a train step).
+    """
+    num_episodes, num_steps = bank.actions.shape[:2]
+    span = num_frames * frameskip
+    if num_steps < span:
+        raise ValueError(f"Bank episodes have {num_steps} steps; a clip needs {span}.")
+    k_episode, k_offset = jax.random.split(key)
+    episode = jax.random.randint(k_episode, (batch_size,), 0, num_episodes)
+    offset = jax.random.randint(k_offset, (batch_size,), 0, num_steps - span + 1)
+    frame_index = offset[:, None] + frameskip * jnp.arange(num_frames)
+    states = jax.tree.map(lambda x: x[episode[:, None], frame_index], bank.states)
+    action_index = offset[:, None] + jnp.arange(span)
+    actions = bank.actions[episode[:, None], action_index].reshape(batch_size, num_frames, -1)
+    frames = jax.vmap(jax.vmap(env.render))(states)
+    return Clips(frames, actions, states)
+
+
 def init_clip_stream(env, key: Array, num_envs: int, max_warmup: int = 40) -> Any:
     """States of `num_envs` envs from random starts, each advanced by a random 0..max_warmup expert steps
     (so their episodes are out of phase): the carry of ``next_clips``."""

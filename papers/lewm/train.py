@@ -48,15 +48,35 @@ def make_loss_fn(config: ml_collections.ConfigDict):
 
 
 def make_batch_fn(config: ml_collections.ConfigDict, env=None):
-    """step -> {'frames': uint8[B, 4, H, W, 3], 'actions': f32[B, 4, frameskip*A]} rendered on device."""
+    """step -> {'frames': uint8[B, 4, H, W, 3], 'actions': f32[B, 4, frameskip*A]} rendered on device.
+
+    `config.data.bank_episodes` = 0: every clip is a fresh expert rollout (`rollout.sample_clips`); > 0: that
+    many episodes of max_offset + clip-span steps are simulated once and clips are cut from them
+    (`rollout.clips_from_bank`; same clip distribution, a finite dataset as in the paper, and no simulation
+    in the step). Either way a batch is a pure function of (data seed, step), so resuming needs no data state.
+    """
     env = make_env(config) if env is None else env
     key = jax.random.key(config.train.data_seed)
+    frames, frameskip = config.model.history + 1, config.model.frameskip
+    batch, max_offset = config.data.batch_size, config.data.max_offset
+    episodes = config.data.get("bank_episodes", 0)
+
+    if episodes:
+        bank_key, key = jax.random.split(key)
+        bank = jax.jit(rollout.simulate_bank, static_argnums=(0, 2, 3))(
+            env, bank_key, episodes, max_offset + frames * frameskip)
+
+        @jax.jit
+        def from_bank(bank, step):
+            clips = rollout.clips_from_bank(env, bank, jax.random.fold_in(key, step), batch, frames, frameskip)
+            return {"frames": clips.frames, "actions": clips.actions}
+
+        return lambda step: from_bank(bank, jnp.int32(step))     # the bank is an argument, not a constant
 
     @jax.jit
     def batch_at(step):
-        clips = rollout.sample_clips(env, jax.random.fold_in(key, step), config.data.batch_size,
-                                     num_frames=config.model.history + 1, frameskip=config.model.frameskip,
-                                     max_offset=config.data.max_offset)
+        clips = rollout.sample_clips(env, jax.random.fold_in(key, step), batch, num_frames=frames,
+                                     frameskip=frameskip, max_offset=max_offset)
         return {"frames": clips.frames, "actions": clips.actions}
 
     return lambda step: batch_at(jnp.int32(step))
