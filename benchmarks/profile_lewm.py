@@ -31,15 +31,10 @@ def main(argv):
     from core import config as config_lib, metrics, profile, sharding, train
     from papers.lewm import evaluate, planning
     from papers.lewm import train as lewm_train
-    from papers.lewm.model import LeWM
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = config_lib.load_config(f"{root}/configs/lewm/{_ENV.value}.py" + (":smoke" if _SMOKE.value else ""))
-    mesh = sharding.make_mesh(config.mesh)
-    model = LeWM(lewm_train.model_config(config), rngs=nnx.Rngs(0))
-    optimizer = train.make_optimizer(config.optim)
-    graphdef, state = train.init_train_state(model, optimizer, jax.random.key(0), mesh)
-    step_fn = train.make_train_step(graphdef, lewm_train.make_loss_fn(config), optimizer, jnp.bfloat16)
+    model, graphdef, state, step_fn, mesh = lewm_train.make_train_setup(config)
     batch = sharding.shard_batch(lewm_train.make_batch_fn(config)(0), mesh)
     holder = {"state": state}
 

@@ -26,32 +26,26 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 def main(argv):
     del argv
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
-    from core import config as config_lib, metrics, sharding, train
+    from core import config as config_lib, metrics, sharding
     from papers.lewm import train as lewm_train
-    from papers.lewm.model import LeWM, param_count
+    from papers.lewm.model import param_count
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = config_lib.load_config(f"{root}/configs/lewm/{_ENV.value}.py" + (":smoke" if _SMOKE.value else ""))
-    mesh = sharding.make_mesh(config.mesh)
-    model = LeWM(lewm_train.model_config(config), rngs=nnx.Rngs(0))
-    optimizer = train.make_optimizer(config.optim)
-    graphdef, state = train.init_train_state(model, optimizer, jax.random.key(0), mesh)
-    step_fn = train.make_train_step(graphdef, lewm_train.make_loss_fn(config), optimizer, jnp.bfloat16)
+    model, graphdef, state, step_fn, mesh = lewm_train.make_train_setup(config)
     batch_at = lewm_train.make_batch_fn(config)
 
     def timed(fresh_batches: bool) -> float:
         nonlocal state
         batch = sharding.shard_batch(batch_at(0), mesh)
         for i in range(2):   # compile + warm
-            state, metrics = step_fn(state, sharding.shard_batch(batch_at(i), mesh) if fresh_batches else batch)
-        jax.block_until_ready(metrics["loss"])
+            state, step_metrics = step_fn(state, sharding.shard_batch(batch_at(i), mesh) if fresh_batches else batch)
+        jax.block_until_ready(step_metrics["loss"])
         t0 = time.perf_counter()
         for i in range(_STEPS.value):
-            state, metrics = step_fn(state, sharding.shard_batch(batch_at(i), mesh) if fresh_batches else batch)
-        jax.block_until_ready(metrics["loss"])
+            state, step_metrics = step_fn(state, sharding.shard_batch(batch_at(i), mesh) if fresh_batches else batch)
+        jax.block_until_ready(step_metrics["loss"])
         return _STEPS.value / (time.perf_counter() - t0)
 
     t0 = time.perf_counter()

@@ -82,6 +82,20 @@ def make_batch_fn(config: ml_collections.ConfigDict, env=None):
     return lambda step: batch_at(jnp.int32(step))
 
 
+def make_train_setup(config: ml_collections.ConfigDict, seed: int = 0):
+    """(model, graphdef, state, step_fn, mesh): a fresh LeWM, its train state on config.mesh and the jitted
+    bf16 train step, as `train_lewm` runs them (for benchmarks and profiles that time single steps)."""
+    from core import sharding
+
+    mesh = sharding.make_mesh(config.mesh)
+    model = LeWM(model_config(config), rngs=nnx.Rngs(seed))
+    optimizer = train_lib.make_optimizer(config.optim)
+    graphdef, state = train_lib.init_train_state(model, optimizer, jax.random.key(seed), mesh)
+    step_fn = train_lib.make_train_step(graphdef, make_loss_fn(config), optimizer,
+                                        jnp.dtype(config.train.compute_dtype))
+    return model, graphdef, state, step_fn, mesh
+
+
 def train_lewm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
     model = LeWM(model_config(config), rngs=nnx.Rngs(params=config.train.seed))
     return train_lib.train(config, workdir, model, make_loss_fn(config), make_batch_fn(config))
