@@ -41,7 +41,8 @@ def main():
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--out", default="benchmarks/results/tree_round_breakdown.json")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/"
+                        "tree_round_breakdown.json; with --smoke, tree_round_breakdown_smoke.json beside it)")
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = config_lib.load_config(f"{root}/configs/ssd/decode.py" + (":smoke" if args.smoke else ""))
@@ -92,7 +93,8 @@ def main():
                                     + row["verify_greedy_ms"] + row["commit_target_ms"] + row["commit_draft_ms"])
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    metrics.write_json(args.out, metrics.run_info("tree_round_breakdown", settings=vars(args), rows=rows))
+    out = args.out or f"benchmarks/results/tree_round_breakdown{'_smoke' if args.smoke else ''}.json"
+    metrics.write_json(out, metrics.run_info("tree_round_breakdown", settings=vars(args), rows=rows))
 
 
 if __name__ == "__main__":
