@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,7 +43,7 @@ def main(argv):
         holder["state"], out = step_fn(holder["state"], batch)
         return out["loss"]
 
-    trace_root = os.path.join(_OUT.value, "traces") if _SMOKE.value else "/tmp/profile_lewm"
+    trace_root = tempfile.mkdtemp(prefix="profile_lewm_")     # traces are large; the JSON is the result
     result = metrics.run_info("profile_lewm", env=_ENV.value, repeats=_REPEATS.value)
     result["train_step"] = profile.device_summary(train_call, _REPEATS.value, f"{trace_root}/train")
 
