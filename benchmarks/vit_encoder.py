@@ -4,7 +4,9 @@
 
 Three tables from one run: attention at 257 tokens (XLA vs cuDNN with the sequence padded to a multiple
 of 64, of 8, or not at all); the patch embedding alone as cuDNN's stride-14 conv vs one GEMM on
-patchified pixels (the ViT keeps the conv, see core/nn/vit.py); the whole encoder (ViT + projector input) for each attention padding. Time per fwd+bwd call.
+patchified pixels (the ViT keeps the conv, see core/nn/vit.py); the whole encoder for each attention
+padding, with q, k, v padded in every layer or the token sequence padded once before the blocks (`_once`).
+Time per fwd+bwd call.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ def main(argv):
         step = jax.jit(jax.grad(lambda w, x, fn=fn: fn(w, x).astype(jnp.float32).sum()))
         result["patch_embedding_ms"][name] = ms(step, kernel, pixels)
 
-    for name, multiple in PADDINGS.items():
-        model = vit.ViT(vit.ViTConfig(image_size=size, attention_pad_multiple=multiple), nnx.Rngs(0))
+    encoders = {name: dict(attention_pad_multiple=m) for name, m in PADDINGS.items()}
+    encoders.update({f"{name}_once": dict(attention_pad_multiple=m, pad_tokens_once=True)
+                     for name, m in PADDINGS.items() if m})
+    for name, options in encoders.items():
+        model = vit.ViT(vit.ViTConfig(image_size=size, **options), nnx.Rngs(0))
         graphdef, params = nnx.split(model)
         params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
         step = jax.jit(jax.grad(lambda p, x: nnx.merge(graphdef, p)(x).astype(jnp.float32).sum()))
