@@ -32,8 +32,8 @@ _PREVIOUS = flags.DEFINE_string("previous", "", "A lewm.json whose other environ
                                 "keep their own date and command under `runs`.")
 
 
-PER_ENV_KEYS = ("success", "success_vs_steps", "success_by_plan_dtype", "plan_s", "plan_s_per_env_step", "plan_s_batched", "surprise",
-                "seconds", "config")
+PER_ENV_KEYS = ("success", "success_vs_steps", "success_by_plan_dtype", "plan_s", "plan_s_per_env_step",
+                "plan_s_batched", "surprise", "seconds", "config")
 
 
 def keep_other_envs(out: dict, previous: dict, ran: set[str]) -> None:

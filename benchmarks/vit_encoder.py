@@ -25,6 +25,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per row.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (CPU check of the script).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 
+
 def patchify(pixels, patch: int):
     """[B, H, W, C] -> [B, patches, p·p·C] in the order of a [p, p, C, width] conv kernel."""
     b, h, w, c = pixels.shape
@@ -41,7 +42,7 @@ def main(argv):
     import jax.numpy as jnp
     from flax import nnx
 
-    from core import metrics
+    from core import metrics, train
     from core.nn import vit
 
     frames, size = (4, 28) if _SMOKE.value else (_FRAMES.value, 224)
@@ -77,7 +78,7 @@ def main(argv):
     for name, options in encoders.items():
         model = vit.ViT(vit.ViTConfig(image_size=size, **options), nnx.Rngs(0))
         graphdef, params = nnx.split(model)
-        params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+        params = train.cast_floating(params, jnp.bfloat16)
         step = jax.jit(jax.grad(lambda p, x: nnx.merge(graphdef, p)(x).astype(jnp.float32).sum()))
         try:
             result["encoder_ms"][name] = ms(step, params, pixels)

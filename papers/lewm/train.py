@@ -59,7 +59,7 @@ def make_batch_fn(config: ml_collections.ConfigDict, env=None):
     key = jax.random.key(config.train.data_seed)
     frames, frameskip = config.model.history + 1, config.model.frameskip
     batch, max_offset = config.data.batch_size, config.data.max_offset
-    episodes = config.data.get("bank_episodes", 0)
+    episodes = config.data.bank_episodes
 
     if episodes:
         bank_key, key = jax.random.split(key)
