@@ -135,12 +135,12 @@ def inference_split(model, dtype):
     import jax
     from flax import nnx
 
-    from core import sharding, train
+    from core import precision, sharding, train
     from core.nn import transformer as tfm
 
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(model.config, rngs=nnx.Rngs(0))))
     _, state = nnx.split(model)
-    values = sharding.to_single_device(train.cast_floating(jax.tree.leaves(state), dtype))
+    values = sharding.to_single_device(precision.cast_floating(jax.tree.leaves(state), dtype))
     return graphdef, jax.tree.unflatten(jax.tree.structure(abstract), values)
 
 

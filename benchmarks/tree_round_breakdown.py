@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from core import config as config_lib, lm as lm_lib, metrics, train
+from core import config as config_lib, lm as lm_lib, metrics, precision, train
 from core.nn import transformer as tfm
 from papers.ssd import engine, sampling, tree as tree_lib
 
@@ -32,7 +32,7 @@ def timed(fn, *args, repeats: int) -> float:
 
 def bf16_model(model_config):
     graphdef, state = nnx.split(tfm.Transformer(model_config, rngs=nnx.Rngs(0)))
-    return graphdef, train.cast_floating(state, jnp.bfloat16)
+    return graphdef, precision.cast_floating(state, jnp.bfloat16)
 
 
 def main():

@@ -42,7 +42,7 @@ def main(argv):
     import jax.numpy as jnp
     from flax import nnx
 
-    from core import metrics, train
+    from core import metrics, precision, train
     from core.nn import vit
 
     frames, size = (4, 28) if _SMOKE.value else (_FRAMES.value, 224)
@@ -78,7 +78,7 @@ def main(argv):
     for name, options in encoders.items():
         model = vit.ViT(vit.ViTConfig(image_size=size, **options), nnx.Rngs(0))
         graphdef, params = nnx.split(model)
-        params = train.cast_floating(params, jnp.bfloat16)
+        params = precision.cast_floating(params, jnp.bfloat16)
         step = jax.jit(jax.grad(lambda p, x: nnx.merge(graphdef, p)(x).astype(jnp.float32).sum()))
         try:
             result["encoder_ms"][name] = ms(step, params, pixels)

@@ -21,6 +21,7 @@ from flax import nnx
 from core import checkpoint as checkpoint_lib
 from core import metrics as metrics_lib
 from core import sharding as sharding_lib
+from core.precision import cast_floating
 
 LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -106,18 +107,6 @@ def _like_params(tree: Any, params: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.tree_util.tree_map_with_path(sharding_for, tree)
 
 
-def cast_floating(tree: Any, dtype: Any) -> Any:
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-def cast_params(model: nnx.Module, dtype: Any) -> nnx.Module:
-    """`model` with its nnx.Param leaves cast to `dtype`; other state (BatchNorm statistics) keeps its own."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return nnx.merge(graphdef, cast_floating(params, dtype), rest)
-
-
 def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) -> nnx.Module:
     """The nnx module for eval or inference (optionally with params cast, e.g. to bf16)."""
     return nnx.merge(graphdef, cast_floating(state.params, dtype), state.model_state)
@@ -164,6 +153,47 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
+@dataclasses.dataclass
+class TrainSetup:
+    """Everything a training loop needs, built from (config, model, loss) by `setup_training`."""
+    graphdef: nnx.GraphDef
+    state: TrainState
+    step_fn: Callable            # jitted step(state, batch) -> (state, metrics), state donated
+    mesh: jax.sharding.Mesh
+    optimizer: optax.GradientTransformation
+    compute_dtype: Any
+
+    def model(self, dtype: Any = None) -> nnx.Module:
+        return merge_model(self.graphdef, self.state, dtype)
+
+
+def setup_training(config: ml_collections.ConfigDict, model: nnx.Module, loss_fn: LossFn,
+                   mesh: jax.sharding.Mesh | None = None, seed: int | None = None) -> TrainSetup:
+    """The public way to build a trainer: optimizer from `config.optim`, mesh from `config.mesh` (unless
+    given), the train state placed on it, and the jitted step in `config.train.compute_dtype`."""
+    tc = config.train
+    optimizer = make_optimizer(config.optim)
+    mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.get("mesh"))
+    compute_dtype = jnp.dtype(tc.get("compute_dtype", "bfloat16"))
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(tc.seed if seed is None else seed), mesh)
+    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype)
+    return TrainSetup(graphdef=graphdef, state=state, step_fn=step_fn, mesh=mesh, optimizer=optimizer,
+                      compute_dtype=compute_dtype)
+
+
+def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
+                          step: int | None = None, dtype: Any = None) -> nnx.Module:
+    """The model trained by `train(config, workdir, ...)`, restored from workdir/checkpoints (latest finalized
+    step unless given), on one device and in eval mode. `model` is a freshly built skeleton of the same shape."""
+    optimizer = make_optimizer(config.optim)
+    graphdef, state = init_train_state(model, optimizer, jax.random.key(config.train.seed))
+    with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints") as ckpt:
+        state = ckpt.restore(state, step)
+    restored = merge_model(graphdef, state, dtype)
+    restored.eval()
+    return restored
+
+
 def train_config(**overrides: Any) -> ml_collections.ConfigDict:
     """Defaults for the `train` config section."""
     defaults = dict(num_steps=1000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
@@ -192,11 +222,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
     `step -> batch` (deterministic in the step, so nothing needs saving). `eval_fn(model, step)` returns
     scalars (logged as eval/...) and may return a "sample" string (logged as text).
     """
-    tc, optimizer = config.train, make_optimizer(config.optim)
-    mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.get("mesh"))
-    compute_dtype = jnp.dtype(tc.compute_dtype)
-    graphdef, state = init_train_state(model, optimizer, jax.random.key(tc.seed), mesh)
-    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype)
+    tc = config.train
+    setup = setup_training(config, model, loss_fn, mesh)
+    graphdef, state, step_fn, mesh, compute_dtype = (setup.graphdef, setup.state, setup.step_fn, setup.mesh,
+                                                     setup.compute_dtype)
     writer = metrics_lib.MetricsWriter(workdir)
     history: list[dict] = []
     get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from core import train as train_lib
+from core import precision
 from core.envs import rollout as env_rollout
 from core.planning import cem
 
@@ -21,7 +21,7 @@ from core.planning import cem
 def planning_model(graphdef, state, config: ml_collections.ConfigDict):
     """The model the evaluation plans with: weights cast to `config.eval.compute_dtype` (bfloat16 is the
     training compute dtype, and CEM's GEMMs over 300 samples × 3 tokens run at half their f32 time)."""
-    return train_lib.cast_params(nnx.merge(graphdef, state), jnp.dtype(config.eval.compute_dtype))
+    return precision.cast_params(nnx.merge(graphdef, state), jnp.dtype(config.eval.compute_dtype))
 
 
 def latent_cost(model, z_hist, past_blocks, z_goal):
