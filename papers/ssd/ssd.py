@@ -1,0 +1,565 @@
+"""Speculative speculative decoding (SSD / Saguaro): the draft pre-speculates on its own device.
+
+While the target verifies round T's speculation s_1..s_K (after the last emitted token `root`), the draft
+builds a *speculation cache* for every likely verification outcome v = (k accepted, bonus token t*):
+
+  glue   the K + 1 verified tokens [root, s_1..s_K] are decoded by the draft (KV for the kept prefix);
+  forks  at each depth j the draft's top-F_j tokens after root, s_1..s_j, excluding s_{j+1} (a rejected
+         token has zero residual mass, so it can never be the bonus token after j acceptances);
+  tree   K decode steps over all sum(F_j) branches at once, each branch attending to the prefix, glue
+         tokens 0..j and its own earlier tokens (an ancestor mask; RoPE positions are depths, not slots).
+
+When the outcome arrives, the branch (k, t*) is looked up: a hit is the next speculation at once, a miss runs
+a fallback, either just-in-time neural drafting (used only for the rows that missed) or a fast point-mass
+proposal (lossless: verified as a point mass). Only the chosen path's KV survives: the glue of the next round
+re-encodes it, the tree's slots are scratch.
+
+Devices and the host. The target runs on one or more devices (the batch is split over them), the draft on
+its own device (or the same one). Each piece is a separately jitted program committed to its devices, and the
+host only *enqueues*: JAX's asynchronous dispatch lets target verification and the draft's tree run at the
+same time, and the outcome / speculation move device-to-device (`jax.device_put`) without a host round trip.
+The host reads back one `done` flag per round, `lag` rounds late, to stop the loop, and the tokens at the end.
+
+Where the lookup runs (`lookup`), which decides what crosses devices on the critical path:
+  "draft"   (the paper's handshake) outcome target -> draft, lookup (+ neural fallback) on the draft, the
+            chosen speculation draft -> target: two transfers between verify T and verify T + 1.
+  "target"  the whole cache (tokens, and at T > 0 the proposal distributions of every branch) is copied to
+            the target while it is still verifying, and both sides run the same deterministic lookup: no
+            transfer on the target's critical path (the outcome still goes to the draft, which has slack).
+            Only with the fast fallback (a neural fallback must run where the draft's weights are).
+
+Exactness: every proposal reaches the verifier with the distribution it was drawn from (sigma_{F,C} of the
+draft's transformed distribution, or a point mass for fast-fallback tokens), and the verifier is
+papers.ssd.sampling's chain rule, so the output law is exactly the target's; tests/ssd_ssd_exactness_test.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from papers.ssd import engine, sampling, saguaro
+
+SOURCE_INITIAL, SOURCE_HIT, SOURCE_MISS = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SSDConfig:
+    num_draft: int = 4                          # K
+    fan_out_hit: tuple[int, ...] = (2, 2, 2, 2, 2)     # F^p: forks per depth 0..K after a cache hit
+    fan_out_miss: tuple[int, ...] | None = None         # F^b: after a miss (None: the same as F^p)
+    saguaro_c: float = 1.0                      # C of sigma_{F,C}; 1 = plain sampling
+    backup: str = "jit"                         # "jit": neural drafting for missed rows; "fast": point masses
+    lookup: str = "draft"                       # "draft" (handshake) or "target" (cache copied over)
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_tokens: tuple[int, ...] = ()
+    lag: int = 2                                # rounds between enqueueing a round and reading its done flag
+
+    def __post_init__(self):
+        k = self.num_draft
+        if k < 1:
+            raise ValueError(f"SSD needs num_draft >= 1, got {k}.")
+        for name in ("fan_out_hit", "fan_out_miss"):
+            fan = getattr(self, name)
+            if fan is None:
+                continue
+            if len(fan) != k + 1 or min(fan) < 0 or sum(fan) < 1:
+                raise ValueError(f"{name} needs num_draft + 1 = {k + 1} non-negative counts with a positive "
+                                 f"sum (one per accepted length 0..K), got {tuple(fan)}.")
+        if self.backup not in ("jit", "fast"):
+            raise ValueError(f"backup must be 'jit' or 'fast', got {self.backup!r}.")
+        if self.lookup not in ("draft", "target"):
+            raise ValueError(f"lookup must be 'draft' or 'target', got {self.lookup!r}.")
+        if self.lookup == "target" and self.backup == "jit":
+            raise ValueError("lookup='target' needs backup='fast': the neural fallback runs on the draft's "
+                             "device, so use lookup='draft' with backup='jit'.")
+        if not 0.0 < self.saguaro_c <= 1.0:
+            raise ValueError(f"saguaro_c must lie in (0, 1], got {self.saguaro_c}.")
+        if self.max_new_tokens < 1 or self.lag < 0:
+            raise ValueError("max_new_tokens must be >= 1 and lag >= 0.")
+        sampling.sampling_probs(jnp.zeros(2), self.temperature, self.top_k, self.top_p)  # validates them
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def miss_fan_out(self) -> tuple[int, ...]:
+        return self.fan_out_hit if self.fan_out_miss is None else self.fan_out_miss
+
+    @property
+    def fan_out_union(self) -> tuple[int, ...]:
+        """Fork slots per depth in the compiled tree: rows use the first F^p_j or F^b_j of them."""
+        return tuple(max(a, b) for a, b in zip(self.fan_out_hit, self.miss_fan_out))
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeLayout:
+    """The draft's feed [glue 0..K | level 0 (forks) | level 1 | ... | level K-1], one slot per branch per
+    level; branch b forks at depth branch_depth[b] with the branch_rank[b]-th best non-drafted token."""
+    num_draft: int
+    branch_depth: np.ndarray     # int32[NB]
+    branch_rank: np.ndarray      # int32[NB]
+    depths: np.ndarray           # int32[S]: RoPE offset of each feed slot from the root's position
+    mask: np.ndarray             # bool[S, S]: ancestor mask over the feed
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.branch_depth)
+
+    @property
+    def size(self) -> int:
+        return len(self.depths)
+
+    def level(self, index: int) -> slice:
+        start = self.num_draft + 1 + index * self.num_branches
+        return slice(start, start + self.num_branches)
+
+
+def tree_layout(num_draft: int, fan_out: Sequence[int]) -> TreeLayout:
+    k = num_draft
+    branch_depth = np.concatenate([np.full(f, j) for j, f in enumerate(fan_out)]).astype(np.int32)
+    branch_rank = np.concatenate([np.arange(f) for f in fan_out]).astype(np.int32)
+    nb = len(branch_depth)
+    size = k + 1 + k * nb
+    depths = np.zeros(size, np.int32)
+    mask = np.zeros((size, size), bool)
+    depths[:k + 1] = np.arange(k + 1)
+    mask[:k + 1, :k + 1] = np.tril(np.ones((k + 1, k + 1), bool))
+    for level in range(k):
+        for b in range(nb):
+            slot = k + 1 + level * nb + b
+            depths[slot] = branch_depth[b] + 1 + level
+            mask[slot, :branch_depth[b] + 1] = True
+            mask[slot, [k + 1 + earlier * nb + b for earlier in range(level + 1)]] = True
+    return TreeLayout(k, branch_depth, branch_rank, depths, mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Device-side state.
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Speculation:
+    tokens: jax.Array            # int32[B, K]
+    probs: jax.Array | None      # float32[B, K, V] proposal distributions (None at T = 0)
+    source: jax.Array            # int32[B]: SOURCE_INITIAL / HIT / MISS
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SpeculationCache:
+    forks: jax.Array             # int32[B, NB]: the bonus token each branch assumes
+    tokens: jax.Array            # int32[B, NB, K]: the branch's pre-drafted next speculation
+    probs: jax.Array | None      # float32[B, NB, K, V] (None at T = 0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TargetLoop:
+    cache: Any
+    root: jax.Array              # int32[B]: last emitted token (in neither cache)
+    out: jax.Array
+    count: jax.Array
+    done: jax.Array
+    rounds: jax.Array            # int32[B, 3]: rounds by the speculation's source
+    accepted: jax.Array          # int32[B, 3]: accepted draft tokens by source
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DraftLoop:
+    cache: Any
+    root: jax.Array              # int32[B]
+    spec: jax.Array              # int32[B, K]: the speculation the target is verifying now
+    source: jax.Array            # int32[B]: where that speculation came from
+    hits: jax.Array              # int32[B, K+1]: cache hits by accepted length
+    outcomes: jax.Array          # int32[B, K+1]: lookups by accepted length
+    fallback_calls: jax.Array    # int32[]: rounds in which the neural fallback ran
+
+
+@dataclasses.dataclass
+class SSDResult:
+    tokens: np.ndarray           # int32[B, max_new_tokens]
+    num_tokens: np.ndarray       # int32[B]
+    rounds: int                  # rounds enqueued (the batch's; finished rows ride along)
+    stats: dict
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure pieces (shared by both devices' programs).
+
+def _draw_row(key, logits, fan_out: int, config: SSDConfig):
+    return saguaro.draw(key, logits, fan_out, config.saguaro_c, config.temperature, config.top_k, config.top_p)
+
+
+def _chain_draft(lm, draft, cache, start, key, fan_out: Sequence[int], config: SSDConfig):
+    """K draft tokens after `start` (one decode each); the cache's lengths are restored afterwards."""
+    lengths = cache.lengths
+    token, tokens, probs = start, [], []
+    for i in range(config.num_draft):
+        logits, cache = lm.decode(draft, token, cache)
+        token, prob = _draw_row(jax.random.fold_in(key, i), logits, fan_out[i], config)
+        tokens.append(token)
+        probs.append(prob)
+    stacked = None if config.greedy else jnp.stack(probs, 1)
+    return jnp.stack(tokens, 1), stacked, lm.rollback(cache, lengths)
+
+
+def build_tree(lm, draft, cache, root, spec, key, layout: TreeLayout, config: SSDConfig):
+    """Glue + forks + K tree steps -> (SpeculationCache, cache with lengths unchanged).
+
+    Each forward runs the whole feed through verify_tree (one tree-masked pass, KV written at scratch slots
+    after the prefix); slots not yet drafted hold placeholders that the ancestor mask hides from every slot
+    that is read.
+    """
+    k, nb = config.num_draft, layout.num_branches
+    batch = root.shape[0]
+    depths, mask = jnp.asarray(layout.depths), jnp.asarray(layout.mask)
+    feed = jnp.zeros((batch, layout.size), jnp.int32).at[:, :k + 1].set(jnp.concatenate([root[:, None], spec], 1))
+    logits, cache = lm.verify_tree(draft, feed, depths, mask, cache)
+    glue = logits[:, :k + 1].astype(jnp.float32)
+    vocab = glue.shape[-1]
+    drafted = jnp.pad(jax.nn.one_hot(spec, vocab, dtype=bool), ((0, 0), (0, 1), (0, 0)))
+    ranked = jax.lax.top_k(jnp.where(drafted, -jnp.inf, glue), max(1, int(layout.branch_rank.max()) + 1))[1]
+    forks = ranked[:, layout.branch_depth, layout.branch_rank].astype(jnp.int32)       # [B, NB]
+    feed = feed.at[:, layout.level(0)].set(forks)
+    tokens, probs = [], []
+    for level in range(k):   # K more forwards: level `level`'s logits give the branch's draft token level+1
+        logits, cache = lm.verify_tree(draft, feed, depths, mask, cache)
+        token, prob = _draw_row(jax.random.fold_in(key, level), logits[:, layout.level(level)],
+                                config.fan_out_hit[level], config)
+        tokens.append(token)
+        probs.append(prob)
+        if level + 1 < k:
+            feed = feed.at[:, layout.level(level + 1)].set(token)
+    stacked = None if config.greedy else jnp.stack(probs, 2)
+    return SpeculationCache(forks, jnp.stack(tokens, 2), stacked), cache
+
+
+def lookup(table: SpeculationCache, outcome: jax.Array, source: jax.Array, layout: TreeLayout,
+           config: SSDConfig) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """(hit[B], tokens[B, K], probs) for outcome[B, 3] = (k accepted, bonus t*, active).
+
+    Rows whose current speculation came from a hit may use the first F^p_k forks at depth k, the others the
+    first F^b_k. Missed rows get the fast fallback here (the caller may replace it by neural drafting): the
+    best-ranked branch at depth k, proposed as point masses (lossless whatever the tokens are), or the bonus
+    token repeated when depth k has no branch.
+    """
+    n, bonus = outcome[:, 0], outcome[:, 1]
+    depth = jnp.asarray(layout.branch_depth)[None]
+    rank = jnp.asarray(layout.branch_rank)[None]
+    allowed = jnp.where((source == SOURCE_HIT)[:, None], jnp.asarray(config.fan_out_hit)[depth[0]][None],
+                        jnp.asarray(config.miss_fan_out)[depth[0]][None])
+    at_depth = (depth == n[:, None]) & (rank < allowed)
+    match = at_depth & (table.forks == bonus[:, None])
+    hit = match.any(-1)
+    first = at_depth & (rank == 0)
+    branch = jnp.where(hit, jnp.argmax(match, -1), jnp.argmax(first, -1))
+    rows = jnp.arange(n.shape[0])
+    tokens = table.tokens[rows, branch]
+    tokens = jnp.where(hit[:, None] | first.any(-1)[:, None], tokens, bonus[:, None])
+    if table.probs is None:
+        return hit, tokens, None
+    point_mass = jax.nn.one_hot(tokens, table.probs.shape[-1], dtype=table.probs.dtype)
+    probs = jnp.where(hit[:, None, None], table.probs[rows, branch], point_mass)
+    return hit, tokens, probs
+
+
+def _verify_round(lm, target, loop: TargetLoop, spec: Speculation, key, config: SSDConfig):
+    """Target side: verify [root, s_1..s_K], roll back, emit; -> (loop, outcome int32[B, 3])."""
+    length = loop.cache.lengths
+    logits, cache = lm.verify(target, jnp.concatenate([loop.root[:, None], spec.tokens], 1), loop.cache)
+    if config.greedy:
+        n, bonus = sampling.verify_greedy(logits, spec.tokens)
+    else:
+        target_probs = sampling.sampling_probs(logits, config.temperature, config.top_k, config.top_p)
+        n, bonus = sampling.verify_chain(key, target_probs, spec.probs, spec.tokens)
+    active = ~loop.done
+    n = jnp.where(active, n, 0)
+    cache = lm.rollback(cache, length + jnp.where(active, 1 + n, 0))
+    by_source = jax.nn.one_hot(spec.source, 3, dtype=jnp.int32) * active[:, None]
+    index = jnp.arange(config.num_draft + 1)[None]
+    emitted = jnp.where(index < n[:, None], jnp.pad(spec.tokens, ((0, 0), (0, 1))), bonus[:, None])
+    loop = dataclasses.replace(loop, cache=cache, root=jnp.where(active, bonus, loop.root),
+                               rounds=loop.rounds + by_source, accepted=loop.accepted + by_source * n[:, None])
+    loop = engine._emit(loop, emitted, n + 1, config)
+    return loop, jnp.stack([n, bonus, active.astype(jnp.int32)], 1)
+
+
+def _advance_draft(lm, draft, loop: DraftLoop, table: SpeculationCache, outcome, key, layout: TreeLayout,
+                   config: SSDConfig):
+    """Draft side, once the outcome arrived: keep the glue of the accepted path, look the outcome up, run the
+    neural fallback for missed rows (backup 'jit'), and move on -> (loop, next Speculation)."""
+    n, bonus, active = outcome[:, 0], outcome[:, 1], outcome[:, 2].astype(bool)
+    hit, tokens, probs = lookup(table, outcome, loop.source, layout, config)
+    cache = lm.rollback(loop.cache, loop.cache.lengths + jnp.where(active, 1 + n, 0))
+    calls = loop.fallback_calls
+    if config.backup == "jit":
+        need = active & ~hit
+
+        def neural(cache):
+            jit_tokens, jit_probs, cache = _chain_draft(lm, draft, cache, bonus, key, config.miss_fan_out, config)
+            new_tokens = jnp.where(need[:, None], jit_tokens, tokens)
+            new_probs = None if probs is None else jnp.where(need[:, None, None], jit_probs, probs)
+            return new_tokens, new_probs, cache
+
+        tokens, probs, cache = jax.lax.cond(need.any(), neural, lambda cache: (tokens, probs, cache), cache)
+        calls = calls + need.any().astype(jnp.int32)
+    source = jnp.where(hit, SOURCE_HIT, SOURCE_MISS).astype(jnp.int32)
+    by_depth = jax.nn.one_hot(n, config.num_draft + 1, dtype=jnp.int32) * active[:, None]
+    loop = DraftLoop(cache=cache, root=jnp.where(active, bonus, loop.root),
+                     spec=jnp.where(active[:, None], tokens, loop.spec),
+                     source=jnp.where(active, source, loop.source),
+                     hits=loop.hits + by_depth * hit[:, None], outcomes=loop.outcomes + by_depth,
+                     fallback_calls=calls)
+    return loop, Speculation(loop.spec, probs, loop.source)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Devices.
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    target_devices: tuple
+    draft_device: Any
+
+    @property
+    def separate(self) -> bool:
+        return self.draft_device not in self.target_devices
+
+
+def place(num_target_devices: int = 1, separate_draft: bool = True, devices: Sequence | None = None) -> Placement:
+    """Target on the first num_target_devices devices, the draft on the next one (or on device 0)."""
+    devices = list(jax.devices() if devices is None else devices)
+    needed = num_target_devices + (1 if separate_draft else 0)
+    if num_target_devices < 1 or needed > len(devices):
+        raise ValueError(f"SSD asked for {num_target_devices} target device(s)"
+                         f"{' + 1 draft device' if separate_draft else ''} but only {len(devices)} exist; "
+                         f"ask for fewer or start with more (e.g. XLA_FLAGS/jax_num_cpu_devices on CPU).")
+    target = tuple(devices[:num_target_devices])
+    return Placement(target, devices[num_target_devices] if separate_draft else devices[0])
+
+
+class SSDRuntime:
+    """Built once per (models, config, placement); `generate` may be called repeatedly."""
+
+    def __init__(self, target_graphdef, target_state, target_config, draft_graphdef, draft_state, draft_config,
+                 config: SSDConfig, placement: Placement | None = None, lm=None, cache_dtype=jnp.bfloat16):
+        self.lm = lm or engine._default_lm()
+        self.config, self.placement = config, placement or place(1, len(jax.devices()) > 1)
+        vocab = int(target_config.vocab_size)
+        if int(draft_config.vocab_size) != vocab:
+            raise ValueError(f"The draft's vocabulary ({draft_config.vocab_size}) differs from the target's "
+                             f"({vocab}); SSD needs one shared tokenizer.")
+        too_wide = [j for j, f in enumerate(config.fan_out_union) if f > vocab - (1 if j < config.num_draft else 0)]
+        if too_wide:
+            raise ValueError(f"Fan-out {config.fan_out_union} exceeds the vocabulary ({vocab} tokens, minus the "
+                             f"drafted token below depth K) at depth {too_wide[0]}; lower it.")
+        self.target_config, self.draft_config, self.cache_dtype = target_config, draft_config, cache_dtype
+        self.layout = tree_layout(config.num_draft, config.fan_out_union)
+        self.target_mesh = Mesh(np.asarray(self.placement.target_devices), ("batch",))
+        self.draft_sharding = jax.sharding.SingleDeviceSharding(self.placement.draft_device)
+        self.target_state = jax.device_put(target_state, NamedSharding(self.target_mesh, PartitionSpec()))
+        self.draft_state = jax.device_put(draft_state, self.draft_sharding)
+        self.target_graphdef, self.draft_graphdef = target_graphdef, draft_graphdef
+        self._caches: dict = {}
+        self._build()
+
+    # -- compiled programs ---------------------------------------------------------------------------------
+    def _build(self):
+        lm, config, layout = self.lm, self.config, self.layout
+        tg, dg = self.target_graphdef, self.draft_graphdef
+
+        @functools.partial(jax.jit, donate_argnames=("cache",))
+        def prefill_target(state, cache, prompts, lengths, key):
+            target = nnx.merge(tg, state)
+            logits, cache = lm.prefill(target, prompts, lengths, lm.rollback(cache, jnp.zeros_like(lengths)))
+            rows = jnp.arange(prompts.shape[0])
+            first, _ = engine._pick(key, logits[rows, lengths - 1], config)
+            batch = prompts.shape[0]
+            zeros = jnp.zeros((batch, 3), jnp.int32)
+            loop = TargetLoop(cache, first, jnp.zeros((batch, config.max_new_tokens + config.num_draft + 1), jnp.int32),
+                              jnp.zeros(batch, jnp.int32), jnp.zeros(batch, bool), zeros, zeros)
+            return engine._emit(loop, first[:, None], jnp.ones(batch, jnp.int32), config)
+
+        @functools.partial(jax.jit, donate_argnames=("cache",))
+        def prefill_draft(state, cache, prompts, lengths, first, key):
+            draft = nnx.merge(dg, state)
+            _, cache = lm.prefill(draft, prompts, lengths, lm.rollback(cache, jnp.zeros_like(lengths)))
+            tokens, probs, cache = _chain_draft(lm, draft, cache, first, key, config.miss_fan_out, config)
+            batch = prompts.shape[0]
+            zeros = jnp.zeros((batch, config.num_draft + 1), jnp.int32)
+            source = jnp.full(batch, SOURCE_INITIAL, jnp.int32)
+            loop = DraftLoop(cache, first, tokens, source, zeros, zeros, jnp.int32(0))
+            return loop, Speculation(tokens, probs, source)
+
+        @functools.partial(jax.jit, donate_argnames=("loop",))
+        def verify(state, loop, spec, key, step):
+            loop, outcome = _verify_round(lm, nnx.merge(tg, state), loop, spec, jax.random.fold_in(key, step),
+                                          config)
+            return loop, outcome, jnp.all(loop.done)   # a separate buffer: the loop is donated next round
+
+        @functools.partial(jax.jit, donate_argnames=("loop",))
+        def tree(state, loop, key, step):
+            table, cache = build_tree(lm, nnx.merge(dg, state), loop.cache, loop.root, loop.spec,
+                                      jax.random.fold_in(key, 2 * step), layout, config)
+            return dataclasses.replace(loop, cache=cache), table
+
+        @functools.partial(jax.jit, donate_argnames=("loop",))
+        def advance(state, loop, table, outcome, key, step):
+            return _advance_draft(lm, nnx.merge(dg, state), loop, table, outcome,
+                                  jax.random.fold_in(key, 2 * step + 1), layout, config)
+
+        @jax.jit
+        def target_lookup(table, outcome, source):
+            hit, tokens, probs = lookup(table, outcome, source, layout, config)
+            active = outcome[:, 2].astype(bool)
+            new_source = jnp.where(active, jnp.where(hit, SOURCE_HIT, SOURCE_MISS), source).astype(jnp.int32)
+            return tokens, probs, new_source
+
+        self._prefill_target, self._prefill_draft = prefill_target, prefill_draft
+        self._verify, self._tree, self._advance, self._target_lookup = verify, tree, advance, target_lookup
+
+    # -- placement helpers ---------------------------------------------------------------------------------
+    def _to_target(self, tree, batch: int):
+        split = NamedSharding(self.target_mesh, PartitionSpec("batch"))
+        whole = NamedSharding(self.target_mesh, PartitionSpec())
+        put = lambda x: jax.device_put(x, split if (getattr(x, "ndim", 0) >= 1 and x.shape[0] == batch) else whole)
+        return jax.tree.map(put, tree)
+
+    def _to_draft(self, tree):
+        return jax.device_put(tree, self.draft_sharding)
+
+    def cache_lengths(self, prompt_length: int) -> tuple[int, int]:
+        k = self.config.num_draft
+        base = prompt_length + self.config.max_new_tokens
+        return base + k + 2, base + self.layout.size + k + 2
+
+    def _fresh_caches(self, batch: int, prompt_length: int):
+        key = (batch, prompt_length)
+        if key in self._caches:
+            return self._caches.pop(key)
+        target_len, draft_len = self.cache_lengths(prompt_length)
+        target = self.lm.init_cache(self.target_config, batch, target_len, self.cache_dtype)
+        draft = self.lm.init_cache(self.draft_config, batch, draft_len, self.cache_dtype)
+        return self._to_target(target, batch), self._to_draft(draft)
+
+    # -- the host loop -------------------------------------------------------------------------------------
+    def start(self, prompts, prompt_lengths, key):
+        """Prefill both models and draft the first speculation -> (target loop, draft loop, speculation on the
+        target, keys)."""
+        prompts = np.asarray(prompts, np.int32)
+        batch = prompts.shape[0]
+        if batch % len(self.placement.target_devices):
+            raise ValueError(f"Batch {batch} must be a multiple of the {len(self.placement.target_devices)} "
+                             f"target devices (the batch is split over them).")
+        lengths = np.asarray(prompt_lengths, np.int32)
+        target_cache, draft_cache = self._fresh_caches(batch, prompts.shape[1])
+        key_target, key_draft = jax.random.split(key)
+        key_target, key_draft = self._to_target(key_target, batch), self._to_draft(key_draft)
+        tloop = self._prefill_target(self.target_state, target_cache, self._to_target(prompts, batch),
+                                     self._to_target(lengths, batch), key_target)
+        dloop, spec = self._prefill_draft(self.draft_state, draft_cache, self._to_draft(prompts),
+                                          self._to_draft(lengths), self._to_draft(tloop.root), key_draft)
+        return tloop, dloop, self._to_target(spec, batch), (key_target, key_draft)
+
+    def round(self, tloop, dloop, spec, keys, step: int):
+        """Enqueues one round; returns immediately (asynchronous dispatch)."""
+        batch = tloop.root.shape[0]
+        key_target, key_draft = keys
+        source = spec.source
+        tloop, outcome, all_done = self._verify(self.target_state, tloop, spec, key_target, step)
+        dloop, table = self._tree(self.draft_state, dloop, key_draft, step)
+        outcome_on_draft = self._to_draft(outcome)
+        if self.config.lookup == "target":
+            tokens, probs, source = self._target_lookup(self._to_target(table, batch), outcome, source)
+            dloop, _ = self._advance(self.draft_state, dloop, table, outcome_on_draft, key_draft, step)
+            spec = Speculation(tokens, probs, source)
+        else:
+            dloop, spec_on_draft = self._advance(self.draft_state, dloop, table, outcome_on_draft, key_draft, step)
+            spec = self._to_target(spec_on_draft, batch)
+        return tloop, dloop, spec, all_done
+
+    def generate(self, prompts, prompt_lengths, key) -> SSDResult:
+        """Decodes right-padded prompts[B, L] to completion (stop token or max_new_tokens on every row)."""
+        config = self.config
+        tloop, dloop, spec, keys = self.start(prompts, prompt_lengths, key)
+        dones, step = [], 0
+        for step in range(config.max_new_tokens):   # each round emits at least one token per active row
+            tloop, dloop, spec, all_done = self.round(tloop, dloop, spec, keys, step)
+            dones.append(all_done)
+            if step >= config.lag and bool(dones[step - config.lag]):
+                break
+        result = self._result(tloop, dloop, step + 1)
+        self._caches[(tloop.cache.lengths.shape[0], np.asarray(prompts).shape[1])] = (tloop.cache, dloop.cache)
+        return result
+
+    def _result(self, tloop, dloop, rounds: int) -> SSDResult:
+        config = self.config
+        rounds_by, accepted_by = np.asarray(tloop.rounds), np.asarray(tloop.accepted)
+        hits, outcomes = np.asarray(dloop.hits), np.asarray(dloop.outcomes)
+        total = lambda a, i: int(a[:, i].sum())
+        safe = lambda a, b: a / b if b else None
+        stats = dict(
+            rounds=int(rounds_by.sum()), accepted=int(accepted_by.sum()),
+            hit_rate=safe(float(hits.sum()), float(outcomes.sum())),
+            hit_rate_by_accepted=[safe(float(h), float(o)) for h, o in zip(hits.sum(0), outcomes.sum(0))],
+            outcomes_by_accepted=[int(o) for o in outcomes.sum(0)],
+            accepted_on_hit=safe(total(accepted_by, SOURCE_HIT), total(rounds_by, SOURCE_HIT)),
+            accepted_on_miss=safe(total(accepted_by, SOURCE_MISS), total(rounds_by, SOURCE_MISS)),
+            accepted_initial=safe(total(accepted_by, SOURCE_INITIAL), total(rounds_by, SOURCE_INITIAL)),
+            fallback_rounds=int(np.asarray(dloop.fallback_calls)), enqueued_rounds=rounds,
+            num_draft=config.num_draft)
+        stats["acceptance"] = safe(stats["accepted"], stats["rounds"] * config.num_draft)
+        out = np.asarray(tloop.out)[:, :config.max_new_tokens]
+        return SSDResult(out, np.asarray(tloop.count), rounds, stats)
+
+    # -- instrumentation -----------------------------------------------------------------------------------
+    def time_pieces(self, prompts, prompt_lengths, key, num_rounds: int = 8) -> dict:
+        """Median seconds of each piece of a round, run one at a time (each blocked on): target verify, draft
+        tree, draft advance (lookup + fallback), the outcome transfer target -> draft and the speculation
+        transfer draft -> target. Compare with `generate`'s seconds per round to get the idle times."""
+        times = {name: [] for name in ("verify", "tree", "advance", "outcome_transfer", "spec_transfer",
+                                       "cache_transfer", "target_lookup")}
+
+        def timed(name, fn, *args):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - t0)
+            return out
+
+        batch = np.asarray(prompts).shape[0]
+        tloop, dloop, spec, (key_target, key_draft) = self.start(prompts, prompt_lengths, key)
+        jax.block_until_ready((tloop, dloop, spec))
+        for step in range(num_rounds):
+            source = spec.source
+            tloop, outcome, _ = timed("verify", self._verify, self.target_state, tloop, spec, key_target, step)
+            dloop, table = timed("tree", self._tree, self.draft_state, dloop, key_draft, step)
+            outcome_on_draft = timed("outcome_transfer", self._to_draft, outcome)
+            dloop, spec_on_draft = timed("advance", self._advance, self.draft_state, dloop, table,
+                                         outcome_on_draft, key_draft, step)
+            table_on_target = timed("cache_transfer", self._to_target, table, batch)
+            timed("target_lookup", self._target_lookup, table_on_target, outcome, source)
+            spec = timed("spec_transfer", self._to_target, spec_on_draft, batch)
+        self._caches[(batch, np.asarray(prompts).shape[1])] = (tloop.cache, dloop.cache)
+        # The first round of each piece may include compilation.
+        return {name: float(np.median(v[1:] if len(v) > 1 else v)) for name, v in times.items()}
+
+
+def make_ssd(target_model, draft_model, config: SSDConfig, placement: Placement | None = None, lm=None,
+             cache_dtype=jnp.bfloat16) -> SSDRuntime:
+    """SSDRuntime from two models with the KV-cache API (core.nn.transformer by default, or papers.ssd.toy_lm)."""
+    (tg, ts), (dg, ds) = nnx.split(target_model), nnx.split(draft_model)
+    return SSDRuntime(tg, ts, target_model.config, dg, ds, draft_model.config, config, placement, lm, cache_dtype)
