@@ -1,4 +1,4 @@
-"""Config helpers: `get_config(arg)` argument parsing, validation of overrides, loading by path.
+"""Config helpers: `get_config(arg)` argument parsing, typed overrides, loading by path.
 
 A config file is `configs/<paper>/<exp>.py` exposing `get_config(arg: str | None = None) -> ConfigDict`.
 `arg` is a comma-separated list of `key=value` pairs or bare variant names, e.g. "smoke" or
@@ -15,7 +15,7 @@ from typing import Any
 import ml_collections
 
 
-def parse_arg(arg: str | None, lazy: bool = False, **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     """Parses "a=1,b=x,smoke" into a ConfigDict over `defaults`, with types checked against them.
 
     A bare word `w` means `w=True` when `w` is a boolean default, else `variant=w` when a `variant`
@@ -35,7 +35,7 @@ def parse_arg(arg: str | None, lazy: bool = False, **defaults: Any) -> ml_collec
             key, raw = "variant", item
         else:
             key, raw = item, "True"
-        if key not in defaults and not lazy:
+        if key not in defaults:
             raise ValueError(
                 f"Unknown config argument {key!r} in {arg!r}; allowed: {sorted(defaults)}.")
         result[key] = _coerce(raw, defaults.get(key), key)
@@ -72,43 +72,35 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
-    """Applies dotted `key=value` overrides, refusing unknown keys and wrong types (one clear error)."""
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of `config` with dotted `key: value` overrides (values may be strings, parsed to the key's type);
+    unknown keys and wrong types are refused with one clear error."""
     config = ml_collections.ConfigDict(config.to_dict())
+    flat = {}
     for dotted, raw in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
-                raise ValueError(f"Unknown config key {dotted!r}; {name!r} is not a section of this config.")
-            node = node[name]
-        if leaf not in node:
-            raise ValueError(f"Unknown config key {dotted!r}; known keys here: {sorted(node.keys())}.")
-        node[leaf] = _coerce(raw, node[leaf], dotted) if not isinstance(raw, type(node[leaf])) else raw
+        try:
+            current = eval_dotted(config, dotted)
+        except (KeyError, AttributeError):
+            parent, _, _ = dotted.rpartition(".")
+            known = sorted(eval_dotted(config, parent).keys()) if parent and _is_section(config, parent) else \
+                sorted(config.keys())
+            raise ValueError(f"Unknown config key {dotted!r}; known keys here: {known}.") from None
+        flat[dotted] = raw if isinstance(raw, type(current)) or current is None else _coerce(str(raw), current, dotted)
+    config.update_from_flattened_dict(flat)
     return config
 
 
-def validate_against(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, where: str = "") -> None:
-    """Raises one ValueError if `config` has a key `reference` lacks, or a value of another type."""
-    for key in config.keys():
-        path = f"{where}.{key}" if where else key
-        if key not in reference:
-            raise ValueError(f"Unknown config key {path!r}; known keys: {sorted(reference.keys())}.")
-        value, expected = config[key], reference[key]
-        if isinstance(expected, ml_collections.ConfigDict):
-            if not isinstance(value, ml_collections.ConfigDict):
-                raise ValueError(f"Config key {path!r} must be a section, got {type(value).__name__}.")
-            validate_against(value, expected, path)
-        elif expected is not None and value is not None and not _same_kind(value, expected):
-            raise ValueError(
-                f"Config key {path!r} must be {type(expected).__name__}, got {type(value).__name__} ({value!r}).")
+def eval_dotted(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node = config
+    for name in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise KeyError(dotted)
+        node = node[name]
+    return node
 
 
-def _same_kind(value: Any, expected: Any) -> bool:
-    if isinstance(expected, bool):
-        return isinstance(value, bool)
-    if isinstance(expected, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(expected, (tuple, list)):
-        return isinstance(value, (tuple, list))
-    return isinstance(value, type(expected))
+def _is_section(config: ml_collections.ConfigDict, dotted: str) -> bool:
+    try:
+        return isinstance(eval_dotted(config, dotted), ml_collections.ConfigDict)
+    except (KeyError, AttributeError):
+        return False

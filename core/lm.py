@@ -110,7 +110,7 @@ def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Train
     from core.data import lm_pipeline, tokenizer as tokenizer_lib
 
     corpus_dir = config.data.corpus_dir
-    corpus_lib.ensure_corpus(config.data.corpus, corpus_dir)
+    corpus_lib.ensure_corpus(config.corpus, corpus_dir)
     tokenizer = tokenizer_lib.load_tokenizer(corpus_dir)
     mesh = sharding_lib.make_mesh(config.get("mesh"))
     per_process_batch = config.data.batch_size // jax.process_count()

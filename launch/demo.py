@@ -18,27 +18,26 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Each run writes corpora,
                                 "timestamped directory below this one.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these pipelines (names from the table).")
 
-# (name, module with `smoke_pipeline(workdir) -> list[(metric, value)]`). A paper appears once its
-# pipeline exists; the foundation LM comes first.
+# (name, module with `smoke_pipeline(config, workdir) -> list[(metric, value)]`, config module, its argument).
+# The foundation LM comes first; the configs are imported here, at the top layer, and handed down.
 PIPELINES = (
-    ("foundation LM", __name__),
-    ("SSD speculative decoding", "papers.ssd.demo"),
-    ("LeWorldModel", "papers.lewm.demo"),
+    ("foundation LM", __name__, "configs.lm.smoke", None),
+    ("SSD speculative decoding", "papers.ssd.demo", "configs.ssd.decode", "smoke"),
+    ("LeWorldModel", "papers.lewm.demo", "configs.lewm.tworoom", "smoke"),
 )
 
 
-def smoke_pipeline(workdir: str) -> list[tuple[str, str]]:
+def smoke_pipeline(config, workdir: str) -> list[tuple[str, str]]:
     """Foundation: build the smoke corpus + tokenizer, train the smoke LM, sample from it."""
     from core import config as config_lib
     from core import lm
 
-    config = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "lm", "smoke.py"))
     config = config_lib.apply_overrides(config, {"data.corpus_dir": os.path.join(workdir, "corpus"),
                                                  "train.num_steps": 200, "optim.total_steps": 200,
                                                  "train.eval_every": 100})
     result = lm.train_lm(config, os.path.join(workdir, "lm"))
     train_rows = [r for r in result.history if "loss" in r]
-    evals = [r for r in result.history if "eval/loss" in r]
+    evals = [r for r in result.history if "eval/perplexity" in r]
     return [("train loss first -> last", f"{train_rows[0]['loss']:.3f} -> {train_rows[-1]['loss']:.3f}"),
             ("validation perplexity", f"{evals[-1]['eval/perplexity']:.1f}")]
 
@@ -52,18 +51,13 @@ def main(argv):
     run_dir = fresh_run_dir(_WORKDIR.value)
     print(f"demo run directory: {run_dir}", flush=True)
     rows = []
-    for name, module_name in PIPELINES:
+    for name, module_name, config_module, config_arg in PIPELINES:
         if _ONLY.value and name not in _ONLY.value:
             continue
-        try:
-            module = importlib.import_module(module_name) if module_name != __name__ else sys.modules[__name__]
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                rows.append((name, "not implemented yet", "", ""))
-                continue
-            raise
+        module = importlib.import_module(module_name) if module_name != __name__ else sys.modules[__name__]
+        config = importlib.import_module(config_module).get_config(config_arg)
         start = time.perf_counter()
-        results = module.smoke_pipeline(os.path.join(run_dir, name.split()[0].lower()))
+        results = module.smoke_pipeline(config, os.path.join(run_dir, name.split()[0].lower()))
         seconds = time.perf_counter() - start
         for metric, value in results:
             rows.append((name, metric, value, f"{seconds:.0f}s"))

@@ -3,7 +3,7 @@
     python -m launch.train_lewm --config configs/lewm/tworoom.py:smoke --workdir runs/lewm_smoke
 """
 
-from core import launch
+from launch import common as launch
 
 
 def main(config, workdir):

@@ -4,7 +4,7 @@
     python -m launch.train_lm --config configs/lm/target.py --workdir runs/target --config.train.num_steps=5000
 """
 
-from core import launch
+from launch import common as launch
 
 
 def main(config, workdir):

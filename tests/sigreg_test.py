@@ -12,7 +12,7 @@ from core.losses.sigreg import sigreg
 
 
 def test_gaussian_data_sits_at_the_known_floor():
-    # Over 20 draws the statistic at N=128, M=1024 has mean ≈ 1.07 (notes/lewm.md §1.3) and spread ≈ 0.1.
+    # Over 20 draws the statistic at N=128, M=1024 has mean ≈ 1.07 and spread ≈ 0.1.
     values = [float(sigreg(jax.random.normal(jax.random.key(i), (128, 192)), jax.random.key(100 + i)))
               for i in range(20)]
     assert abs(np.mean(values) - 1.07) < 0.06, np.mean(values)

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from configs.data import corpus as corpus_configs
 from core import sharding, train
 
 # (d_model, n_layers, n_heads, n_kv_heads, head_dim, mlp_dim) per size; vocab comes from the tokenizer.
@@ -20,8 +21,8 @@ def lm_config(size: str, smoke: bool) -> ml_collections.ConfigDict:
         vocab_size=2048 if smoke else 32768, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
         n_kv_heads=n_kv_heads, head_dim=head_dim, mlp_dim=mlp_dim, max_seq_len=128 if smoke else 2048,
         rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=True, attention_impl="xla")
+    config.corpus = corpus_configs.get_config("smoke" if smoke else "default")
     config.data = dict(
-        corpus="smoke" if smoke else "default",   # variant of configs/data/corpus.py
         corpus_dir="data/corpus_smoke" if smoke else "data/corpus",
         seq_len=64 if smoke else 1024, batch_size=16 if smoke else 64)
     steps = 40 if smoke else 20000

@@ -3,7 +3,7 @@ and tree SD measured over held-out prompts. `smoke` shrinks everything to a CPU 
 
 Shapes: batch-1 decode of small models is bound by per-layer launch overhead, not bytes, so the draft/target
 latency ratio c is roughly the ratio of layer counts. The draft is therefore shallow (2 layers) and the target
-deep, which gives c ~ 0.1 (notes/ssd.md §4, §7); both share the corpus tokenizer.
+deep, which gives c ~ 0.1; both share the corpus tokenizer.
 """
 
 from configs.lm import base

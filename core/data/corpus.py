@@ -114,7 +114,7 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
             raise FileNotFoundError(f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 "
                                     "there (launch/fetch_offline_sources.sh) or set kernel_dir=''.")
         resolved["kernel_dir"] = os.path.abspath(config.kernel_dir)
-        # asic_reg: 390 MB of generated register headers (notes/data_sources.md).
+        # asic_reg: 390 MB of generated register headers (the project notes on offline data sources).
         files += [("kernel", os.path.join("linux", os.path.relpath(p, config.kernel_dir)), p)
                   for p in _walk(config.kernel_dir, lambda n: n.endswith(KERNEL_SUFFIXES)) if "asic_reg" not in p]
     for prose_dir in config.prose_dirs:
@@ -333,7 +333,7 @@ def data_source(corpus_dir: str, split: str):
     return tfds.data_source("paperclub_corpus", split=split, data_dir=os.path.join(corpus_dir, "tfds"))
 
 
-def ensure_corpus(variant: str, corpus_dir: str) -> dict:
-    """Builds the `configs/data/corpus.py` variant into corpus_dir unless a matching build is there."""
-    from configs.data import corpus as corpus_configs
-    return build_corpus(corpus_configs.get_config(variant), corpus_dir)
+def ensure_corpus(config: ml_collections.ConfigDict, corpus_dir: str) -> dict:
+    """Builds the corpus described by `config` (a `corpus_config` section, e.g. an LM config's `corpus`) into
+    corpus_dir unless a matching build is there; returns its manifest."""
+    return build_corpus(corpus_config(**config.to_dict()), corpus_dir)

@@ -1,10 +1,8 @@
 """grain pipeline: packed token stream -> fixed windows of seq_len + 1 -> shuffle -> shard -> batch.
 
 Documents are tokenized once at build time (core.data.corpus) into one flat stream per split, documents joined
-by <|endoftext|>. Measured on 2 CPU cores with the default corpus and 32k BPE (`python -m launch.build_corpus
---config configs/data/corpus.py --out DIR --measure`): 23M tokens/s from the memory-mapped stream at seq_len
-1024, batch 32, against 0.35M tokens/s tokenizing on the fly, too little headroom to feed an H100 at several
-hundred k tokens/s while the host also dispatches training steps.
+by <|endoftext|>: reading the memory-mapped stream is far faster than tokenizing on the fly (the figures, from
+`python -m launch.build_corpus ... --measure`, are in README.md).
 `document_tokens` keeps the on-the-fly path (tfds.data_source -> grain -> tokenize) for measuring and checks.
 
 Windows are cut with stride seq_len, so each window's last token is the next window's first input and every

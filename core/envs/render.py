@@ -8,10 +8,9 @@ edge (1-pixel anti-aliasing). TwoRoom's agent is a Gaussian dot, exp(-d^2 / 2 si
 Everything is elementwise on broadcast coordinates laid out as the output bytes (see ``Grid``) so that,
 under ``jit`` and ``vmap``, XLA fuses the whole frame - all SDFs, coverages and blends - into one loop that
 writes only the final uint8 pixels; no per-shape full-resolution buffer reaches memory. The price is that
-each pixel's geometry is evaluated once per channel (3x the arithmetic). Measured on an H100 (rendering
-only, 224^2): TwoRoom 3.4M frames/s, Push-T 1.3M; the earlier [H, W] alpha-plane layout gave 2.9M and 1.7M
-at 1024 envs (XLA wrote two f32 planes per Push-T frame and ran out of memory at 8192 envs x 16 steps). So
-the byte layout is faster for TwoRoom, 25% slower for Push-T (compute-bound) but uses no scratch memory.
+each pixel's geometry is evaluated once per channel (3x the arithmetic), and it needs no scratch memory (an
+[H, W] alpha-plane layout wrote f32 planes per frame and ran out of memory at large batches); the measured
+trade-off is in papers/lewm/README.md.
 """
 
 from __future__ import annotations

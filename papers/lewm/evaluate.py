@@ -4,6 +4,7 @@ interval, success vs training steps over several checkpoints, and the time of on
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable
 
@@ -13,8 +14,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from core import envs
 from papers.lewm import planning
-from papers.lewm.train import make_env, restore_model
+from papers.lewm.train import restore_model
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -29,12 +31,12 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: int | None = None) -> Callable:
     """model state -> per-episode results: one jitted program (episodes vmapped, fixed keys from eval.seed),
     compiled once and reused for every checkpoint of the same architecture."""
-    env = make_env(config)
+    env = envs.make_env(config.env.name)
     keys = jax.random.split(jax.random.key(config.eval.seed), num_episodes or config.eval.num_episodes)
 
     @jax.jit
     def run(state, keys):
-        episode = planning.make_episode_fn(planning.planning_model(graphdef, state, config), env, config)
+        episode = planning.make_episode_fn(planning.planning_model(graphdef, state, config.eval.compute_dtype), env, config)
         return jax.vmap(episode)(keys)
 
     return lambda state: jax.device_get(run(state, keys))
@@ -79,7 +81,8 @@ def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5, ba
     graphdef, state = nnx.split(model)
 
     def plan_one(s, z, p, g, k):
-        return planning.plan(planning.planning_model(graphdef, s, config), z, p, g, k, config)
+        return planning.plan(planning.planning_model(graphdef, s, config.eval.compute_dtype), z, p, g, k,
+                             **planning.cem_settings(config))
 
     args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)))
     if batch > 0:
@@ -95,3 +98,32 @@ def time_one_plan(model, config: ml_collections.ConfigDict, repeats: int = 5, ba
     for key in keys:
         jax.block_until_ready(plan_fn(state, *args, key))
     return (time.perf_counter() - t0) / repeats
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, steps: list[int], out_dir: str,
+                     name: str = "", surprise_episodes: int | None = None) -> dict:
+    """The whole evaluation of a trained workdir: success vs the listed checkpoint steps (the last one is the
+    model evaluated further), plan time (one episode and batched), and the surprise tests; writes the planning
+    GIF and the surprise PNG into out_dir (suffixed by `name`). Returns the report."""
+    from papers.lewm import artifacts, surprise
+
+    suffix = f"_{name}" if name else ""
+    started = time.perf_counter()
+    curve, results = success_vs_steps(config, workdir, steps)
+    artifacts.write_gif(results, os.path.join(out_dir, f"planning{suffix}.gif"))
+    evaluated = time.perf_counter()
+    model = restore_model(config, workdir, steps[-1])
+    plan_s = time_one_plan(model, config)
+    plan_s_batched = time_one_plan(model, config, batch=config.eval.num_episodes)
+    timed = time.perf_counter()
+    errors = surprise.surprise_curves(model, config, num_episodes=surprise_episodes or config.eval.num_episodes)
+    surprise.plot(errors, os.path.join(out_dir, f"surprise{suffix}.png"))
+    first = config.model.history                                   # earlier frames lack a full history
+    curves = {c: [float(x) for x in errors[i, :, first:].mean(0)] for i, c in enumerate(surprise.CONDITIONS)}
+    return dict(
+        last_checkpoint=curve[-1], success_vs_steps=curve, plan_s=plan_s,
+        plan_s_batched=dict(seconds=plan_s_batched, episodes=config.eval.num_episodes),
+        plan_s_per_env_step=plan_s / (config.eval.horizon * config.model.frameskip),
+        surprise=dict(surprise.paired_tests(errors), mean_error_per_frame=curves, first_frame=first),
+        seconds=dict(success_vs_steps=evaluated - started, plan_timing=timed - evaluated,
+                     surprise=time.perf_counter() - timed))

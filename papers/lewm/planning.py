@@ -18,10 +18,10 @@ from core.envs import rollout as env_rollout
 from core.planning import cem
 
 
-def planning_model(graphdef, state, config: ml_collections.ConfigDict):
-    """The model the evaluation plans with: weights cast to `config.eval.compute_dtype` (bfloat16 is the
-    training compute dtype, and CEM's GEMMs over 300 samples × 3 tokens run at half their f32 time)."""
-    return precision.cast_params(nnx.merge(graphdef, state), jnp.dtype(config.eval.compute_dtype))
+def planning_model(graphdef, state, dtype):
+    """The model the evaluation plans with, its weights cast to `dtype` (bfloat16 is the training compute
+    dtype, and CEM's GEMMs over 300 samples × 3 tokens run at half their f32 time)."""
+    return precision.cast_params(nnx.merge(graphdef, state), jnp.dtype(dtype))
 
 
 def latent_cost(model, z_hist, past_blocks, z_goal):
@@ -34,13 +34,19 @@ def latent_cost(model, z_hist, past_blocks, z_goal):
     return cost
 
 
-def plan(model, z_hist, past_blocks, z_goal, key, config: ml_collections.ConfigDict):
-    """The CEM plan [horizon, frameskip*A] in [-1, 1] (mean 0, σ0 = 1, as the paper)."""
-    shape = (config.eval.horizon, config.model.frameskip * config.model.action_dim)
-    mean, _ = cem.cem(latent_cost(model, z_hist, past_blocks, z_goal), jnp.zeros(shape), 1.0, key,
-                      num_samples=config.eval.cem_samples, num_elites=config.eval.cem_elites,
-                      num_iters=config.eval.cem_iters)
+def plan(model, z_hist, past_blocks, z_goal, key, *, horizon: int, block_dim: int, num_samples: int,
+         num_elites: int, num_iters: int):
+    """The CEM plan [horizon, block_dim] in [-1, 1] (mean 0, σ0 = 1, as the paper)."""
+    mean, _ = cem.cem(latent_cost(model, z_hist, past_blocks, z_goal), jnp.zeros((horizon, block_dim)), 1.0, key,
+                      num_samples=num_samples, num_elites=num_elites, num_iters=num_iters)
     return mean
+
+
+def cem_settings(config: ml_collections.ConfigDict) -> dict:
+    """`plan`'s keyword arguments from a LeWM config's eval and model sections."""
+    return dict(horizon=config.eval.horizon, block_dim=config.model.frameskip * config.model.action_dim,
+                num_samples=config.eval.cem_samples, num_elites=config.eval.cem_elites,
+                num_iters=config.eval.cem_iters)
 
 
 def make_episode_fn(model, env, config: ml_collections.ConfigDict):
@@ -57,6 +63,7 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
     jitter, offset, budget = config.data.max_offset, config.eval.goal_offset, config.eval.budget
     steps_per_plan = horizon * frameskip
     num_plans = -(-budget // steps_per_plan)
+    settings = cem_settings(config)
 
     def episode(key):
         k_data, k_start, k_plan = jax.random.split(key, 3)
@@ -72,7 +79,7 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
         past = past.reshape(history - 1, frameskip * action_dim)
         state, success, shown = at(start), jnp.array(False), []
         for i in range(num_plans):
-            blocks = plan(model, z_hist, past, z_goal, jax.random.fold_in(k_plan, i), config)
+            blocks = plan(model, z_hist, past, z_goal, jax.random.fold_in(k_plan, i), **settings)
             actions = blocks.reshape(steps_per_plan, action_dim)
 
             def step(state, action):

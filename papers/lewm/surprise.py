@@ -10,8 +10,9 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
+from core import envs
 from core.envs import rollout as env_rollout
-from papers.lewm.train import make_env
+from papers.lewm import data as lewm_data
 
 CONDITIONS = ("unperturbed", "colour", "teleport")
 
@@ -19,7 +20,7 @@ CONDITIONS = ("unperturbed", "colour", "teleport")
 def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int = 32, num_frames: int = 12,
                     perturb_frame: int = 6, seed: int = 0) -> np.ndarray:
     """errors[condition, episode, frame] = Σ_d (ẑ_t - z_t)² for frames ≥ history (NaN before)."""
-    env = make_env(config)
+    env = envs.make_env(config.env.name)
     fs, h = config.model.frameskip, config.model.history
     if not h <= perturb_frame < num_frames:
         raise ValueError(f"perturb_frame must lie in [history={h}, num_frames={num_frames}).")
@@ -27,7 +28,7 @@ def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int 
 
     def one(state, key):
         model = nnx.merge(graphdef, state)
-        traj = env_rollout.voe_rollouts(env, env_rollout.expert_policy(env), key, num_frames * fs,
+        traj = lewm_data.voe_rollouts(env, env_rollout.expert_policy(env), key, num_frames * fs,
                                         perturb_frame * fs)
         frames = traj.frames[:, ::fs][:, :num_frames]                              # [3, F, H, W, C]
         blocks = traj.actions.reshape(3, num_frames, fs * traj.actions.shape[-1])   # block t follows frame t

@@ -14,7 +14,7 @@ engine (engine.py) only supplies the numbers. Conventions:
 The output distribution equals the target's (transformed) distribution exactly: tests/ssd_exactness_test.py
 checks the joint of the first three emitted tokens of context-dependent toy models against enumeration.
 T = 0 has its own argmax path (`verify_greedy`, `verify_tree_greedy`); at T > 0 acceptance is always the
-ratio rule; there is no greedy-acceptance shortcut, which biases the output (see notes/ssd.md §1.8).
+ratio rule; there is no greedy-acceptance shortcut, which biases the output (SSD paper §1.8 as summarised in papers/ssd/README.md).
 """
 
 from __future__ import annotations

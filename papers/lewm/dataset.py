@@ -1,8 +1,8 @@
 """Expert-episode datasets on disk: a TFDS ``GeneratorBasedBuilder`` writing array_record, plus a manifest.
 
-    path = build(EpisodesConfig(name="two_room_small", env="two_room", num_episodes=1000), data_dir)
+    path = build(EpisodesConfig(name="tworoom_small", env="tworoom", num_episodes=1000), data_dir)
     source = load(path)                       # random access: source[i] -> one episode (numpy)
-    python -m core.envs.dataset --env two_room --num_episodes 10000 --data_dir ~/tensorflow_datasets
+    python -m launch.build_episodes --env tworoom --num_episodes 10000 --data_dir ~/tensorflow_datasets
 
 Episodes are generated on device in chunks (expert rollouts from random starts, rendered by the SDF renderer,
 resized to ``resolution``) and stop at the first success, as swm's collection does (``max_steps`` otherwise).
@@ -19,7 +19,6 @@ No TensorFlow is needed: PNGs are encoded here with Pillow and passed to TFDS as
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -35,18 +34,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from core.envs import make_env
 from core.envs import rollout as rollout_lib
-from core.envs.push_t import PushT
-from core.envs.two_room import TwoRoom
 
 GENERATOR_VERSION = "1.0.0"
-ENVS = {"two_room": TwoRoom, "push_t": PushT}
 FRAME_FORMATS = ("png", "raw")
 
 
 @dataclasses.dataclass
 class EpisodesConfig(tfds.core.BuilderConfig):
-    env: str = "two_room"
+    env: str = "tworoom"
     num_episodes: int = 16
     max_steps: int = 100
     seed: int = 0
@@ -54,12 +51,6 @@ class EpisodesConfig(tfds.core.BuilderConfig):
     frame_format: str = "png"
     stop_on_success: bool = True
     chunk_size: int = 256
-
-
-def make_env(name: str):
-    if name not in ENVS:
-        raise ValueError(f"Unknown environment {name!r}; choose one of {sorted(ENVS)}.")
-    return ENVS[name]()
 
 
 def validate(config: EpisodesConfig) -> None:
@@ -112,9 +103,9 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version(GENERATOR_VERSION)
     BUILDER_CONFIGS = [
-        EpisodesConfig(name="two_room", env="two_room", num_episodes=10_000, max_steps=100),
-        EpisodesConfig(name="push_t", env="push_t", num_episodes=20_000, max_steps=300),
-        EpisodesConfig(name="two_room_smoke", env="two_room", num_episodes=8, max_steps=20, resolution=64),
+        EpisodesConfig(name="tworoom", env="tworoom", num_episodes=10_000, max_steps=100),
+        EpisodesConfig(name="pusht", env="pusht", num_episodes=20_000, max_steps=300),
+        EpisodesConfig(name="tworoom_smoke", env="tworoom", num_episodes=8, max_steps=20, resolution=64),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -221,23 +212,3 @@ def clip(episode: dict[str, Any], start: int, num_frames: int = 4, frameskip: in
     actions = np.concatenate([actions, np.zeros((num_frames * frameskip - len(actions), actions.shape[-1]),
                                                 actions.dtype)])
     return {"frames": frames, "actions": actions.reshape(num_frames, -1)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="two_room", choices=sorted(ENVS))
-    parser.add_argument("--num_episodes", type=int, default=10_000)
-    parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--frame_format", default="png", choices=FRAME_FORMATS)
-    parser.add_argument("--data_dir", required=True)
-    args = parser.parse_args()
-    name = f"{args.env}_n{args.num_episodes}_t{args.max_steps}_r{args.resolution}_{args.frame_format}_s{args.seed}"
-    config = EpisodesConfig(name=name, env=args.env, num_episodes=args.num_episodes, max_steps=args.max_steps,
-                            seed=args.seed, resolution=args.resolution, frame_format=args.frame_format)
-    print(build(config, args.data_dir))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from core.envs import dataset
+from papers.lewm import dataset
 
 
 def _config(seed=0, **overrides):
-    fields = dict(name=f"tiny_s{seed}", env="two_room", num_episodes=3, max_steps=12, seed=seed, resolution=32,
+    fields = dict(name=f"tiny_s{seed}", env="tworoom", num_episodes=3, max_steps=12, seed=seed, resolution=32,
                   chunk_size=2)
     fields.update(overrides)
     return dataset.EpisodesConfig(**fields)

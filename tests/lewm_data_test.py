@@ -7,6 +7,7 @@ import pytest
 from core.envs import rollout as rollout_lib
 from core.envs.push_t import PushT
 from core.envs.two_room import TwoRoom
+from papers.lewm import data as lewm_data
 
 
 @pytest.mark.parametrize("env", [TwoRoom(), PushT()], ids=["two_room", "push_t"])
@@ -28,7 +29,7 @@ def test_rollout_is_the_step_function_scanned(env):
 
 def test_sample_clips_layout_and_consistency():
     env = TwoRoom()
-    clips = jax.jit(lambda k: rollout_lib.sample_clips(env, k, batch_size=3, max_offset=20))(jax.random.key(2))
+    clips = jax.jit(lambda k: lewm_data.sample_clips(env, k, batch_size=3, max_offset=20))(jax.random.key(2))
     assert clips.frames.shape == (3, 4, 224, 224, 3) and clips.frames.dtype == jnp.uint8
     assert clips.actions.shape == (3, 4, 10)
     step, render = jax.jit(env.step), jax.jit(env.render)
@@ -44,9 +45,9 @@ def test_sample_clips_layout_and_consistency():
 
 def test_clips_from_bank_are_windows_of_the_banked_episodes():
     env = PushT()
-    bank = jax.jit(lambda k: rollout_lib.simulate_bank(env, k, num_episodes=3, num_steps=22))(jax.random.key(4))
+    bank = jax.jit(lambda k: lewm_data.simulate_bank(env, k, num_episodes=3, num_steps=22))(jax.random.key(4))
     assert bank.actions.shape == (3, 22, 2) and bank.states.agent_pos.shape == (3, 23, 2)
-    clips = jax.jit(lambda b, k: rollout_lib.clips_from_bank(env, b, k, batch_size=4))(bank, jax.random.key(5))
+    clips = jax.jit(lambda b, k: lewm_data.clips_from_bank(env, b, k, batch_size=4))(bank, jax.random.key(5))
     assert clips.frames.shape == (4, 4, 224, 224, 3) and clips.actions.shape == (4, 4, 10)
     flat_actions = np.asarray(bank.actions).reshape(3, -1)
     for b in range(4):
@@ -60,7 +61,7 @@ def test_clips_from_bank_are_windows_of_the_banked_episodes():
         np.testing.assert_array_equal(clips.states.block_pos[b], bank.states.block_pos[episode, t:t + 20:5])
     np.testing.assert_array_equal(clips.frames[1, 3], jax.jit(env.render)(jax.tree.map(lambda a: a[1, 3], clips.states)))
     with pytest.raises(ValueError, match="a clip needs 20"):
-        rollout_lib.clips_from_bank(env, jax.tree.map(lambda x: x[:, :10], bank), jax.random.key(0), 2)
+        lewm_data.clips_from_bank(env, jax.tree.map(lambda x: x[:, :10], bank), jax.random.key(0), 2)
 
 
 def test_new_goal_on_success_keeps_the_expert_moving():
@@ -76,8 +77,8 @@ def test_new_goal_on_success_keeps_the_expert_moving():
 
 def test_clip_stream_continues_one_trajectory_per_env():
     env = TwoRoom()
-    init = jax.jit(lambda k: rollout_lib.init_clip_stream(env, k, 4, max_warmup=6))
-    advance = jax.jit(lambda s, k: rollout_lib.next_clips(env, s, k))
+    init = jax.jit(lambda k: lewm_data.init_clip_stream(env, k, 4, max_warmup=6))
+    advance = jax.jit(lambda s, k: lewm_data.next_clips(env, s, k))
     states = init(jax.random.key(4))
     after, clips = advance(states, jax.random.key(5))
     assert clips.frames.shape == (4, 4, 224, 224, 3) and clips.actions.shape == (4, 4, 10)
@@ -90,7 +91,7 @@ def test_clip_stream_continues_one_trajectory_per_env():
         np.testing.assert_allclose(state.agent_pos, after.agent_pos[b], atol=1e-4)
     _, again = advance(after, jax.random.key(6))
     np.testing.assert_allclose(again.states.agent_pos[:, 0], after.agent_pos)
-    _, restarted = jax.jit(lambda s, k: rollout_lib.next_clips(env, s, k, reset_prob=1.0))(after, jax.random.key(6))
+    _, restarted = jax.jit(lambda s, k: lewm_data.next_clips(env, s, k, reset_prob=1.0))(after, jax.random.key(6))
     assert np.all(np.linalg.norm(restarted.states.agent_pos[:, 0] - after.agent_pos, axis=-1) > 0)
 
 
@@ -105,7 +106,7 @@ def test_state_and_goal_vectors_round_trip(env):
 
 def test_voe_rollouts_differ_only_by_the_perturbation():
     env = TwoRoom()
-    triple = jax.jit(lambda k: rollout_lib.voe_rollouts(env, rollout_lib.expert_policy(env), k, 12, 6))(
+    triple = jax.jit(lambda k: lewm_data.voe_rollouts(env, rollout_lib.expert_policy(env), k, 12, 6))(
         jax.random.key(9))
     assert triple.frames.shape == (3, 13, 224, 224, 3) and triple.actions.shape == (3, 12, 2)
     frames, pos = np.asarray(triple.frames), np.asarray(triple.states.agent_pos)
@@ -118,4 +119,4 @@ def test_voe_rollouts_differ_only_by_the_perturbation():
     jumps = np.linalg.norm(np.diff(pos[2], axis=0), axis=-1)
     assert jumps[5] > 5.0 + 1e-3 and np.all(np.delete(jumps, 5) <= 5.0 * np.sqrt(2) + 1e-4)
     with pytest.raises(ValueError, match="perturb_step"):
-        rollout_lib.voe_rollouts(env, rollout_lib.expert_policy(env), jax.random.key(0), 12, 12)
+        lewm_data.voe_rollouts(env, rollout_lib.expert_policy(env), jax.random.key(0), 12, 12)
