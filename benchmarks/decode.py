@@ -1,118 +1,45 @@
 """GPU benchmark: autoregressive vs chain and tree speculative decoding, and the Hugging Face peer.
 
-    python benchmarks/decode.py                 # H100: corpus, train target + draft, measure (one command)
-    python benchmarks/decode.py --smoke         # CPU: tiny sizes, checks the script runs
+    python -m benchmarks.decode                 # GPU: corpus, train target + draft, measure (one command)
+    python -m benchmarks.decode --quick         # GPU: the ~2-minute variant (configs/ssd/decode.py:quick)
+    python -m benchmarks.decode --smoke         # CPU: tiny sizes, checks the script runs
 
-Training resumes from --workdir's checkpoints, so on a warm GPU machine a second command (e.g. after the
-10-minute limit) skips straight to decoding and reports the first run's training figures.
+Training resumes from --workdir's checkpoints (papers.ssd.pair), so on a warm GPU machine a second command
+(e.g. after the 10-minute limit) skips straight to decoding and reports the first run's training figures.
 
-1. Builds the offline corpus, trains the target through core.lm.train_lm and distils the draft from it
-   (core.lm.distillation_loss through core.train), sizes in configs/ssd/decode.py.
+1. Builds the offline corpus, trains the target and distils the draft from it (papers.ssd.pair.train_pair),
+   sizes in configs/ssd/decode.py.
 2. Prompts are held-out (validation) corpus sequences. Measures tokens/s for AR, chain SD over K and tree SD
    at batch 1 and a batch sweep, T = 0 and T = 1; acceptance rate, tokens per target forward, c =
-   t_draft/t_target (AR ms/token of each model alone), the best K, AR as a fraction of the HBM roofline, and
-   the SD speedup over AR at T = 0, batch 1 (key `speedup`).
+   t_draft/t_target (AR ms/token of each model alone), the best K, AR against the streaming bandwidth
+   (measured at the start and spec; key `roofline`), and the SD speedup over AR at T = 0, batch 1 (`speedup`).
 3. HF peer: exports both models with core.interop.hf_llama and times transformers' greedy AR with a static
    cache and assisted generation (`assistant_model`), checking that greedy outputs agree with ours.
-Writes benchmarks/results/decode.json (device, versions, config, date) after every phase, so a run cut
-short still leaves its figures.
+Writes benchmarks/results/decode.json after every phase, so a run cut short still leaves its figures.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags
-
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on CPU: checks the script runs.")
-_OUT = flags.DEFINE_string("out", "benchmarks/results", "Directory for decode.json.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_decode", "Scratch directory (corpus, checkpoints).")
-_QUICK = flags.DEFINE_bool("quick", False, "The ~2-minute variant (configs/ssd/decode.py:quick).")
-_SKIP_HF = flags.DEFINE_bool("skip_hf", False, "Skip the transformers peer.")
-_HF_COMPILE = flags.DEFINE_bool("hf_compile", False, "Also time transformers' compiled static cache (slow to compile).")
-_BUDGET_S = flags.DEFINE_float("budget_s", 1e9, "Skip decode configs that would start after this many seconds.")
-_DRAFT_STEPS = flags.DEFINE_integer("draft_steps", 0, "Distillation steps of the draft (0: the config's). More "
-                                    "steps raise acceptance; the target + draft budget is 12 GPU-minutes.")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Inference params and KV cache dtype.")
-
-HBM_BYTES_PER_S = 2.9e12   # measured H100 device-to-device copy (notes/engineering.md)
-
-
-class Report:
-    """The results dict, rewritten atomically after every phase."""
-
-    def __init__(self, path: str, **fields):
-        self.path, self.data = path, dict(fields)
-
-    def update(self, **fields):
-        from core import metrics
-        self.data.update(fields)
-        metrics.write_json(self.path, self.data)
+from benchmarks import common
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Training.
 
-def train_models(config, workdir: str, report: Report):
-    """Corpus, then the target (next-token loss) and the draft (distilled from the target), via core.train."""
-    from flax import nnx
+def train_models(config, workdir: str, report: common.Report):
+    """The target and its distilled draft (papers.ssd.pair), resumed from workdir; figures into the report."""
+    from core.data import corpus as corpus_lib
+    from papers.ssd import pair
 
-    from core import config as config_lib, lm, metrics, sharding, train
-    from core.data import corpus as corpus_lib, lm_pipeline, tokenizer as tokenizer_lib
-    from core.nn import transformer as tfm
-
-    t0 = time.perf_counter()
-    manifest = corpus_lib.build_corpus(corpus_lib.corpus_config(**config.corpus.to_dict()), config.data.corpus_dir)
-    report.update(corpus=dict(build_s=time.perf_counter() - t0, splits=manifest["splits"],
-                              sha256=manifest["content_sha256"]))
-    vocab = tokenizer_lib.load_tokenizer(config.data.corpus_dir).get_vocab_size()
-    mesh = sharding.make_mesh(config.get("mesh"))
-    batches = lambda seed: lm_pipeline.make_lm_iterator(config.data.corpus_dir, "train", config.data.seq_len,
-                                                        config.data.batch_size, seed=seed)
-
-    t0 = time.perf_counter()
-    target = tfm.Transformer(lm.model_config(config, vocab), rngs=nnx.Rngs(params=config.train.seed))
-    target_result = train.train(config, os.path.join(workdir, "target"), target, lm.next_token_loss,
-                                batches(config.train.data_seed), mesh=mesh)
-    target_s = time.perf_counter() - t0
-    target = train.merge_model(target_result.graphdef, target_result.state)
-
-    dt = config.draft_train
-    draft_config = config_lib.apply_overrides(config, {})
-    draft_config.model = config.draft_model
-    draft_config.train.num_steps = dt.num_steps
-    draft_config.optim.update(learning_rate=dt.learning_rate, warmup_steps=dt.warmup_steps, total_steps=dt.num_steps)
-    teacher = train.merge_model(target_result.graphdef, target_result.state, dtype="bfloat16")
-    draft = tfm.Transformer(lm.model_config(draft_config, vocab), rngs=nnx.Rngs(params=1))
-    t0 = time.perf_counter()
-    draft_result = train.train(draft_config, os.path.join(workdir, "draft"), draft,
-                               lm.distillation_loss(teacher, hard_weight=dt.hard_weight),
-                               batches(config.train.data_seed + 1), mesh=mesh)
-    draft_s = time.perf_counter() - t0
-    draft = train.merge_model(draft_result.graphdef, draft_result.state)
-    val = lambda model: lm.evaluate(model, lm_pipeline.make_lm_iterator(
-        config.data.corpus_dir, "validation", config.data.seq_len, config.data.batch_size, seed=0, num_epochs=1),
-        config.eval.num_batches)["loss"]
-    last_loss = lambda result: ([r["loss"] for r in result.history if "loss" in r] or [None])[-1]
-    saved = os.path.join(workdir, "training.json")
-    if not target_result.history and not draft_result.history and os.path.exists(saved):
-        # Both restored from finished checkpoints (a second command on a warm GPU machine): keep the figures
-        # of the run that trained them.
-        with open(saved) as f:
-            report.update(training=dict(json.load(f), restored_from=workdir))
-        return target, draft
-    report.update(training=dict(
-        target=dict(params=tfm.param_count(target.config), steps=config.train.num_steps, wall_s=target_s,
-                    train_loss=last_loss(target_result), val_loss=val(target)),
-        draft=dict(params=tfm.param_count(draft.config), steps=dt.num_steps, wall_s=draft_s,
-                   train_loss=last_loss(draft_result), val_loss=val(draft)),
-        vocab=vocab, tokens_per_step=config.data.batch_size * config.data.seq_len))
-    metrics.write_json(saved, report.data["training"])
+    draft_config = pair.draft_config(config, config.draft_model, **config.draft_train)
+    target, draft = pair.train_pair(config, draft_config, workdir)
+    manifest = corpus_lib.load_manifest(config.data.corpus_dir)
+    report.update(corpus=dict(splits=manifest["splits"], sha256=manifest["content_sha256"]),
+                  training=dict(pair.read_summary(workdir), vocab=target.config.vocab_size, workdir=workdir))
     return target, draft
 
 
@@ -150,7 +77,6 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     import jax.numpy as jnp
     import numpy as np
 
-    from core import metrics
     from papers.ssd import engine
 
     (tg, ts, tcfg), (dg, ds, dcfg) = models
@@ -165,7 +91,8 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     jax.block_until_ready(result)
     compile_s = time.perf_counter() - t0
     tokens, rounds, accepted, wall, outputs = 0, 0, 0, 0.0, []
-    with metrics.CompileCounter() as compiles:
+    # A compile inside the timed calls would make the figures meaningless: no_compiles raises.
+    with common.no_compiles(config.mode):
         for rep in range(repeats):
             for i, prompts in enumerate(prompt_sets):
                 key = jax.random.key(seed + 1 + rep * len(prompt_sets) + i)
@@ -178,8 +105,6 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
                 accepted += int(np.asarray(result.accepted).sum())
                 if rep == repeats - 1:
                     outputs.append(np.asarray(result.tokens))
-    if compiles.count:  # a compile inside the timed calls would make the figures meaningless
-        raise RuntimeError(f"{config.mode}: {compiles.count} compilations inside the timed calls")
     calls = repeats * len(prompt_sets)
     per_round = config.tokens_per_round - 1
     out = dict(mode=config.mode, batch=batch, temperature=config.temperature, compile_s=compile_s,
@@ -194,16 +119,16 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
 class Sweep:
     """Runs named decode configs in priority order, skipping any that would start after the deadline."""
 
-    def __init__(self, target, draft, prompts, dc, report: Report, deadline: float):
+    def __init__(self, target, draft, prompts, dc, report: common.Report, deadline: float, dtype: str, device: dict):
         import jax.numpy as jnp
 
-        dtype = jnp.dtype(_DTYPE.value)
+        dtype = jnp.dtype(dtype)
         tg, ts = inference_split(target, dtype)
         dg, ds = inference_split(draft, dtype)
         self.models = ((tg, ts, target.config), (dg, ds, draft.config))
         self.draft_alone = ((dg, ds, draft.config), (dg, ds, draft.config))
         self.target_state, self.dtype = ts, dtype
-        self.prompts, self.dc, self.report, self.deadline = prompts, dc, report, deadline
+        self.prompts, self.dc, self.report, self.deadline, self.device = prompts, dc, report, deadline, device
         self.rows, self.outputs, self.skipped = {}, {}, []
 
     def record(self, name, config, batch, draft_alone=False):
@@ -329,8 +254,8 @@ def summarize(sweep: Sweep) -> dict:
         tokens_per_step_T0=chains[best_k]["tokens_per_step"] if chains else None,
         tree_tokens_per_step_T0=get("tree_T0_b1", "tokens_per_step"),
         tree_acceptance_T0=get("tree_T0_b1", "acceptance"),
-        roofline=(weight_bytes / HBM_BYTES_PER_S) / (ar_s / 1e3) if ar_s else None,
-        target_weight_bytes=weight_bytes, hbm_bytes_per_s=HBM_BYTES_PER_S,
+        roofline=common.against_device(weight_bytes / (ar_s / 1e3), sweep.device, "bytes") if ar_s else None,
+        target_weight_bytes=weight_bytes,
         greedy_identical_to_ar=identical, batch_sweep_tokens_per_s=batch_sweep)
     sweep.report.update(**summary)
     return summary
@@ -396,7 +321,7 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
-def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Report):
+def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: common.Report, hf_compile: bool):
     import numpy as np
     import torch
     import transformers
@@ -430,7 +355,7 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
         ar_tps, ar_out = time_generate(cache_implementation="static", disable_compile=True)
         assisted_tps, assisted_out = time_generate(assistant_model=hf_draft)
         compiled = {}
-        if _HF_COMPILE.value:   # torch.compile of the static-cache forward: minutes of compilation
+        if hf_compile:   # torch.compile of the static-cache forward: minutes of compilation
             t0 = time.perf_counter()
             compiled_tps, compiled_out = time_generate(cache_implementation="static")
             compiled = dict(hf_ar_compiled_tokens_per_s=compiled_tps, hf_compiled_wall_s=time.perf_counter() - t0,
@@ -446,28 +371,45 @@ def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: Repor
         batch=1, max_new_tokens=new, num_prompts=len(prompts), **compiled))
 
 
-def main(argv):
-    del argv
-    from core import config as config_lib, metrics
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    arg = "smoke" if _SMOKE.value else ("quick" if _QUICK.value else "")
-    config = config_lib.load_config(os.path.join(root, "configs/ssd/decode.py") + (f":{arg}" if arg else ""))
-    if _DRAFT_STEPS.value:
-        config.draft_train.num_steps = _DRAFT_STEPS.value
-    name = f"decode_{arg}" if arg else "decode"
-    report = Report(os.path.join(_OUT.value, f"{name}.json"), **metrics.run_info("decode", config=config.to_dict()))
+def main(argv=None):
+    parser = common.arg_parser(__doc__)
+    parser.add_argument("--workdir", default="", help="scratch for checkpoints (default /tmp/bench_decode_<variant>)")
+    parser.add_argument("--quick", action="store_true", help="the ~2-minute variant (configs/ssd/decode.py:quick)")
+    parser.add_argument("--skip_hf", action="store_true", help="skip the transformers peer")
+    parser.add_argument("--hf_compile", action="store_true",
+                        help="also time transformers' compiled static cache (slow to compile)")
+    parser.add_argument("--budget_s", type=float, default=1e9,
+                        help="skip decode configs that would start after this many seconds")
+    parser.add_argument("--target_steps", type=int, default=0, help="training steps of the target (0: the config's)")
+    parser.add_argument("--draft_steps", type=int, default=0, help="distillation steps of the draft (0: the "
+                        "config's); more steps raise acceptance")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="inference params and KV cache dtype")
+    args = parser.parse_args(argv)
+    variant = "smoke" if args.smoke else ("quick" if args.quick else "")
+    config = common.load_config("ssd/decode", variant)
+    if args.target_steps:
+        config.train.num_steps = config.optim.total_steps = args.target_steps
+    if args.draft_steps:
+        config.draft_train.num_steps = args.draft_steps
+    device = common.measure_device(args.smoke)
+    common.print_device(device)
+    name = "decode_quick" if args.quick and not args.smoke else "decode"
+    report = common.Report(common.result_path(args, name),
+                           common.run_info("decode", args, device=device, config=config.to_dict()))
+    args.workdir = args.workdir or f"/tmp/bench_decode_{variant or 'full'}"
     t_start = time.perf_counter()
-    target, draft = train_models(config, _WORKDIR.value, report)
+    target, draft = train_models(config, args.workdir, report)
     dc = config.decode
     prompts = held_out_prompts(config, max(dc.num_prompts, max(dc.batches)), dc.prompt_len)
-    sweep = Sweep(target, draft, prompts, dc, report, deadline=t_start + _BUDGET_S.value)
+    sweep = Sweep(target, draft, prompts, dc, report, deadline=t_start + args.budget_s, dtype=args.dtype,
+                  device=device)
 
     def hf_fn(ours_greedy):
-        if not config.hf.enabled or _SKIP_HF.value:
+        if not config.hf.enabled or args.skip_hf:
             return
         try:
-            hf_peer(target, draft, prompts, ours_greedy, config.hf, _WORKDIR.value, report)
+            hf_peer(target, draft, prompts, ours_greedy, config.hf, args.workdir, report, args.hf_compile)
         except Exception as e:  # the peer is a comparison; its failure must not hide our figures
             report.update(hf=dict(error=f"{type(e).__name__}: {e}"))
         print(json.dumps(report.data.get("hf"), indent=1, default=str), flush=True)
@@ -478,7 +420,8 @@ def main(argv):
     divergences = near_tie_gaps(target, prompts, sweep.outputs)
     report.update(greedy_divergences=divergences, total_wall_s=time.perf_counter() - t_start)
     print(json.dumps(dict(summary, greedy_divergences=divergences), indent=1, default=str), flush=True)
+    print("wrote", report.path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -2,17 +2,17 @@
 
 Random bf16 weights (cast once, fused QKV and gate/up: `inference_params`), layers unrolled with one KV-cache
 array per layer updated in place (cache donated), `max_new_tokens` greedy steps inside ONE jitted fori_loop.
-roofline = floor / measured, floor = (weights read per token + KV read per token) / 2.9e12 B/s, where the
-weights read per token are every layer matrix + the LM head (the embedding lookup reads one row) and the KV read
-is the attended prefix, averaged over the generated tokens.
+roofline = floor / measured, floor = (weights read per token + KV read per token) / bandwidth, against both
+the bandwidth measured at the start (benchmarks.common.measure_device) and the device's spec; the weights read
+per token are every layer matrix + the LM head (the embedding lookup reads one row) and the KV read is the
+attended prefix, averaged over the generated tokens.
 
-    python3 benchmarks/decode_roofline.py                 # GPU: 1.2B and 350M configs
-    python3 benchmarks/decode_roofline.py --smoke         # CPU: a tiny config, checks the script runs
+    python -m benchmarks.decode_roofline                 # GPU: 1.2B and 350M configs
+    python -m benchmarks.decode_roofline --smoke         # CPU: a tiny config, checks the script runs
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks import common
 from core import metrics
 from core.nn import transformer as tfm
 
-HBM_BYTES_PER_S = 2.9e12
 CONFIGS = {
     "1.2B": tfm.TransformerConfig(vocab_size=32768, d_model=2048, n_layers=24, n_heads=16, n_kv_heads=8,
                                   head_dim=128, mlp_dim=5632, max_seq_len=2048, tie_embeddings=False),
@@ -61,7 +61,7 @@ def kv_bytes_per_token(config: tfm.TransformerConfig, prompt_len: int, num_token
     return config.n_layers * 2 * config.n_kv_heads * config.head_dim * 2 * mean_context
 
 
-def measure(name: str, config: tfm.TransformerConfig, args) -> dict:
+def measure(name: str, config: tfm.TransformerConfig, args, device: dict) -> dict:
     params = random_params(config)
     generate = make_generate(config, args.max_new_tokens)
     token = jnp.zeros((1,), jnp.int32)
@@ -82,16 +82,17 @@ def measure(name: str, config: tfm.TransformerConfig, args) -> dict:
         times.append(time.perf_counter() - start)
     ms_per_token = 1e3 * min(times) / args.max_new_tokens
     weights, kv = weight_bytes_per_token(params), kv_bytes_per_token(config, args.prompt_len, args.max_new_tokens)
-    floor_ms = 1e3 * (weights + kv) / HBM_BYTES_PER_S
+    roofline = common.against_device((weights + kv) / (ms_per_token / 1e3), device, "bytes")
     return dict(name=name, params=tfm.param_count(config), cache_attention=config.cache_attention,
                 ms_per_token=ms_per_token, ms_per_token_median=1e3 * float(np.median(times)) / args.max_new_tokens,
-                floor_ms=floor_ms, roofline=floor_ms / ms_per_token, weight_bytes=weights, kv_bytes=kv,
+                floor_ms_measured=ms_per_token * roofline["vs_measured"],
+                floor_ms_spec=ms_per_token * roofline["vs_spec"] if roofline["vs_spec"] else None,
+                roofline=roofline, weight_bytes=weights, kv_bytes=kv,
                 compile_s=compile_s, config=dataclasses.asdict(config))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny config (CPU check of the script)")
+def main(argv=None):
+    parser = common.arg_parser(__doc__)
     parser.add_argument("--configs", default="1.2B,350M")
     parser.add_argument("--cache_attention", default="pallas,reference",
                         help="cached-attention backends to compare (Pallas kernel / jnp reference)")
@@ -99,33 +100,34 @@ def main():
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--cache_slots", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="benchmarks/results/decode_roofline.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    device = common.measure_device(args.smoke)
+    common.print_device(device)
     names = ["smoke"] if args.smoke else args.configs.split(",")
     backends = ["reference"] if args.smoke else args.cache_attention.split(",")
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
     rows = []
-    write = lambda: metrics.write_json(args.out, make_result(args, names, rows))   # after every row: a cut run keeps them
+    path = common.result_path(args, "decode_roofline")
+    write = lambda: metrics.write_json(path, make_result(args, names, rows, device))   # after every row: a cut run keeps them
     for name in names:
         for backend in backends:
             config = dataclasses.replace(CONFIGS[name], cache_attention=backend)
-            row = measure(name, config, args)
+            row = measure(name, config, args, device)
             rows.append(row)
             print(f"{name:>6} {backend:>9}  {row['params'] / 1e6:7.0f}M params  {row['ms_per_token']:.3f} ms/token"
-                  f"  floor {row['floor_ms']:.3f} ms  roofline {row['roofline']:.1%}  compile {row['compile_s']:.0f}s",
-                  flush=True)
+                  f"  floor {row['floor_ms_measured']:.3f} ms  roofline {row['roofline']['vs_measured']:.1%} of "
+                  f"measured  compile {row['compile_s']:.0f}s", flush=True)
             write()
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
 
 
-def make_result(args, names, rows) -> dict:
-    best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"])
+def make_result(args, names, rows, device) -> dict:
+    best = {name: max((r for r in rows if r["name"] == name), key=lambda r: r["roofline"]["vs_measured"])
             for name in names if any(r["name"] == name for r in rows)}
-    return metrics.run_info("decode_roofline", hbm_bytes_per_s=HBM_BYTES_PER_S,
-                settings=dict(prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
-                              cache_slots=args.cache_slots, repeats=args.repeats, batch=1, dtype="bfloat16"),
-                roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
+    return common.run_info("decode_roofline", args, device=device,
+                           settings=dict(batch=1, dtype="bfloat16"),
+                           roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
 
 
 if __name__ == "__main__":

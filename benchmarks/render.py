@@ -1,7 +1,7 @@
 """GPU benchmark: frames/s of the JAX-native environments rendering 224 x 224 RGB frames on device.
 
-    python benchmarks/render.py            # writes benchmarks/results/render.json (or $OUT/render.json)
-    python benchmarks/render.py --smoke    # tiny sizes, prints only (checks the script on CPU)
+    python -m benchmarks.render            # GPU: writes benchmarks/results/render.json
+    python -m benchmarks.render --smoke    # CPU: tiny sizes, render_smoke.json
 
 Three measurements per environment, each one jitted program timed after a warm-up run:
   rollout      - a ``lax.scan`` over T steps of vmapped (expert action -> physics step -> render) over N envs,
@@ -11,26 +11,24 @@ Three measurements per environment, each one jitted program timed after a warm-u
                  max_offset + 20 steps each), the on-the-fly training-data path;
   clip_stream  - ``next_clips`` for the same batch (20 expert steps per clip, env states carried);
                  Push-T also with its 10 physics substeps unrolled (``unroll_substeps=True``).
-The roofline is the uint8 output alone streamed to HBM: bytes / 2.9 TB/s (the measured device copy rate).
+The roofline is the uint8 output alone streamed to HBM (frames/s = bandwidth / frame bytes), against both the
+bandwidth measured at the start (benchmarks.common.measure_device) and the device's spec.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks import common
 from core import metrics
 from core.envs import rollout as rollout_lib
 from core.envs.push_t import PushT
 from core.envs.two_room import TwoRoom
+from papers.lewm import data as lewm_data
 
-HBM_BYTES_PER_S = 2.9e12
 FRAME_BYTES = 224 * 224 * 3
 
 
@@ -80,59 +78,58 @@ def full_resolution_buffers(fn, *args) -> int:
     return count
 
 
-def row(name, env_name, total_frames, seconds, **extra):
+def row(name, env_name, total_frames, seconds, device, **extra):
     frames_per_s = total_frames / seconds
-    roofline = HBM_BYTES_PER_S / FRAME_BYTES
+    share = common.against_device(frames_per_s * FRAME_BYTES, device, "bytes")
     result = dict(env=env_name, mode=name, frames=total_frames, seconds=seconds, frames_per_s=frames_per_s,
-                  output_GB_per_s=frames_per_s * FRAME_BYTES / 1e9, roofline_frames_per_s=roofline,
-                  share_of_roofline=frames_per_s / roofline, **extra)
-    print(f"{env_name:8s} {name:12s} {extra} {frames_per_s:12.0f} frames/s  "
-          f"{result['output_GB_per_s']:7.1f} GB/s  {100 * result['share_of_roofline']:5.1f}% of roofline", flush=True)
+                  output_GB_per_s=frames_per_s * FRAME_BYTES / 1e9, share_of_roofline=share, **extra)
+    print(f"{env_name:8s} {name:12s} {extra} {frames_per_s:12.0f} frames/s  {result['output_GB_per_s']:7.1f} GB/s"
+          f"  {100 * share['vs_measured']:5.1f}% of the measured bandwidth", flush=True)
     return result
 
 
-def main():
+def main(argv=None):
+    args = common.arg_parser(__doc__).parse_args(argv)
+    device = common.measure_device(args.smoke)
+    common.print_device(device)
     key = jax.random.key(0)
     envs = {"two_room": TwoRoom(), "push_t": PushT()}
-    smoke = "--smoke" in sys.argv  # a tiny CPU check of the script itself
+    smoke = args.smoke
     num_steps, sizes, batch = (4, (8,), 8) if smoke else (16, (4096,), 128)
     rows = []
     for env_name, env in envs.items():
         for num_envs in sizes:
             run = rollout_program(env, num_envs, num_steps)
-            seconds = metrics.seconds_per_call(run, key, repeats=3, reduce="best")
-            rows.append(row("rollout", env_name, num_envs * num_steps, seconds, num_envs=num_envs, steps=num_steps))
+            seconds = common.seconds_per_call(run, key, repeats=3, reduce="best")
+            rows.append(row("rollout", env_name, num_envs * num_steps, seconds, device, num_envs=num_envs, steps=num_steps))
             render_fn, states_for = render_program(env, num_envs, num_steps)
             states = jax.block_until_ready(states_for(key))
-            seconds = metrics.seconds_per_call(render_fn, states, repeats=3, reduce="best")
-            rows.append(row("render_only", env_name, num_envs * num_steps, seconds, num_envs=num_envs,
+            seconds = common.seconds_per_call(render_fn, states, repeats=3, reduce="best")
+            rows.append(row("render_only", env_name, num_envs * num_steps, seconds, device, num_envs=num_envs,
                             steps=num_steps, full_resolution_kernels=full_resolution_buffers(render_fn, states)))
             del states
         variants = {env_name: env}
-        if env_name == "push_t":
+        if env_name == "push_t" and not smoke:      # the unrolled substeps take minutes to compile on CPU
             variants["push_t_unrolled"] = dataclasses.replace(env, unroll_substeps=True)
         for variant_name, variant in variants.items():
-            clips = jax.jit(lambda k, env=variant: rollout_lib.sample_clips(env, k, batch).frames)
-            seconds = metrics.seconds_per_call(clips, key, repeats=3, reduce="best")
-            rows.append(row("clips", variant_name, batch * 4, seconds, batch=batch, num_frames=4, frameskip=5,
+            clips = jax.jit(lambda k, env=variant: lewm_data.sample_clips(env, k, batch).frames)
+            seconds = common.seconds_per_call(clips, key, repeats=3, reduce="best")
+            rows.append(row("clips", variant_name, batch * 4, seconds, device, batch=batch, num_frames=4, frameskip=5,
                             max_offset=80, clips_per_s=batch / seconds))
-            stream = rollout_lib.init_clip_stream(variant, key, batch)
-            advance = jax.jit(lambda s, k, env=variant: rollout_lib.next_clips(env, s, k)[1].frames)
-            seconds = metrics.seconds_per_call(advance, stream, key, repeats=3, reduce="best")
-            rows.append(row("clip_stream", variant_name, batch * 4, seconds, batch=batch, num_frames=4,
+            stream = lewm_data.init_clip_stream(variant, key, batch)
+            advance = jax.jit(lambda s, k, env=variant: lewm_data.next_clips(env, s, k)[1].frames)
+            seconds = common.seconds_per_call(advance, stream, key, repeats=3, reduce="best")
+            rows.append(row("clip_stream", variant_name, batch * 4, seconds, device, batch=batch, num_frames=4,
                             frameskip=5, clips_per_s=batch / seconds))
 
     best = {name: max(r["frames_per_s"] for r in rows if r["env"] == name and r["mode"] == "rollout")
             for name in envs}
-    out = metrics.run_info(
-        "render", config=dict(image_size=224, channels=3, dtype="uint8", steps_per_scan=num_steps,
-                    two_room=repr(envs["two_room"]), push_t=repr(envs["push_t"]),
-                    hbm_bytes_per_s=HBM_BYTES_PER_S),
+    out = common.run_info(
+        "render", args, device=device,
+        config=dict(image_size=224, channels=3, dtype="uint8", steps_per_scan=num_steps,
+                    two_room=repr(envs["two_room"]), push_t=repr(envs["push_t"])),
         frames_per_s=best, rows=rows)
-    if smoke:
-        return
-    directory = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    path = os.path.join(directory, "render.json")
+    path = common.result_path(args, "render")
     metrics.write_json(path, out)
     print("wrote", path)
 

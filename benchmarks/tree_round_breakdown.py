@@ -3,31 +3,26 @@
 Random weights with the shapes of configs/ssd/decode.py (timing does not depend on the values), bf16, a KV
 cache holding `--context` tokens. Pieces: one draft tree forward and the top-k of its logits (the round runs
 `depth` of each), the target tree forward, greedy tree verification, the two KV-path commits; and one target
-AR decode step for scale. The committed JSON predates the top-k column.
+AR decode step for scale.
 
-    python benchmarks/tree_round_breakdown.py            # GPU
-    python benchmarks/tree_round_breakdown.py --smoke    # CPU check
+    python -m benchmarks.tree_round_breakdown            # GPU
+    python -m benchmarks.tree_round_breakdown --smoke    # CPU check
 """
 
 from __future__ import annotations
-
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from core import config as config_lib, lm as lm_lib, metrics, precision, train
+from benchmarks import common
+from core import lm as lm_lib, metrics, precision
 from core.nn import transformer as tfm
-from papers.ssd import engine, sampling, tree as tree_lib
+from papers.ssd import engine, pair, sampling, tree as tree_lib
 
 
 def timed(fn, *args, repeats: int) -> float:
-    return 1e3 * metrics.seconds_per_call(fn, *args, repeats=repeats)
+    return 1e3 * common.seconds_per_call(fn, *args, repeats=repeats)
 
 
 def bf16_model(model_config):
@@ -35,22 +30,16 @@ def bf16_model(model_config):
     return graphdef, precision.cast_floating(state, jnp.bfloat16)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
+def main(argv=None):
+    parser = common.arg_parser(__doc__)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/"
-                        "tree_round_breakdown.json; with --smoke, tree_round_breakdown_smoke.json beside it)")
-    args = parser.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = config_lib.load_config(f"{root}/configs/ssd/decode.py" + (":smoke" if args.smoke else ""))
+    args = parser.parse_args(argv)
+    config = common.load_config("ssd/decode", "smoke" if args.smoke else "")
     vocab = 512 if args.smoke else 32768
     target_cfg = lm_lib.model_config(config, vocab)
-    draft_config = config_lib.apply_overrides(config, {})
-    draft_config.model = config.draft_model
-    draft_cfg = lm_lib.model_config(draft_config, vocab)
+    draft_cfg = lm_lib.model_config(pair.draft_config(config, config.draft_model), vocab)
     tree = tree_lib.tree_from_branching(tuple(config.decode.tree_branching))
     draft_depths, draft_mask = engine._draft_tree_layout(tree)
     (tg, ts), (dg, ds) = bf16_model(target_cfg), bf16_model(draft_cfg)
@@ -93,8 +82,9 @@ def main():
                                     + row["verify_greedy_ms"] + row["commit_target_ms"] + row["commit_draft_ms"])
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    out = args.out or f"benchmarks/results/tree_round_breakdown{'_smoke' if args.smoke else ''}.json"
-    metrics.write_json(out, metrics.run_info("tree_round_breakdown", settings=vars(args), rows=rows))
+    path = common.result_path(args, "tree_round_breakdown")
+    metrics.write_json(path, common.run_info("tree_round_breakdown", args, config=config.to_dict(), rows=rows))
+    print("wrote", path)
 
 
 if __name__ == "__main__":

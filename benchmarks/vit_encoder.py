@@ -1,6 +1,7 @@
 """GPU benchmark: the pieces of LeWM's ViT-tiny/14 encoder step (512 frames at 224 px, bf16, fwd + bwd).
 
-    python benchmarks/vit_encoder.py [--out $OUT]
+    python -m benchmarks.vit_encoder            # GPU
+    python -m benchmarks.vit_encoder --smoke    # CPU check
 
 Three tables from one run: attention at 257 tokens (XLA vs cuDNN with the sequence padded to a multiple
 of 64, of 8, or not at all); the patch embedding alone as cuDNN's stride-14 conv vs one GEMM on
@@ -13,17 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags
-
-_FRAMES = flags.DEFINE_integer("frames", 512, "Frames per step (batch 128 × 4 frames).")
-_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per row.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (CPU check of the script).")
-_OUT = flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
+from benchmarks import common
 
 
 def patchify(pixels, patch: int):
@@ -36,21 +28,27 @@ def patchify(pixels, patch: int):
 PADDINGS = {"cudnn_pad64": 64, "cudnn_pad8": 8, "cudnn_unpadded": None}
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    parser = common.arg_parser(__doc__)
+    parser.add_argument("--frames", type=int, default=512, help="frames per step (batch 128 x 4 frames)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per row")
+    args = parser.parse_args(argv)
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from core import metrics, precision, train
+    from core import metrics, precision
     from core.nn import vit
 
-    frames, size = (4, 28) if _SMOKE.value else (_FRAMES.value, 224)
+    device = common.measure_device(args.smoke)
+    common.print_device(device)
+    frames, size = (4, 28) if args.smoke else (args.frames, 224)
     config = vit.ViTConfig(image_size=size)
     tokens = config.num_patches + 1
-    ms = lambda fn, *args: 1e3 * metrics.seconds_per_call(fn, *args, repeats=_REPEATS.value)
+    repeats = 2 if args.smoke else args.repeats
+    ms = lambda fn, *xs: 1e3 * common.seconds_per_call(fn, *xs, repeats=repeats)
     grad_of = lambda f: jax.jit(jax.grad(lambda *a: f(*a).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
-    result = metrics.run_info("vit_encoder", frames=frames, image_size=size, tokens=tokens,
+    result = common.run_info("vit_encoder", args, device=device, frames=frames, image_size=size, tokens=tokens,
                               attention_ms={}, patch_embedding_ms={}, encoder_ms={})
 
     q, k, v = (jax.random.normal(jax.random.key(i), (frames, tokens, config.heads, config.width // config.heads),
@@ -85,8 +83,7 @@ def main(argv):
         except Exception as error:
             result["encoder_ms"][name] = f"unsupported: {type(error).__name__}: {str(error)[:200]}"
 
-    metrics.write_json(os.path.join(_OUT.value, "vit_encoder_smoke.json" if _SMOKE.value else "vit_encoder.json"),
-                       result)
+    metrics.write_json(common.result_path(args, "vit_encoder"), result)
     for table in ("attention_ms", "patch_embedding_ms", "encoder_ms"):
         print(table)
         for name, value in result[table].items():
@@ -95,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import sys
 import time
 from typing import Any, Mapping
 
@@ -100,51 +98,6 @@ def log_progress(line: str) -> None:
         print(line, flush=True)
 
 
-class CompileCounter:
-    """Counts XLA backend compilations while active (`with CompileCounter() as c: ...; c.count`).
-
-    Benchmarks use it to prove a timed region did not compile: jit's dispatch-cache size also grows for
-    committed vs uncommitted inputs, which are not recompilations.
-    """
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-
-    def __init__(self):
-        self.count = 0
-
-    def _listener(self, event: str, duration: float, **kwargs) -> None:
-        del duration, kwargs
-        self.count += event == self.EVENT
-
-    def __enter__(self) -> "CompileCounter":
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        jax.monitoring.unregister_event_duration_listener(self._listener)
-
-
-def seconds_per_call(fn, *args, repeats: int = 10, reduce: str = "mean") -> float:
-    """Wall seconds per call of `fn(*args)` after one warm-up (compiling) call. "mean": `repeats` calls
-    back to back (dispatch overlaps execution, as in a training loop); "best": the fastest of `repeats`
-    calls, each waited for."""
-    if reduce not in ("mean", "best"):
-        raise ValueError(f"reduce must be 'mean' or 'best', got {reduce!r}.")
-    jax.block_until_ready(fn(*args))
-    if reduce == "best":
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            best = min(best, time.perf_counter() - start)
-        return best
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats
-
-
 def _jsonable(value: Any) -> Any:
     """Numbers (numpy / jax scalars included) as floats, anything else as its string."""
     try:
@@ -160,14 +113,3 @@ def write_json(path: str, payload: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1, default=_jsonable)
     os.replace(tmp, path)
-
-
-def run_info(benchmark: str, **fields) -> dict:
-    """The header of every benchmark JSON: name, UTC date, device, library versions, the command line."""
-    import flax
-    import optax
-
-    return dict(benchmark=benchmark, date=datetime.datetime.now(datetime.UTC).isoformat(),
-                device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
-                versions=dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__),
-                command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]), **fields)

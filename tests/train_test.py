@@ -171,18 +171,10 @@ def test_to_single_device_drops_the_training_mesh_from_array_types():
     np.testing.assert_array_equal(unplaced, params)
 
 
-def test_compile_counter_counts_backend_compiles_only():
-    double = jax.jit(lambda x: x * 2)
-    a, b = np.ones(3, np.float32), np.ones(4, np.float32)
-    with metrics_lib.CompileCounter() as counter:
-        double(a), double(a), double(b)
-    assert counter.count == 2
-
-
 def test_write_json_is_atomic_and_keeps_numbers_as_numbers(tmp_path):
     path = str(tmp_path / "sub" / "result.json")
-    metrics_lib.write_json(path, metrics_lib.run_info("unit", value=np.float32(0.5), step=jnp.int32(3)))
+    metrics_lib.write_json(path, dict(benchmark="unit", value=np.float32(0.5), step=jnp.int32(3)))
     with open(path) as f:
         result = json.load(f)
     assert result["value"] == 0.5 and result["step"] == 3 and result["benchmark"] == "unit"
-    assert {"date", "device", "versions", "command"} <= set(result) and os.listdir(tmp_path / "sub") == ["result.json"]
+    assert os.listdir(tmp_path / "sub") == ["result.json"]

@@ -1,11 +1,11 @@
-"""core.profile: the Perfetto summary counts device kernels per call and the busy time as a union."""
+"""benchmarks.profiling: the Perfetto summary counts device kernels per call and the busy time as a union."""
 import re
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from core import profile
+from benchmarks import profiling as profile
 
 
 def _trace(kernels):
