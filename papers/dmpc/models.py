@@ -1,0 +1,164 @@
+"""D-MPC's learned pieces and the baselines' in one NNX module, trained by one loss on the same segments.
+
+    proposal   multi-step diffusion ρ(a_{t:t+F} | s_{t-H+1:t})                 (D-MPC)
+    dynamics   multi-step diffusion p(s_{t+1:t+F} | s_{t-H+1:t}, a_{t:t+F})    (D-MPC)
+    value      J(s_t, s_{t+1:t+F}, a_{t:t+F}) regressed on the discounted return from t (terminal penalty)
+    onestep    one-step MLP dynamics s_{t+1} - s_t = f(s_t, a_t)             (MBOP, one-step-dynamics ablation)
+    gaussian   Gaussian (diagonal) proposal over the F-step chunk             (Gaussian-proposal ablation)
+    bc         behaviour cloning a_t = π(s_{t-H+1:t})                         (BC baseline, MBOP's proposal)
+
+The heads share nothing but the input normalisation, and the losses add, so Adam (no weight decay) trains
+each head exactly as if alone except for the global-norm gradient clip. Fine-tuning only the dynamics is the
+same step with the other losses weighted 0 (zero gradients, zero Adam updates).
+Denoisers are residual MLPs over the flattened chunk (the paper uses Transformers; see README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from core import diffusion
+
+
+class Stat(nnx.Variable):
+    """Data statistics kept in the model state (checkpointed, never trained)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDims:
+    obs_dim: int
+    action_dim: int
+    history: int = 1
+    horizon: int = 8
+    hidden: int = 256
+    depth: int = 3
+    time_embed: int = 64
+
+
+class ResidualMLP(nnx.Module):
+    def __init__(self, din: int, dout: int, hidden: int, depth: int, rngs: nnx.Rngs):
+        self.inp = nnx.Linear(din, hidden, rngs=rngs)
+        self.blocks = nnx.List([nnx.Sequential(nnx.LayerNorm(hidden, rngs=rngs), nnx.Linear(hidden, hidden, rngs=rngs),
+                                               jax.nn.gelu, nnx.Linear(hidden, hidden, rngs=rngs))
+                                for _ in range(depth)])
+        self.norm = nnx.LayerNorm(hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, dout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(jax.nn.gelu(self.norm(h)))
+
+
+def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
+    half = dim // 2
+    freqs = jnp.exp(-jnp.log(10_000.0) * jnp.arange(half) / half)
+    angles = t.astype(jnp.float32)[:, None] * freqs[None]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1)
+
+
+class Denoiser(nnx.Module):
+    """eps(x_t[B, D], t[B], cond[B, C]) for the core.diffusion samplers."""
+
+    def __init__(self, x_dim: int, cond_dim: int, dims: ModelDims, rngs: nnx.Rngs):
+        self.time_embed = dims.time_embed
+        self.net = ResidualMLP(x_dim + cond_dim + dims.time_embed, x_dim, dims.hidden, dims.depth, rngs)
+
+    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array) -> jax.Array:
+        emb = timestep_embedding(t, self.time_embed).astype(x.dtype)
+        return self.net(jnp.concatenate([x, cond.astype(x.dtype), emb], -1))
+
+
+class DMPCModels(nnx.Module):
+    def __init__(self, dims: ModelDims, rngs: nnx.Rngs):
+        self.dims = dims
+        S, A, H, F = dims.obs_dim, dims.action_dim, dims.history, dims.horizon
+        self.obs_mean = Stat(jnp.zeros((S,)))
+        self.obs_std = Stat(jnp.ones((S,)))
+        self.delta_std = Stat(jnp.ones((S,)))            # scale of s_{t+k} - s_t in normalised units
+        self.value_mean = Stat(jnp.zeros(()))
+        self.value_std = Stat(jnp.ones(()))
+        self.proposal = Denoiser(F * A, H * S, dims, rngs)
+        self.dynamics = Denoiser(F * S, H * S + F * A, dims, rngs)
+        self.value = ResidualMLP(S + F * S + F * A, 1, dims.hidden, dims.depth, rngs)
+        self.onestep = ResidualMLP(S + A, S, dims.hidden, dims.depth, rngs)
+        self.gaussian = ResidualMLP(H * S, 2 * F * A, dims.hidden, dims.depth, rngs)
+        self.bc = ResidualMLP(H * S, A, dims.hidden, dims.depth, rngs)
+
+    # ------------------------------------------------------------------ normalisation (raw <-> model units)
+    def norm(self, obs: jax.Array) -> jax.Array:
+        return (obs - self.obs_mean[...]) / self.obs_std[...]
+
+    def denorm(self, x: jax.Array) -> jax.Array:
+        return x * self.obs_std[...] + self.obs_mean[...]
+
+    def history_cond(self, history: jax.Array) -> jax.Array:
+        """history [B, H, S] raw -> [B, H * S] normalised."""
+        return self.norm(history).reshape(history.shape[0], -1)
+
+    # ------------------------------------------------------------------ deterministic heads
+    def values(self, obs: jax.Array, future: jax.Array, actions: jax.Array) -> jax.Array:
+        """J in return units: obs [B, S], future [B, F, S], actions [B, F, A] (raw) -> [B]."""
+        B = obs.shape[0]
+        x = jnp.concatenate([self.norm(obs), self.norm(future).reshape(B, -1), actions.reshape(B, -1)], -1)
+        return self.value(x)[:, 0].astype(jnp.float32) * self.value_std[...] + self.value_mean[...]
+
+    def onestep_next(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        delta = self.onestep(jnp.concatenate([self.norm(obs), action], -1)).astype(jnp.float32)
+        return self.denorm(self.norm(obs) + delta * self.delta_std[...])
+
+    def bc_action(self, history: jax.Array) -> jax.Array:
+        return jnp.tanh(self.bc(self.history_cond(history)).astype(jnp.float32))
+
+    def gaussian_params(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = self.gaussian(self.history_cond(history)).astype(jnp.float32)
+        mean, log_std = jnp.split(out, 2, -1)
+        return jnp.tanh(mean), jnp.clip(log_std, -5.0, 1.0)
+
+
+def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: diffusion.NoiseSchedule) -> dict:
+    """Per-head losses on a batch of segments: history [B, H, S], actions [B, F, A], future [B, F, S],
+    value_target [B] (raw units)."""
+    F, S, A = model.dims.horizon, model.dims.obs_dim, model.dims.action_dim
+    history, actions, future = batch["history"], batch["actions"], batch["future"]
+    B = history.shape[0]
+    obs = history[:, -1]
+    cond = model.history_cond(history)
+    flat_actions = actions.reshape(B, F * A)
+    delta = ((model.norm(future) - model.norm(obs)[:, None]) / model.delta_std[...]).reshape(B, F * S)
+    k_prop, k_dyn = jax.random.split(key)
+    losses = {
+        "proposal": diffusion.denoising_loss(model.proposal, schedule, flat_actions, cond, k_prop),
+        "dynamics": diffusion.denoising_loss(model.dynamics, schedule, delta,
+                                             jnp.concatenate([cond, flat_actions], -1), k_dyn),
+    }
+    predicted = model.values(obs, future, actions)
+    losses["value"] = jnp.mean(jnp.square((predicted - batch["value_target"]) / model.value_std[...]))
+    one_delta = model.onestep(jnp.concatenate([model.norm(obs), actions[:, 0]], -1)).astype(jnp.float32)
+    losses["onestep"] = jnp.mean(jnp.square(one_delta - delta[:, :S]))
+    mean, log_std = model.gaussian_params(history)
+    losses["gaussian"] = jnp.mean(0.5 * jnp.square((flat_actions - mean) / jnp.exp(log_std)) + log_std)
+    losses["bc"] = jnp.mean(jnp.square(model.bc_action(history) - actions[:, 0]))
+    return losses
+
+
+def make_loss_fn(schedule: diffusion.NoiseSchedule, weights: dict[str, float] | None = None):
+    """`loss_fn(model, batch, rng) -> (loss, metrics)` for core.train; `weights` (default all 1) selects heads,
+    e.g. {"dynamics": 1.0} fine-tunes only the dynamics."""
+    def loss_fn(model, batch, rng):
+        losses = segment_losses(model, batch, rng, schedule)
+        w = weights or {name: 1.0 for name in losses}
+        total = sum(w.get(name, 0.0) * value for name, value in losses.items())
+        return total, losses
+    return loss_fn
+
+
+def set_statistics(model: DMPCModels, stats: dict) -> None:
+    """Writes data statistics (from `segments.statistics`) into the model's Stat variables."""
+    for name in ("obs_mean", "obs_std", "delta_std", "value_mean", "value_std"):
+        getattr(model, name)[...] = jnp.asarray(stats[name], jnp.float32)

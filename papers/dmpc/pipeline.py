@@ -1,0 +1,198 @@
+"""The whole D-MPC experiment for one environment, from nothing: expert -> datasets -> models -> scores.
+
+    result = run_env("hopper", config, workdir)
+
+1. Reference returns: a uniform-random policy, and the expert (best PPO snapshot) with its stochastic policy.
+2. Datasets the D4RL way: `medium` (the PPO snapshot at ~1/3 of the expert's return, stochastic rollouts) and
+   `medium_replay` (rollouts of every snapshot up to medium, a stand-in for the replay buffer, which on-policy
+   PPO does not keep), written as TFDS array_record with manifests and read back from disk.
+3. Per dataset: all heads trained by core.train on the same segments; D-MPC, its one-step-dynamics and
+   Gaussian-proposal ablations, MBOP-style and BC evaluated in one program on the same reset states.
+4. walker2d (or the toy env) only: novel rewards at planning time, and the broken ankle (play data in the
+   defective env, fine-tune only the dynamics, D-MPC before vs after).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from core import diffusion
+from core import train as train_lib
+from papers.dmpc import data as data_lib
+from papers.dmpc import envs as envs_lib
+from papers.dmpc import experts, models, planning
+from papers.dmpc.segments import Segments
+
+
+def _summary(values) -> dict:
+    values = np.asarray(values, np.float64)
+    return {"mean": float(values.mean()), "sem": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0}
+
+
+def make_datasets(env, config, workdir: str, log: Callable = print) -> dict:
+    """Steps 1-2; returns {"paths": {kind: dir}, "reference": (R_random, R_expert), "expert_run": ExpertRun, ...}."""
+    name, seed, T = env.name, config.seed, config.max_steps
+    data_dir = os.path.join(workdir, "data")
+    key = jax.random.key(seed)
+    random_eps = data_lib.collect(env, data_lib.random_policy(env.action_size), None, jax.random.fold_in(key, 1),
+                                  config.data.reference_episodes, T)
+    run = experts.train_expert(env, config.ppo, seed, log)
+    expert_params = run.snapshots[run.expert_index][2]
+    expert_eps = data_lib.collect(env, run.policy_fn, expert_params, jax.random.fold_in(key, 2),
+                                  config.data.reference_episodes, T)
+    reference = (float(random_eps.returns.mean()), float(expert_eps.returns.mean()))
+    medium = run.medium_index(config.data.medium_fraction, reference[0])
+    log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index}), "
+        f"medium snapshot {medium} (eval return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
+    common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
+              "ppo_snapshots": [{"env_steps": s, "eval_return": r} for s, r, _ in run.snapshots],
+              "reference_returns": {"random": reference[0], "expert": reference[1]}}
+    paths = {}
+    if "medium" in config.datasets:
+        eps = data_lib.collect(env, run.policy_fn, run.snapshots[medium][2], jax.random.fold_in(key, 3),
+                               config.data.medium_episodes, T)
+        paths["medium"] = data_lib.write_dataset(eps, name, "medium", data_dir,
+                                                 {**common, "behaviour_snapshots": [medium]})
+    if "medium_replay" in config.datasets:
+        per = max(1, math.ceil(config.data.replay_episodes / (medium + 1)))
+        eps = None
+        for i in range(medium + 1):
+            part = data_lib.collect(env, run.policy_fn, run.snapshots[i][2], jax.random.fold_in(key, 100 + i), per, T)
+            eps = part if eps is None else eps.concat(part)
+        paths["medium_replay"] = data_lib.write_dataset(eps, name, "medium_replay", data_dir,
+                                                        {**common, "behaviour_snapshots": list(range(medium + 1))})
+    return {"paths": paths, "reference": reference, "expert_run": run, "medium_snapshot": medium,
+            "expert_params": expert_params}
+
+
+def model_dims(env, config) -> models.ModelDims:
+    m = config.model
+    return models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=m.history,
+                            horizon=m.horizon, hidden=m.hidden, depth=m.depth)
+
+
+def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
+                 init_model: models.DMPCModels | None = None, num_steps: int | None = None) -> models.DMPCModels:
+    """All heads (or those with weight > 0) through core.train.train; returns the trained model in f32."""
+    schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+    if init_model is None:
+        model = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed))
+        models.set_statistics(model, segments.statistics(seed=config.seed))
+    else:
+        model = init_model
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    if num_steps is not None:
+        cfg.train.num_steps = num_steps
+        cfg.optim.total_steps = num_steps
+    cfg.train.checkpoint_every = cfg.train.num_steps
+    batch_size = config.data.batch_size
+
+    def batches(step):
+        return segments.batch(np.random.default_rng([config.train.data_seed, step]), batch_size)
+    result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches)
+    trained = train_lib.merge_model(result.graphdef, result.state)
+    trained.eval()
+    return trained
+
+
+def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> dict:
+    """policies_spec: {name: (method, model, objective)} -> evaluate() results per name."""
+    schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+    policies, states = {}, {}
+    for name, (method, model, objective) in policies_spec.items():
+        graphdef, state = nnx.split(model)
+        policies[name] = planning.make_policy(graphdef, method, config.plan, schedule, objective)
+        states[name] = state
+    return planning.evaluate(env, policies, states, key, config.eval.num_episodes, config.eval.max_steps,
+                             reward_fns, history=config.model.history)
+
+
+def _scores(returns, reference, env_name) -> dict:
+    out = {"return": _summary(returns), "normalized_own": _summary(data_lib.normalized_score(returns, reference))}
+    if env_name in envs_lib.D4RL_REFERENCE:
+        out["normalized_d4rl_ref"] = _summary(data_lib.normalized_score(returns, envs_lib.D4RL_REFERENCE[env_name]))
+    return out
+
+
+def run_env(env_name: str, config, workdir: str, log: Callable = print, models_out: dict | None = None) -> dict:
+    """Steps 1-4 for one env; returns a JSON-able dict of every measured number (and the trained models per
+    dataset in `models_out` when given)."""
+    started = time.perf_counter()
+    env = envs_lib.make(env_name)
+    made = make_datasets(env, config, workdir, log)
+    reference = made["reference"]
+    out = {"env": env_name, "reference_returns": {"random": reference[0], "expert": reference[1]},
+           "ppo": {"seconds": made["expert_run"].seconds,
+                   "snapshots": [{"env_steps": s, "eval_return": r} for s, r, _ in made["expert_run"].snapshots],
+                   "medium_snapshot": made["medium_snapshot"]},
+           "datasets": {}}
+    trained = {}
+    for i, kind in enumerate(config.datasets):
+        t0 = time.perf_counter()
+        source = data_lib.load_dataset(made["paths"][kind], env_name=env_name, kind=kind,
+                                       obs_dim=env.observation_size, action_dim=env.action_size)
+        episodes = data_lib.to_episodes(source)
+        segments = Segments(episodes, config.model.history, config.model.horizon, config.value.discount,
+                            config.value.terminal_penalty)
+        model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
+        trained[kind] = model
+        if models_out is not None:
+            models_out[kind] = model
+        t1 = time.perf_counter()
+        spec = {m: (m, model, planning.learned_objective) for m in config.methods}
+        results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config)
+        row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
+               "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+        for m, r in results.items():
+            row[m] = _scores(r["return"], reference, env_name)
+        out["datasets"][kind] = row
+        log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
+            + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")
+    if env_name == config.adaptation_env:
+        out["novel_rewards"] = novel_reward_experiment(env, trained[config.datasets[0]], config)
+        out["broken_ankle"] = broken_ankle_experiment(env_name, trained[config.datasets[0]], made, config, workdir, log)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def novel_reward_experiment(env, model, config) -> dict:
+    """D-MPC re-aimed at each novel reward by swapping the objective, vs D-MPC with the learned value and BC."""
+    rewards = envs_lib.novel_rewards(env.name)
+    spec = {"dmpc_value": ("dmpc", model, planning.learned_objective), "bc": ("bc", model, None)}
+    for name, fn in rewards.items():
+        spec[f"dmpc_{name}"] = ("dmpc", model, planning.reward_objective(fn, config.value.discount))
+    results = evaluate_models(env, spec, jax.random.key(config.seed + 7), config, reward_fns=rewards)
+    return {policy: {k: _summary(v) for k, v in r.items()} for policy, r in results.items()}
+
+
+def broken_ankle_experiment(env_name, model, made, config, workdir, log) -> dict:
+    """Play data (the expert's stochastic policy) in the defective env; fine-tune only the dynamics."""
+    broken = envs_lib.make(env_name, config.ankle.gear_scale)
+    play = data_lib.collect(broken, made["expert_run"].policy_fn, made["expert_params"],
+                            jax.random.key(config.seed + 11), config.ankle.play_episodes, config.max_steps)
+    path = data_lib.write_dataset(play, env_name, "play", os.path.join(workdir, "data_broken_ankle"),
+                                  {"seed": config.seed, "gear_scale": config.ankle.gear_scale, "env_repr": repr(broken)})
+    segments = Segments(data_lib.to_episodes(data_lib.load_dataset(path, env_name=env_name, kind="play")),
+                        config.model.history, config.model.horizon, config.value.discount, config.value.terminal_penalty)
+    graphdef, state = nnx.split(model)
+    finetuned = train_models(broken, segments, config, os.path.join(workdir, "finetune_ankle"),
+                             weights={"dynamics": 1.0}, init_model=nnx.merge(graphdef, jax.tree.map(jnp.copy, state)),
+                             num_steps=config.ankle.finetune_steps)
+    spec = {"before": ("dmpc", model, planning.learned_objective),
+            "after": ("dmpc", finetuned, planning.learned_objective)}
+    results = evaluate_models(broken, spec, jax.random.key(config.seed + 13), config)
+    reference = made["reference"]
+    out = {"gear_scale": config.ankle.gear_scale, "play_episodes": int(len(play.lengths)),
+           "play_return": _summary(play.returns), **{k: _scores(v["return"], reference, env_name) for k, v in results.items()}}
+    log(f"  broken ankle (gear x{config.ankle.gear_scale}): D-MPC {out['before']['normalized_own']['mean']:.1f} -> "
+        f"{out['after']['normalized_own']['mean']:.1f} after fine-tuning the dynamics on {out['play_episodes']} play episodes")
+    return out

@@ -1,0 +1,209 @@
+"""Planners over the learned models (one episode each; vmap over episodes) and their evaluation on MJX.
+
+    dmpc_act        Sample-Score-Rank: diffusion proposal -> diffusion dynamics -> objective -> argmax
+    onestep_act     ablation: diffusion proposal, one-step MLP dynamics rolled out autoregressively
+    gaussian_act    ablation: Gaussian chunk proposal, diffusion dynamics
+    mbop_act        MBOP-style: BC policy + noise rolled through one-step dynamics, softmax-weighted first action
+    bc_act          behaviour cloning
+
+Every `*_act(model, history[H, S], key, cfg, objective) -> action[A]` replans from scratch each control step.
+An objective is `objective(model, obs[S], states[N, F, S], actions[N, F, A]) -> scores[N]`: the learned value
+(`learned_objective`) or a hand-written reward summed over the predicted states (`reward_objective`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from core import diffusion
+from core.planning.ssr import sample_score_rank, softmax_weighted
+
+
+def learned_objective(model, obs, states, actions):
+    return model.values(jnp.broadcast_to(obs, (states.shape[0],) + obs.shape), states, actions)
+
+
+def reward_objective(reward_fn: Callable, discount: float = 0.99):
+    """Score = sum_k discount^k reward_fn(s_{t+k+1}, a_{t+k}) over the predicted sequence (no retraining)."""
+    def objective(model, obs, states, actions):
+        rewards = reward_fn(states, actions)                              # [N, F]
+        return jnp.sum(rewards * discount ** jnp.arange(rewards.shape[1]), -1)
+    return objective
+
+
+def _broadcast_cond(model, history, n):
+    cond = model.history_cond(history[None])
+    return jnp.broadcast_to(cond, (n, cond.shape[-1]))
+
+
+def diffusion_actions(model, history, key, n, cfg, schedule):
+    F, A = model.dims.horizon, model.dims.action_dim
+    flat = diffusion.ddim_sample(model.proposal, schedule, (n, F * A), _broadcast_cond(model, history, n), key,
+                                 num_steps=cfg.proposal_steps)
+    return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
+
+
+def gaussian_actions(model, history, key, n):
+    F, A = model.dims.horizon, model.dims.action_dim
+    mean, log_std = model.gaussian_params(history[None])
+    flat = mean + jnp.exp(log_std) * jax.random.normal(key, (n, F * A))
+    return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
+
+
+def diffusion_states(model, history, actions, key, cfg, schedule):
+    n, F, _ = actions.shape
+    S = model.dims.obs_dim
+    cond = jnp.concatenate([_broadcast_cond(model, history, n), actions.reshape(n, -1)], -1)
+    delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps)
+    normalized = model.norm(history[-1])[None, None] + delta.reshape(n, F, S) * model.delta_std[...]
+    return model.denorm(normalized)
+
+
+def onestep_states(model, history, actions):
+    obs = jnp.broadcast_to(history[-1], (actions.shape[0], history.shape[-1]))
+
+    def step(obs, action):
+        nxt = model.onestep_next(obs, action)
+        return nxt, nxt
+    _, states = jax.lax.scan(step, obs, jnp.swapaxes(actions, 0, 1))
+    return jnp.swapaxes(states, 0, 1)
+
+
+def _ssr(model, history, key, cfg, objective, propose, predict):
+    def sample(key, n):
+        k_act, k_dyn = jax.random.split(key)
+        actions = propose(k_act, n)
+        return actions, predict(actions, k_dyn)
+    (actions, _), _ = sample_score_rank(sample, lambda c: objective(model, history[-1], c[1], c[0]), key,
+                                        cfg.num_samples)
+    return actions[0]
+
+
+def dmpc_act(model, history, key, cfg, objective, schedule):
+    return _ssr(model, history, key, cfg, objective,
+                lambda k, n: diffusion_actions(model, history, k, n, cfg, schedule),
+                lambda a, k: diffusion_states(model, history, a, k, cfg, schedule))
+
+
+def onestep_act(model, history, key, cfg, objective, schedule):
+    return _ssr(model, history, key, cfg, objective,
+                lambda k, n: diffusion_actions(model, history, k, n, cfg, schedule),
+                lambda a, k: onestep_states(model, history, a))
+
+
+def gaussian_act(model, history, key, cfg, objective, schedule):
+    return _ssr(model, history, key, cfg, objective,
+                lambda k, n: gaussian_actions(model, history, k, n),
+                lambda a, k: diffusion_states(model, history, a, k, cfg, schedule))
+
+
+def mbop_act(model, history, key, cfg, objective, schedule):
+    """MBOP-Trajopt without trajectory blending: N rollouts of (BC + noise, one-step dynamics), scored by the
+    objective, first actions averaged with weights exp(score / (temperature * value_std))."""
+    n, F = cfg.num_samples, model.dims.horizon
+    hist = jnp.broadcast_to(history, (n,) + history.shape)
+
+    def step(hist, key):
+        action = jnp.clip(model.bc_action(hist) + cfg.mbop_noise * jax.random.normal(key, (n, model.dims.action_dim)),
+                          -1.0, 1.0)
+        nxt = model.onestep_next(hist[:, -1], action)
+        return jnp.concatenate([hist[:, 1:], nxt[:, None]], 1), (action, nxt)
+    _, (actions, states) = jax.lax.scan(step, hist, jax.random.split(key, F))
+    actions, states = jnp.swapaxes(actions, 0, 1), jnp.swapaxes(states, 0, 1)
+    scores = objective(model, history[-1], states, actions)
+    return softmax_weighted(actions[:, 0], scores, cfg.mbop_temperature * model.value_std[...])
+
+
+def bc_act(model, history, key, cfg, objective, schedule):
+    return model.bc_action(history[None])[0]
+
+
+METHODS = {"dmpc": dmpc_act, "onestep": onestep_act, "gaussian": gaussian_act, "mbop": mbop_act, "bc": bc_act}
+
+
+def make_policy(graphdef, method: str, cfg, schedule, objective=learned_objective, dtype=jnp.float32):
+    """`policy(model_state, histories[E, H, S], key) -> actions[E, A]`, vmapped over episodes."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown planner {method!r}; choose one of {sorted(METHODS)}.")
+    act = METHODS[method]
+
+    def policy(model_state, histories, key):
+        model = nnx.merge(graphdef, model_state)
+        keys = jax.random.split(key, histories.shape[0])
+        return jax.vmap(lambda h, k: act(model, h, k, cfg, objective, schedule))(histories, keys)
+    return policy
+
+
+def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Array, num_episodes: int,
+             max_steps: int, reward_fns: dict[str, Callable] | None = None, history: int = 1) -> dict:
+    """Runs every policy on `num_episodes` episodes (same reset keys for all), stepping all of them in one
+    vmapped MJX step per control step inside one `lax.scan`. Returns, per policy, numpy arrays `return`
+    (the env's reward), `length`, and `return_<name>` for each extra reward_fn(next_obs, action) (summed
+    while alive)."""
+    names = sorted(policies)
+    reward_fns = reward_fns or {}
+    M, E = len(names), num_episodes
+
+    def run(model_states, key):
+        reset_key, act_key = jax.random.split(key)
+        reset_keys = jnp.tile(jax.random.split(reset_key, E), (M,))
+        state = jax.vmap(env.reset)(reset_keys)
+        hist = jnp.repeat(state.obs[:, None], history, 1)
+
+        def step(carry, key):
+            state, hist, alive, totals = carry
+            keys = jax.random.split(key, M)
+            actions = jnp.concatenate([policies[n](model_states[n], hist[i * E:(i + 1) * E], keys[i])
+                                       for i, n in enumerate(names)])
+            actions = jnp.clip(actions, -1.0, 1.0)
+            nxt = jax.vmap(env.step)(state, actions)
+            rewards = {"return": nxt.reward, **{f"return_{k}": fn(nxt.obs, actions) for k, fn in reward_fns.items()}}
+            totals = {k: totals[k] + jnp.where(alive, rewards[k], 0.0) for k in totals}
+            totals["length"] = totals["length"] + alive
+            hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
+            return (nxt, hist, alive & (nxt.done < 0.5), totals), None
+
+        totals = {"return": jnp.zeros(M * E), "length": jnp.zeros(M * E, jnp.int32),
+                  **{f"return_{k}": jnp.zeros(M * E) for k in reward_fns}}
+        (_, _, _, totals), _ = jax.lax.scan(step, (state, hist, jnp.ones(M * E, bool), totals),
+                                            jax.random.split(act_key, max_steps))
+        return totals
+
+    totals = jax.device_get(jax.jit(run)({n: model_states[n] for n in names}, key))
+    return {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
+
+
+def plan_ms_per_step(policy: Callable, model_state, histories: jax.Array, repeats: int = 5) -> float:
+    """Milliseconds per control step of a jitted policy over a batch of episodes (compile excluded)."""
+    fn = jax.jit(policy)
+    jax.block_until_ready(fn(model_state, histories, jax.random.key(0)))
+    start = time.perf_counter()
+    for i in range(repeats):
+        out = fn(model_state, histories, jax.random.key(i + 1))
+    jax.block_until_ready(out)
+    return 1000.0 * (time.perf_counter() - start) / repeats
+
+
+def record_qpos(env, policy: Callable, model_state, key: jax.Array, max_steps: int, history: int = 1) -> np.ndarray:
+    """qpos [T+1, nq] of one episode of `policy` (for the GIF); stops at termination."""
+    def run(model_state, key):
+        reset_key, act_key = jax.random.split(key)
+        state = jax.vmap(env.reset)(reset_key[None])
+        hist = jnp.repeat(state.obs[:, None], history, 1)
+
+        def step(carry, key):
+            state, hist, alive = carry
+            nxt = jax.vmap(env.step)(state, jnp.clip(policy(model_state, hist, key), -1.0, 1.0))
+            hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
+            return (nxt, hist, alive & (nxt.done[0] < 0.5)), (nxt.pipeline_state.q[0], alive)
+        _, (qpos, alive) = jax.lax.scan(step, (state, hist, jnp.array(True)), jax.random.split(act_key, max_steps))
+        return jnp.concatenate([state.pipeline_state.q, qpos]), alive
+    qpos, alive = jax.device_get(jax.jit(run)(model_state, key))
+    return qpos[:int(alive.sum()) + 1]

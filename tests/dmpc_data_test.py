@@ -1,0 +1,80 @@
+"""Offline datasets: deterministic bytes, round trip, clear errors; segments and value targets."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from papers.dmpc import data as data_lib
+from papers.dmpc.segments import Segments, discounted_returns
+
+
+def make_episodes(seed=0, n=3, horizon=6, obs_dim=3, action_dim=2):
+    rng = np.random.default_rng(seed)
+    lengths = np.array([horizon, 4, 5][:n])
+    return data_lib.Episodes(
+        observations=rng.normal(size=(n, horizon + 1, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, horizon, action_dim)).astype(np.float32),
+        rewards=np.ones((n, horizon), np.float32) * (np.arange(horizon) < lengths[:, None]),
+        qpos=rng.normal(size=(n, horizon + 1, 2)).astype(np.float32),
+        qvel=rng.normal(size=(n, horizon + 1, 2)).astype(np.float32),
+        lengths=lengths, terminal=np.array([False, True, False][:n]))
+
+
+def manifest(path):
+    with open(os.path.join(path, "manifest.json")) as f:
+        return json.load(f)
+
+
+def test_same_episodes_give_the_same_bytes_and_round_trip(tmp_path):
+    episodes = make_episodes()
+    a = data_lib.write_dataset(episodes, "toy", "medium", str(tmp_path / "a"), {"seed": 0})
+    b = data_lib.write_dataset(episodes, "toy", "medium", str(tmp_path / "b"), {"seed": 0})
+    assert manifest(a)["files"] == manifest(b)["files"] and manifest(a)["files"]
+    assert manifest(a)["counts"] == {"episodes": 3, "steps": 15, "terminals": 1}
+    back = data_lib.to_episodes(data_lib.load_dataset(a, env_name="toy", kind="medium", obs_dim=3, action_dim=2))
+    np.testing.assert_array_equal(back.lengths, episodes.lengths)
+    for i, n in enumerate(episodes.lengths):
+        np.testing.assert_array_equal(back.observations[i, :n + 1], episodes.observations[i, :n + 1])
+        np.testing.assert_array_equal(back.actions[i, :n], episodes.actions[i, :n])
+    np.testing.assert_array_equal(back.terminal, episodes.terminal)
+    other = data_lib.write_dataset(make_episodes(seed=1), "toy", "medium", str(tmp_path / "c"), {"seed": 1})
+    assert manifest(other)["files"] != manifest(a)["files"]
+    assert not [f for f in os.listdir(tmp_path / "a") if f.startswith(".")]     # no temp dir left behind
+
+
+def test_missing_and_mismatched_datasets_raise_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json missing"):
+        data_lib.load_dataset(str(tmp_path / "nothing"))
+    path = data_lib.write_dataset(make_episodes(), "toy", "medium", str(tmp_path), {})
+    with pytest.raises(ValueError, match="env='toy' but 'hopper'"):
+        data_lib.load_dataset(path, env_name="hopper")
+    with pytest.raises(ValueError, match="obs_dim=3 but 11"):
+        data_lib.load_dataset(path, obs_dim=11)
+    with pytest.raises(ValueError, match="Unknown dataset kind"):
+        data_lib.write_dataset(make_episodes(), "toy", "expert-ish", str(tmp_path), {})
+
+
+def test_discounted_returns_with_terminal_penalty():
+    episodes = make_episodes()
+    returns = discounted_returns(episodes, discount=0.5, terminal_penalty=-100.0)
+    np.testing.assert_allclose(returns[0, :6], [1 + .5 + .25 + .125 + .0625 + .03125, 1 + .5 + .25 + .125 + .0625,
+                                                1 + .5 + .25 + .125, 1.75, 1.5, 1.0], rtol=1e-6)
+    # episode 1 fell after 4 steps: the penalty lands on its last step
+    np.testing.assert_allclose(returns[1, 3], 1.0 - 100.0)
+    np.testing.assert_allclose(returns[1, 2], 1.0 + 0.5 * (1.0 - 100.0))
+
+
+def test_segments_gather_history_actions_and_future():
+    episodes = make_episodes()
+    segments = Segments(episodes, history=2, horizon=3, discount=0.5, terminal_penalty=-100.0)
+    assert len(segments) == (6 - 3 + 1) + (4 - 3 + 1) + (5 - 3 + 1)
+    batch = segments.gather(np.array([0, 1]))           # episode 0 at t = 0 and t = 1
+    obs = episodes.observations[0]
+    np.testing.assert_array_equal(batch["history"][0], obs[[0, 0]])     # clamped before the start
+    np.testing.assert_array_equal(batch["history"][1], obs[[0, 1]])
+    np.testing.assert_array_equal(batch["future"][1], obs[2:5])
+    np.testing.assert_array_equal(batch["actions"][1], episodes.actions[0, 1:4])
+    with pytest.raises(ValueError, match="planning horizon"):
+        Segments(episodes, history=1, horizon=7)
