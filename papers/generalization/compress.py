@@ -46,10 +46,12 @@ def cross_entropy_loss(model: nnx.Module, batch, rng):
 
 
 def fit(model: nnx.Module, x: jax.Array, y: jax.Array, num_steps: int, batch_size: int, learning_rate: float,
-        seed: int, loss_fn=cross_entropy_loss, weight_decay: float = 0.0) -> tuple[nnx.Module, list[float]]:
-    """`num_steps` Adam steps of core.train's jitted step on batches drawn with replacement-free epochs."""
+        seed: int, loss_fn=cross_entropy_loss, weight_decay: float = 0.0, optimizer: str = "adam",
+        momentum: float = 0.9) -> tuple[nnx.Module, list[float]]:
+    """`num_steps` steps (Adam by default) of core.train's jitted step on shuffled epochs of (x, y)."""
+    name = "adamw" if optimizer == "adam" and weight_decay else optimizer
     config = ml_collections.ConfigDict(dict(
-        optim=train_lib.optim_config(name="adamw" if weight_decay else "adam", learning_rate=learning_rate,
+        optim=train_lib.optim_config(name=name, learning_rate=learning_rate, b1=momentum if name == "sgd" else 0.9,
                                      weight_decay=weight_decay, warmup_steps=max(1, num_steps // 20),
                                      total_steps=num_steps, grad_clip=0.0, b2=0.999, end_learning_rate_fraction=0.01),
         train=train_lib.train_config(seed=seed, compute_dtype="float32")))
