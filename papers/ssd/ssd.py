@@ -520,6 +520,8 @@ class SSDRuntime:
             accepted_on_hit=safe(total(accepted_by, SOURCE_HIT), total(rounds_by, SOURCE_HIT)),
             accepted_on_miss=safe(total(accepted_by, SOURCE_MISS), total(rounds_by, SOURCE_MISS)),
             accepted_initial=safe(total(accepted_by, SOURCE_INITIAL), total(rounds_by, SOURCE_INITIAL)),
+            rounds_by_source=dict(initial=total(rounds_by, SOURCE_INITIAL), hit=total(rounds_by, SOURCE_HIT),
+                                  miss=total(rounds_by, SOURCE_MISS)),
             fallback_rounds=int(np.asarray(dloop.fallback_calls)), enqueued_rounds=rounds,
             num_draft=config.num_draft)
         stats["acceptance"] = safe(stats["accepted"], stats["rounds"] * config.num_draft)
