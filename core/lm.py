@@ -106,12 +106,17 @@ def _generate(model, prompt, cache, key, max_new_tokens, temperature):
 
 def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
     """Builds (or reuses) the corpus and tokenizer, then trains the configured LM through core.train."""
+    # Lazy: grain and TFDS load slowly, and the decoding users of this module need neither.
     from core.data import corpus as corpus_lib
     from core.data import lm_pipeline, tokenizer as tokenizer_lib
 
     corpus_dir = config.data.corpus_dir
-    corpus_lib.ensure_corpus(config.corpus, corpus_dir)
+    manifest = corpus_lib.ensure_corpus(config.corpus, corpus_dir)
     tokenizer = tokenizer_lib.load_tokenizer(corpus_dir)
+    if config.model.vocab_size != tokenizer.get_vocab_size():   # the tokenizer decides; say so, record the truth
+        print(f"warning: config.model.vocab_size={config.model.vocab_size} replaced by the tokenizer's "
+              f"{tokenizer.get_vocab_size()} (set --config.corpus.vocab_size to change the vocabulary)", flush=True)
+        config.model.vocab_size = tokenizer.get_vocab_size()
     mesh = sharding_lib.make_mesh(config.get("mesh"))
     per_process_batch = config.data.batch_size // jax.process_count()
     train_batches = lm_pipeline.make_lm_iterator(
@@ -130,4 +135,6 @@ def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Train
         result["sample"] = config.sample.prompt + tokenizer.decode(np.asarray(new[0]).tolist())
         return result
 
-    return train_lib.train(config, workdir, model, next_token_loss, train_batches, eval_fn=eval_fn, mesh=mesh)
+    identity = {k: manifest[k] for k in ("tokenizer_sha256", "content_sha256", "vocab_size")}
+    return train_lib.train(config, workdir, model, next_token_loss, train_batches, eval_fn=eval_fn, mesh=mesh,
+                           identity=identity)

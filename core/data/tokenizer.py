@@ -12,6 +12,7 @@ import os
 from typing import Iterable
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -19,8 +20,6 @@ PAD = "<|pad|>"
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     """GPT-2 style byte-level BPE (any UTF-8 text round-trips); deterministic for the same texts."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -39,7 +38,6 @@ def save_tokenizer(tokenizer, directory: str) -> str:
 
 
 def load_tokenizer(corpus_dir: str):
-    from tokenizers import Tokenizer
     path = os.path.join(corpus_dir, "tokenizer.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No tokenizer at {path}; build the corpus first (launch/build_corpus.py).")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 
 def write_gif(results: dict, path: str, num_episodes: int = 4, ms_per_frame: int = 250) -> None:
     """Each GIF frame shows the episodes side by side; per episode: the current frame above the goal."""
-    from PIL import Image
 
     frames, goals = np.asarray(results["frames"]), np.asarray(results["goal_frame"])
     count = min(num_episodes, frames.shape[0])

@@ -6,10 +6,10 @@ import os
 
 import ml_collections
 
+from papers.lewm import evaluate, train as lewm_train
+
 
 def smoke_pipeline(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, str]]:
-    from papers.lewm import evaluate, train as lewm_train
-
     result = lewm_train.train_lewm(config, os.path.join(workdir, "train"))
     rows = [r for r in result.history if "pred_loss" in r]
     model = lewm_train.restore_model(config, os.path.join(workdir, "train"))

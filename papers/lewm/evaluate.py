@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from core import envs
-from papers.lewm import planning
+from papers.lewm import artifacts, planning, surprise
 from papers.lewm.train import restore_model
 
 
@@ -105,8 +105,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, steps: lis
     """The whole evaluation of a trained workdir: success vs the listed checkpoint steps (the last one is the
     model evaluated further), plan time (one episode and batched), and the surprise tests; writes the planning
     GIF and the surprise PNG into out_dir (suffixed by `name`). Returns the report."""
-    from papers.lewm import artifacts, surprise
-
     suffix = f"_{name}" if name else ""
     started = time.perf_counter()
     curve, results = success_vs_steps(config, workdir, steps)

@@ -60,7 +60,7 @@ def paired_tests(errors: np.ndarray, perturb_frame: int = 6) -> dict:
 
 
 def plot(errors: np.ndarray, path: str, perturb_frame: int = 6) -> None:
-    import matplotlib
+    import matplotlib          # lazy: matplotlib loads slowly and only plotting needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2))
