@@ -171,4 +171,4 @@ def test_theorem7_and_crossover_batch():
     speed_fast = p * e_hit + (1 - p) * e_fast
     assert 1 < b_star < 64
     assert speed_jit(math.floor(b_star)) > speed_fast > speed_jit(math.ceil(b_star))
-    assert fanout.crossover_batch(1.0, 3, 2, 1, 0.5, 0.5) == math.inf
+    assert fanout.crossover_batch(0.8, 3.0, 2.5, 1.0, 0.5, 0.0) == math.inf   # a free backup never loses
