@@ -3,18 +3,25 @@
 Async save, keep-N, resume from the workdir. Atomicity comes from orbax: a step is written under a temporary
 name and renamed when finalized, and `latest_step` only sees finalized steps, so an interrupted save is never
 loaded. Restores are checked against the expected tree (shapes and dtypes) first, so a checkpoint from a
-different model fails with one clear error instead of deep inside orbax or XLA.
+different model fails with one clear error instead of deep inside orbax or XLA. A finalized step that cannot be
+read (truncated or damaged files) is skipped with a warning naming it and why, and the newest intact one is
+restored; `restore_latest(..., quarantine=True)` also moves the damaged steps to `<dir>.corrupt/` so training
+can save those step numbers again (nothing is deleted).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from core import errors
 
 
 class Checkpointer:
@@ -27,6 +34,7 @@ class Checkpointer:
             cleanup_tmp_directories=True)
         handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self.skipped: list[tuple[int, str]] = []   # (step, reason) of damaged steps the last restore passed over
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -47,10 +55,51 @@ class Checkpointer:
         return self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
     def restore(self, target: Any, step: int | None = None, with_data: bool = False) -> Any:
-        """Restores onto `target` (arrays or ShapeDtypeStructs carrying shardings). Returns state[, data]."""
-        step = self.latest_step() if step is None else step
+        """Restores onto `target` (arrays or ShapeDtypeStructs carrying shardings). Returns state[, data].
+        Without `step`, the newest intact checkpoint (see `restore_latest`)."""
         if step is None:
-            raise FileNotFoundError(f"No finalized checkpoint in {self.directory}.")
+            _, state, data = self.restore_latest(target, with_data=True)
+            return (state, data) if with_data else state
+        state, data = self._restore_step(step, target, with_data)
+        return (state, data) if with_data else state
+
+    def restore_latest(self, target: Any, with_data: bool = False, quarantine: bool = False
+                       ) -> tuple[int, Any, Any]:
+        """(step, state, data or None) of the newest checkpoint that restores; damaged newer steps are skipped
+        with a warning on stderr (and with `quarantine`, moved to `<dir>.corrupt/`). A checkpoint of another
+        model is not damage: its WorkdirMismatchError propagates. Raises CheckpointError if none restores."""
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise errors.CheckpointError(f"No finalized checkpoint in {self.directory}.")
+        skipped = []
+        for step in steps:
+            try:
+                state, data = self._restore_step(step, target, with_data)
+            except errors.UserError:
+                raise
+            except Exception as e:  # orbax/tensorstore/json: any unreadable file makes the step unusable
+                reason = f"{type(e).__name__}: {_one_line(e)}"
+                skipped.append((step, reason))
+                print(f"warning: checkpoint step {step} in {self.directory} is unreadable ({reason}); "
+                      "trying the previous one", file=sys.stderr, flush=True)
+                continue
+            if skipped and quarantine:
+                self._quarantine([s for s, _ in skipped])
+            if skipped:
+                print(f"warning: restored step {step}; skipped damaged step(s) "
+                      f"{', '.join(str(s) for s, _ in skipped)}"
+                      + (f" (moved to {self.directory}.corrupt/)" if quarantine else ""), file=sys.stderr, flush=True)
+            self.skipped = skipped
+            return step, state, data
+        listing = "; ".join(f"step {s}: {r}" for s, r in skipped)
+        raise errors.CheckpointError(
+            f"No checkpoint in {self.directory} can be restored ({listing}). Move the directory aside to start "
+            "over, or restore it from a backup.")
+
+    def _restore_step(self, step: int, target: Any, with_data: bool) -> tuple[Any, Any]:
+        if step not in self.all_steps():
+            raise errors.CheckpointError(f"No finalized checkpoint for step {step} in {self.directory}; it has "
+                                         f"{sorted(self.all_steps())}.")
         self._check_compatible(step, target)
         abstract = jax.tree.map(_abstract, target)
         items = {"state": ocp.args.StandardRestore(abstract)}
@@ -58,9 +107,20 @@ class Checkpointer:
         if has_data:
             items["data"] = ocp.args.JsonRestore()
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        if with_data:
-            return restored["state"], (restored["data"] if has_data else None)
-        return restored["state"]
+        return restored["state"], (restored["data"] if has_data else None)
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves damaged steps out of orbax's sight (process 0; every process then rereads the directory)."""
+        if jax.process_index() == 0:
+            aside = f"{self.directory}.corrupt"
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                target = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+                shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("checkpoint_quarantine")
+        self._manager.reload()
 
     def _check_compatible(self, step: int, target: Any) -> None:
         metadata = self._manager.item_metadata(step)
@@ -73,7 +133,7 @@ class Checkpointer:
         for path, leaf in target_leaves:
             key = _path_key(path)
             if key not in saved_by_path:
-                raise ValueError(
+                raise errors.WorkdirMismatchError(
                     f"Checkpoint {self.directory} step {step} has no entry {key}; it was written by a different "
                     "model or config. Point --workdir at a fresh directory or restore the matching config.")
             saved_shape = tuple(getattr(saved_by_path[key], "shape", ()) or ())
@@ -81,12 +141,12 @@ class Checkpointer:
             if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):   # stored as its raw key data
                 expected_shape = jax.eval_shape(jax.random.key_data, leaf).shape
             if saved_shape != expected_shape:
-                raise ValueError(
+                raise errors.WorkdirMismatchError(
                     f"Checkpoint {self.directory} step {step}: {key} has shape {saved_shape} but the model "
                     f"expects {expected_shape}; the checkpoint belongs to a different config. Use a "
                     "fresh --workdir or the config it was trained with.")
         if len(saved_by_path) != len(target_leaves):
-            raise ValueError(
+            raise errors.WorkdirMismatchError(
                 f"Checkpoint {self.directory} step {step} holds {len(saved_by_path)} arrays but the model has "
                 f"{len(target_leaves)}; it belongs to a different config. Use a fresh --workdir.")
 
@@ -96,6 +156,11 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _path_key(path: tuple) -> str:

@@ -8,6 +8,10 @@ Ensembles run the same step under `jax.vmap` over a leading member axis of the s
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -19,6 +23,7 @@ import optax
 from flax import nnx
 
 from core import checkpoint as checkpoint_lib
+from core import errors
 from core import metrics as metrics_lib
 from core import sharding as sharding_lib
 from core.precision import cast_floating
@@ -215,35 +220,52 @@ class TrainResult:
 def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, loss_fn: LossFn,
           batches: Batches, eval_fn: Callable[[nnx.Module, int], Mapping[str, Any]] | None = None,
           mesh: jax.sharding.Mesh | None = None,
-          hooks: tuple[Callable[[int, TrainState, dict], None], ...] = ()) -> TrainResult:
+          hooks: tuple[Callable[[int, TrainState, dict], None], ...] = (),
+          identity: Mapping[str, Any] | None = None) -> TrainResult:
     """Runs `config.train.num_steps` steps, resuming from `workdir/checkpoints` if a checkpoint is there.
 
     `batches` is an iterator (a grain iterator's position is checkpointed with the state) or a function
     `step -> batch` (deterministic in the step, so nothing needs saving). `eval_fn(model, step)` returns
     scalars (logged as eval/...) and may return a "sample" string (logged as text).
+
+    Reliability: the workdir pins its identity (parameter shapes, global batch shapes, and the caller's
+    `identity`, e.g. the tokenizer hash) in identity.json and refuses a run that differs before writing
+    anything (config.json included); resume falls back past damaged checkpoints; metrics rows of replayed
+    steps are dropped; SIGINT/SIGTERM save a checkpoint and raise errors.Interrupted.
     """
     tc = config.train
     setup = setup_training(config, model, loss_fn, mesh)
     graphdef, state, step_fn, mesh, compute_dtype = (setup.graphdef, setup.state, setup.step_fn, setup.mesh,
                                                      setup.compute_dtype)
-    writer = metrics_lib.MetricsWriter(workdir)
     history: list[dict] = []
     get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None
-    try:
-        with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", keep=tc.keep_checkpoints,
-                                         async_save=tc.async_checkpoint) as ckpt:
-            start = ckpt.latest_step() or 0
-            if start:
-                state, data_state = ckpt.restore(state, start, with_data=True)
+    first_batch = sharding_lib.shard_batch(get_batch(0) if get_batch else next(batches), mesh)
+    _pin_identity(workdir, _run_identity(state, first_batch, identity))
+    _write_config(workdir, config)
+    writer = None
+    with _StopRequests() as stop, checkpoint_lib.Checkpointer(
+            f"{workdir}/checkpoints", keep=tc.keep_checkpoints, async_save=tc.async_checkpoint) as ckpt:
+        try:
+            start = 0
+            if ckpt.all_steps():
+                start, state, data_state = ckpt.restore_latest(state, with_data=True, quarantine=True)
                 if data_state is not None and hasattr(batches, "set_state"):
                     batches.set_state(data_state)
+                    first_batch = None     # the iterator now stands after step `start`
                 metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
+            if get_batch and start:
+                first_batch = None
+            _drop_rows_after(workdir, start)
+            writer = metrics_lib.MetricsWriter(workdir)
             progress = metrics_lib.Progress(tc.num_steps, start)
             started = time.perf_counter()
             pending: tuple[int, dict] | None = None
             for step in range(start + 1, tc.num_steps + 1):
-                batch = get_batch(step - 1) if get_batch else next(batches)
-                state, metrics = step_fn(state, sharding_lib.shard_batch(batch, mesh))
+                if first_batch is not None:
+                    batch, first_batch = first_batch, None
+                else:
+                    batch = sharding_lib.shard_batch(get_batch(step - 1) if get_batch else next(batches), mesh)
+                state, metrics = step_fn(state, batch)
                 if pending is not None:           # check the previous step while this one runs
                     _check_finite(*pending, workdir)
                 pending = (step, metrics)
@@ -265,20 +287,130 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                     if sample is not None:
                         writer.write_text(step, "sample", sample)
                     metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
-                if step % tc.checkpoint_every == 0 or is_last:
+                if step % tc.checkpoint_every == 0 or is_last or stop.requested:
                     _check_finite(step, metrics, workdir)
                     data_state = batches.get_state() if hasattr(batches, "get_state") else None
                     ckpt.save(step, state, data_state, force=True)
-    finally:
-        writer.close()
+                if stop.requested and not is_last:
+                    ckpt.wait()
+                    raise errors.Interrupted(
+                        f"stopped by {stop.requested} at step {step}/{tc.num_steps} after saving a checkpoint "
+                        f"there; rerun the same command to resume from step {step}.")
+        finally:
+            if writer is not None:
+                writer.close()
     return TrainResult(state=state, graphdef=graphdef, history=history)
 
 
 def _check_finite(step: int, metrics: dict, workdir: str) -> dict:
     row = {k: float(np.asarray(v)) for k, v in metrics.items()}
     if row.get("nonfinite", 0.0) or not np.isfinite(row["loss"]):
-        raise FloatingPointError(
+        raise errors.NonFiniteLossError(
             f"Loss became non-finite at step {step} (loss={row['loss']}, grad_norm={row.get('grad_norm')}); "
             f"the update was skipped and nothing after the last good checkpoint in {workdir} was saved. "
             "Lower optim.learning_rate or check the data.")
     return row
+
+
+class _StopRequests:
+    """Within the block, SIGINT/SIGTERM only set `requested` (the loop saves, then stops); a second signal
+    interrupts at once. Only the main thread can own signal handlers; elsewhere this does nothing."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:            # second signal: the user means it
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        metrics_lib.log_progress(f"{self.requested}: saving a checkpoint after this step (again to quit now)")
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_identity(state: TrainState, batch: Any, extra: Mapping[str, Any] | None) -> dict:
+    """What a workdir's checkpoints and metrics mean: parameter shapes, global batch shapes, data identity."""
+    describe = lambda tree: {jax.tree_util.keystr(path, simple=True, separator="/"): [list(np.shape(leaf)), str(leaf.dtype)]
+                             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {"params": describe(state.params), "batch": describe(batch),
+            "data": json.loads(json.dumps(dict(extra or {}), default=str))}
+
+
+def _pin_identity(workdir: str, identity: dict) -> None:
+    """Writes workdir/identity.json on the first run; later runs must match it (raises before any write)."""
+    path = os.path.join(workdir, "identity.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                pinned = json.load(f)
+            except json.JSONDecodeError as e:
+                raise errors.WorkdirMismatchError(
+                    f"{path} is unreadable ({e}); it pins what this workdir trained on. Use a fresh --workdir.")
+        differences = _differences(pinned, identity)
+        if differences:
+            raise errors.WorkdirMismatchError(
+                f"--workdir {workdir} was trained with a different data or model identity ("
+                + "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+                + f"). Resuming would mix two experiments: use a fresh --workdir, or rerun with the config in "
+                f"{os.path.join(workdir, 'config.json')}.")
+        return
+    if jax.process_index() == 0:
+        _write_atomic(path, json.dumps(identity, indent=1, sort_keys=True))
+
+
+def _differences(pinned: dict, current: dict, prefix: str = "") -> list[str]:
+    """Human-readable "key: workdir X, this run Y" lines for every leaf that differs."""
+    out = []
+    for key in sorted(set(pinned) | set(current)):
+        a, b = pinned.get(key, "absent"), current.get(key, "absent")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: workdir {a}, this run {b}")
+    return out
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """config.json, the record of the latest accepted run (written only after the workdir accepted it)."""
+    if jax.process_index() == 0:
+        _write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _drop_rows_after(workdir: str, step: int) -> None:
+    """Removes metrics.jsonl rows past the resumed step: those steps run again and will be logged again."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue                  # a row cut short by a kill
+    if len(kept) != len(lines):
+        _write_atomic(path, "".join(kept))

@@ -16,7 +16,9 @@ bug and keeps its traceback. Logging defaults to warnings (pass --verbosity=0 fo
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import time
 from typing import Callable
 
 from absl import app, flags, logging
@@ -56,6 +58,8 @@ def _initialise_jax() -> None:
     if _COORDINATOR.value:
         # gloo carries cross-process collectives between CPU devices; GPU/TPU backends ignore this setting.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        if num > 1:
+            _rendezvous(_COORDINATOR.value, num, index, _TIMEOUT.value)
         try:
             jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=num,
                                        process_id=index, initialization_timeout=_TIMEOUT.value)
@@ -68,6 +72,62 @@ def _initialise_jax() -> None:
     if jax.process_count() > 1:
         print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local devices, "
               f"{jax.device_count()} global devices ({jax.devices()[0].platform})", flush=True)
+
+
+def _rendezvous(address: str, num: int, index: int, timeout: float) -> None:
+    """Waits until all `num` processes are up, over a plain TCP socket on the coordinator's port, then frees
+    the port for JAX. jax.distributed.initialize aborts the whole process (a C++ check failure, no Python
+    exception) when a peer is missing at its deadline; this turns that case into one clear error line."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise errors.ConfigError(f"--coordinator_address={address!r} must look like host:port.")
+    deadline = time.monotonic() + timeout
+    how = (f"start all {num} processes with --coordinator_address {address} --num_processes {num} and "
+           f"--process_id 0..{num - 1} within --distributed_timeout={timeout:g} s of each other")
+    if index == 0:
+        peers = {}
+        try:
+            server = socket.create_server(("", int(port)), family=socket.AF_INET6, dualstack_ipv6=True)
+        except OSError:
+            server = socket.create_server(("", int(port)))
+        with server:
+            while len(peers) < num - 1 and time.monotonic() < deadline:
+                server.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    connection, _ = server.accept()
+                    connection.settimeout(5)
+                    peer = int(connection.recv(16).decode().strip() or -1)
+                except (socket.timeout, ValueError, OSError):
+                    continue
+                peers.setdefault(peer, connection)
+            missing = sorted(set(range(1, num)) - set(peers))
+            for connection in peers.values():
+                with connection:
+                    if not missing:
+                        connection.sendall(b"go\n")
+        if missing:
+            raise errors.DistributedError(
+                f"process 0 waited {timeout:g} s at {address} but process(es) {missing} never connected: {how}.")
+        return
+    while True:
+        try:
+            connection = socket.create_connection((host, int(port)), timeout=max(deadline - time.monotonic(), 0.01))
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise errors.DistributedError(
+                    f"process {index} could not reach process 0 at {address} within {timeout:g} s: {how}.")
+            time.sleep(0.2)
+    with connection:
+        connection.sendall(f"{index}\n".encode())
+        connection.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            reply = connection.recv(16)
+        except OSError:
+            reply = b""
+    if reply.strip() != b"go":
+        raise errors.DistributedError(
+            f"process {index} reached {address}, but not every process joined within {timeout:g} s: {how}.")
 
 
 def _first_line(error: BaseException, limit: int = 240) -> str:
@@ -85,12 +145,12 @@ def _load_config():
 def run(main: Callable) -> None:
     """`run(main)` with `main(config, workdir)`. config.json is written by core.train once the workdir has
     accepted the config (so a refused config never replaces the record)."""
-    flags.FLAGS.set_default("verbosity", logging.WARNING)   # orbax/TFDS INFO lines are noise for a user
-
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; overrides look like --config.a.b=value.", FLAG_ERROR_EXIT)
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)   # orbax/TFDS INFO lines are noise for a user
         try:
             config, workdir = _load_config(), _WORKDIR.value
             _initialise_jax()
@@ -136,8 +196,10 @@ _CONFIG_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError, 
 
 def _flag_message(error: BaseException) -> str:
     """One line from absl/ml_collections errors, which may embed a traceback or escaped newlines."""
-    text = str(error).replace("\\n", "\n").replace("\\'", "'").strip("'\" ")
+    text = str(error).replace("\\n", "\n").replace("\\'", "'").strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":   # KeyError/AttributeError quote their text
+        text = text[1:-1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
         lines = lines[-1:]              # the original exception: "ValueError: Unknown config argument ..."
-    return _first_line(" ".join(lines).strip("'\" "))
+    return _first_line(" ".join(lines))

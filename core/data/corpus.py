@@ -29,6 +29,8 @@ from typing import Iterator
 import ml_collections
 from absl import logging
 
+from core import errors
+
 GENERATOR_VERSION = "1.1.0"
 CODE_SPLITS = ("train", "validation")
 PROSE_SPLIT = "prose"
@@ -51,7 +53,7 @@ def corpus_config(**overrides) -> ml_collections.ConfigDict:
         max_files=0, max_file_bytes=1_000_000, validation_percent=2, vocab_size=32768, min_frequency=2)
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
-        raise ValueError(f"Unknown corpus config keys {unknown}; known keys: {sorted(defaults)}.")
+        raise errors.ConfigError(f"Unknown corpus config keys {unknown}; known keys: {sorted(defaults)}.")
     defaults.update(overrides)
     return ml_collections.ConfigDict(defaults)
 
@@ -111,7 +113,7 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
                   for p in _walk(stdlib, _python_file)]
     if config.kernel_dir:
         if not os.path.isdir(config.kernel_dir):
-            raise FileNotFoundError(f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 "
+            raise errors.MissingSourceError(f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 "
                                     "there (launch/fetch_offline_sources.sh) or set kernel_dir=''.")
         resolved["kernel_dir"] = os.path.abspath(config.kernel_dir)
         # asic_reg: 390 MB of generated register headers (the project notes on offline data sources).
@@ -119,7 +121,7 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
                   for p in _walk(config.kernel_dir, lambda n: n.endswith(KERNEL_SUFFIXES)) if "asic_reg" not in p]
     for prose_dir in config.prose_dirs:
         if not os.path.isdir(prose_dir):
-            raise FileNotFoundError(f"prose dir {prose_dir!r} does not exist; extract it first "
+            raise errors.MissingSourceError(f"prose dir {prose_dir!r} does not exist; extract it first "
                                     "(launch/fetch_offline_sources.sh) or drop it from prose_dirs.")
         resolved.setdefault("prose_dirs", []).append(os.path.abspath(prose_dir))
         name = os.path.basename(os.path.normpath(prose_dir))
@@ -179,11 +181,11 @@ def read_documents(config: ml_collections.ConfigDict) -> tuple[dict[str, list[di
         total[1] += 1
     resolved["bytes_by_source"] = bytes_by_source
     if not splits["train"]:
-        raise ValueError("The corpus sources yielded no text files; list installed packages in `packages` or "
+        raise errors.ConfigError("The corpus sources yielded no text files; list installed packages in `packages` or "
                          "set include_stdlib=True.")
     for name, docs in splits.items():
         if not docs:
-            raise ValueError(f"No file fell into the {name} split; raise validation_percent, max_bytes or "
+            raise errors.ConfigError(f"No file fell into the {name} split; raise validation_percent, max_bytes or "
                              "max_files, or check the prose dirs.")
     return splits, resolved
 
@@ -214,6 +216,13 @@ def _tfds_builder_class():
         def _generate_examples(self, docs):
             for doc in docs:
                 yield doc["path"], doc
+
+        # TFDS prints "Downloading and preparing dataset ..." for every build; nothing is downloaded here.
+        def _log_download_bytes(self):
+            logging.info("corpus: writing %s documents to %s", self.name, self.data_dir)
+
+        def _log_download_done(self):
+            logging.info("corpus: documents written to %s", self.data_dir)
 
     return PaperclubCorpus
 
@@ -247,20 +256,37 @@ def _file_sha256(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _replace_dir(tmp: str, out_dir: str) -> None:
-    """Moves tmp to out_dir; an older corpus there is moved aside first, then deleted."""
-    old = f"{out_dir}.old-{os.getpid()}"
-    if os.path.exists(out_dir):
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+def _move_into_place(tmp: str, out_dir: str, fingerprint: str) -> None:
+    """Renames the finished build to out_dir. Never replaces a corpus: if another process finished the same
+    build first, ours is dropped; anything else that appeared there meanwhile is an error."""
+    try:
+        os.rename(tmp, out_dir)   # fails if out_dir exists and is not empty
+        return
+    except OSError:
+        if os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+            os.rename(tmp, out_dir)
+            return
+    existing = load_manifest(out_dir, missing_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not existing or existing.get("config_fingerprint") != fingerprint:
+        raise errors.CorpusMismatchError(
+            f"{out_dir} appeared while this corpus was being built and is not the same build; it was left as "
+            "it is. Choose another corpus directory.")
+
+
+def _describe_difference(built: dict, wanted: dict) -> str:
+    keys = sorted(k for k in set(built) | set(wanted) if built.get(k) != wanted.get(k))
+    shown = [f"{k}: built {built.get(k)!r:.80}, wanted {wanted.get(k)!r:.80}" for k in keys[:4]]
+    return "; ".join(shown) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
     """Builds documents (TFDS), tokenizer and packed token streams into out_dir; returns the manifest.
 
-    Idempotent: a corpus in out_dir built from the same config (and generator version) is reused; one built
-    from another config is rebuilt. A non-empty out_dir that holds no corpus is refused, never deleted.
+    Idempotent: a corpus in out_dir built from the same config (and generator version) is reused. An existing
+    corpus is never deleted or replaced: one built from another config raises CorpusMismatchError naming both
+    configs, and a non-empty out_dir that holds no corpus is refused.
     """
     from core.data import tokenizer as tokenizer_lib
 
@@ -271,10 +297,18 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
     if existing and existing.get("config_fingerprint") == fingerprint:
         return existing
     if existing:
-        logging.warning("corpus: %s was built from another config or generator version; rebuilding", out_dir)
-    elif os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ValueError(f"{out_dir} is not empty and holds no corpus (no manifest.json); choose another --out.")
+        built = dict(existing.get("config", {}), generator_version=existing.get("generator_version"))
+        wanted = dict(config.to_dict(), generator_version=GENERATOR_VERSION)
+        raise errors.CorpusMismatchError(
+            f"The corpus in {out_dir} was built from another corpus config ({_describe_difference(built, wanted)}; "
+            f"fingerprint {existing.get('config_fingerprint')} vs {fingerprint}) and is left untouched. Point the "
+            "run at another directory (--config.data.corpus_dir=NEW_DIR), or use the config it was built from "
+            f"(its manifest.json), or delete {out_dir} yourself to rebuild it there.")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise errors.CorpusMismatchError(
+            f"{out_dir} is not empty and holds no corpus (no manifest.json); choose another directory.")
     start = time.perf_counter()
+    print(f"building the corpus in {out_dir} (reused by later runs)", flush=True)
     splits, resolved = read_documents(config)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -299,7 +333,7 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
             vocab_size=tokenizer.get_vocab_size(), build_seconds=round(time.perf_counter() - start, 1))
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
-        _replace_dir(tmp, out_dir)
+        _move_into_place(tmp, out_dir, fingerprint)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -312,7 +346,7 @@ def load_manifest(corpus_dir: str, missing_ok: bool = False) -> dict | None:
     if not os.path.exists(path):
         if missing_ok:
             return None
-        raise FileNotFoundError(f"No corpus at {corpus_dir!r} (manifest.json missing); build it with "
+        raise errors.MissingSourceError(f"No corpus at {corpus_dir!r} (manifest.json missing); build it with "
                                 "`python -m launch.build_corpus --config configs/data/corpus.py:smoke --out DIR`.")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -322,7 +356,7 @@ def check_split(corpus_dir: str, split: str) -> dict:
     """The manifest entry of one split; one clear error if the corpus or the split is missing."""
     splits = load_manifest(corpus_dir)["splits"]
     if split not in splits:
-        raise ValueError(f"The corpus at {corpus_dir!r} has no split {split!r}; it has {sorted(splits)}.")
+        raise errors.ConfigError(f"The corpus at {corpus_dir!r} has no split {split!r}; it has {sorted(splits)}.")
     return splits[split]
 
 
