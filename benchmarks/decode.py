@@ -383,6 +383,8 @@ def main(argv=None):
     parser.add_argument("--target_steps", type=int, default=0, help="training steps of the target (0: the config's)")
     parser.add_argument("--draft_steps", type=int, default=0, help="distillation steps of the draft (0: the "
                         "config's); more steps raise acceptance")
+    parser.add_argument("--corpus_mb", type=float, default=0,
+                        help="cap the corpus at this many MB of text (0: the config's); a smaller corpus builds faster")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
                         help="inference params and KV cache dtype")
     args = parser.parse_args(argv)
@@ -392,6 +394,9 @@ def main(argv=None):
         config.train.num_steps = config.optim.total_steps = args.target_steps
     if args.draft_steps:
         config.draft_train.num_steps = args.draft_steps
+    if args.corpus_mb:
+        config.corpus.max_bytes = int(args.corpus_mb * 1e6)
+        config.data.corpus_dir += f"_{args.corpus_mb:g}mb"     # a capped corpus is another corpus
     device = common.measure_device(args.smoke)
     common.print_device(device)
     name = "decode_quick" if args.quick and not args.smoke else "decode"

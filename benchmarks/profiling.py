@@ -1,6 +1,6 @@
 """Where a jitted program's time goes: capture a profiler trace and summarise the device kernels.
 
-    summary = profile.device_summary(lambda: step(state, batch), repeats=5, trace_dir=...)
+    summary = profiling.device_summary(lambda: step(state, batch), repeats=5, trace_dir=...)
 
 `summary` has the wall time per call, the device busy time per call (union of kernel intervals; the rest
 is launch gaps), kernels per call, and the top kernels by total time. Reads the Perfetto JSON that

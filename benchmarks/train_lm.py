@@ -83,8 +83,10 @@ def learning_curve(config, workdir: str, minutes: float, steps_per_s: float) -> 
 
 def main(argv=None):
     parser = common.arg_parser(__doc__)
-    parser.add_argument("--draft_minutes", type=float, default=2.0, help="training budget of the draft config")
-    parser.add_argument("--target_minutes", type=float, default=3.5, help="training budget of the target config")
+    parser.add_argument("--draft_minutes", type=float, default=2.0,
+                        help="training budget of the draft config (0: throughput only)")
+    parser.add_argument("--target_minutes", type=float, default=3.5,
+                        help="training budget of the target config (0: throughput only)")
     parser.add_argument("--throughput_steps", type=int, default=10, help="timed steps of the MFU measurement")
     parser.add_argument("--batch_size", type=int, default=32, help="sequences per step of the target (seq 1024)")
     parser.add_argument("--attention", default="cudnn", choices=("xla", "cudnn"), help="training attention")
@@ -102,11 +104,7 @@ def main(argv=None):
         target = config_lib.apply_overrides(target, {"data.batch_size": args.batch_size,
                                                      "model.attention_impl": args.attention})
         draft = config_lib.apply_overrides(draft, {"model.attention_impl": args.attention})
-    results = common.run_info("train_lm", args, device=device)
-
-    t0 = time.perf_counter()
-    manifest = corpus_lib.ensure_corpus(target.corpus, target.data.corpus_dir)
-    results["corpus"] = dict(build_s=time.perf_counter() - t0, manifest=manifest)
+    results = common.run_info("train_lm", args, device=device, config=dict(target=target.to_dict(), draft=draft.to_dict()))
 
     steps = 2 if args.smoke else args.throughput_steps
     results["throughput_target"] = measure_throughput(target, steps, device)
@@ -114,8 +112,17 @@ def main(argv=None):
     results["throughput_draft"] = measure_throughput(draft, steps, device)
 
     results["learning"] = {}
+    budgets = {name: min(m, 0.01) if args.smoke else m             # smoke: the 20-step floor of learning_curve
+               for name, m in (("draft", args.draft_minutes), ("target", args.target_minutes)) if m > 0}
+    if budgets:
+        t0 = time.perf_counter()
+        manifest = corpus_lib.ensure_corpus(target.corpus, target.data.corpus_dir)
+        results["corpus"] = dict(build_s=time.perf_counter() - t0, manifest=manifest)
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_train_lm_")
-    for name, config, minutes in (("draft", draft, args.draft_minutes), ("target", target, args.target_minutes)):
+    for name, config in (("draft", draft), ("target", target)):
+        if name not in budgets:
+            continue
+        minutes = budgets[name]
         steps_per_s = 1.0 / results[f"throughput_{name}"]["step_s"]
         results["learning"][name] = learning_curve(config, os.path.join(workdir, name), minutes, steps_per_s)
         results["learning"][name]["config"] = config.to_dict()
@@ -123,13 +130,14 @@ def main(argv=None):
     results["mfu"] = results["throughput_target"]["mfu"]
 
     metrics.write_json(common.result_path(args, "train_lm"), results)
-    _plot(results, common.result_path(args, "train_lm", "png"))
+    if results["learning"]:
+        _plot(results, common.result_path(args, "train_lm", "png"))
     print(f"{'config':8} {'params':>12} {'tokens/s':>12} {'MFU meas.':>9} {'MFU spec':>8} {'final val loss':>15}")
     for key in ("draft", "target"):
         t = results[f"throughput_{key}"]
         spec = t["mfu"]["vs_spec"]
         print(f"{key:8} {t['params']:12,d} {t['tokens_per_s']:12,.0f} {t['mfu']['vs_measured']:9.3f} "
-              f"{'-' if spec is None else f'{spec:.3f}':>8} {results['learning'][key]['final_val_loss']:15.3f}")
+              f"{'-' if spec is None else f'{spec:.3f}':>8} {results['learning'].get(key, {}).get('final_val_loss')}")
 
 
 def _plot(results: dict, path: str) -> None:

@@ -43,12 +43,13 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     frames, size = (4, 28) if args.smoke else (args.frames, 224)
-    config = vit.ViTConfig(image_size=size)
+    depth = 1 if args.smoke else vit.ViTConfig().depth       # smoke: one block compiles in seconds on CPU
+    config = vit.ViTConfig(image_size=size, depth=depth)
     tokens = config.num_patches + 1
     repeats = 2 if args.smoke else args.repeats
     ms = lambda fn, *xs: 1e3 * common.seconds_per_call(fn, *xs, repeats=repeats)
     grad_of = lambda f: jax.jit(jax.grad(lambda *a: f(*a).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
-    result = common.run_info("vit_encoder", args, device=device, frames=frames, image_size=size, tokens=tokens,
+    result = common.run_info("vit_encoder", args, device=device, depth=depth, frames=frames, image_size=size, tokens=tokens,
                               attention_ms={}, patch_embedding_ms={}, encoder_ms={})
 
     q, k, v = (jax.random.normal(jax.random.key(i), (frames, tokens, config.heads, config.width // config.heads),
@@ -74,7 +75,7 @@ def main(argv=None):
     encoders.update({f"{name}_once": dict(attention_pad_multiple=m, pad_tokens_once=True)
                      for name, m in PADDINGS.items() if m})
     for name, options in encoders.items():
-        model = vit.ViT(vit.ViTConfig(image_size=size, **options), nnx.Rngs(0))
+        model = vit.ViT(vit.ViTConfig(image_size=size, depth=depth, **options), nnx.Rngs(0))
         graphdef, params = nnx.split(model)
         params = precision.cast_floating(params, jnp.bfloat16)
         step = jax.jit(jax.grad(lambda p, x: nnx.merge(graphdef, p)(x).astype(jnp.float32).sum()))
