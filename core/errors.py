@@ -56,7 +56,7 @@ class Interrupted(UserError):
 
 
 # errno values that mean "the machine refused", not "the code is wrong".
-ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def environment_fault(error: BaseException) -> EnvironmentFault | None:

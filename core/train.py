@@ -340,7 +340,8 @@ class _StopRequests:
 
 def _run_identity(state: TrainState, batch: Any, extra: Mapping[str, Any] | None) -> dict:
     """What a workdir's checkpoints and metrics mean: parameter shapes, global batch shapes, data identity."""
-    describe = lambda tree: {jax.tree_util.keystr(path, simple=True, separator="/"): [list(np.shape(leaf)), str(leaf.dtype)]
+    describe = lambda tree: {jax.tree_util.keystr(path, simple=True, separator="/"):
+                             [list(np.shape(leaf)), str(leaf.dtype)]
                              for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
     return {"params": describe(state.params), "batch": describe(batch),
             "data": json.loads(json.dumps(dict(extra or {}), default=str))}
@@ -359,7 +360,7 @@ def _pin_identity(workdir: str, identity: dict) -> None:
         differences = _differences(pinned, identity)
         if differences:
             raise errors.WorkdirMismatchError(
-                f"--workdir {workdir} was trained with a different data or model identity ("
+                f"--workdir {workdir} was trained with a different config (data or model identity: "
                 + "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
                 + f"). Resuming would mix two experiments: use a fresh --workdir, or rerun with the config in "
                 f"{os.path.join(workdir, 'config.json')}.")
