@@ -22,6 +22,12 @@ find_python() {
 
 venv=.venv
 stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# A venv whose interpreter is gone (python upgraded or removed: a dangling bin/python) or is not 3.12 (made by
+# another Python) can never work: say so and rebuild it instead of failing the same way on every rerun.
+if [ -e "$venv" ] && ! "$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+  echo "$venv is broken (its bin/python is missing, dangling or not Python 3.12): rebuilding it" >&2
+  rm -rf "$venv"
+fi
 if [ ! -f "$stamp" ]; then
   python=$(find_python)
   echo "creating $venv with $python (about 2 minutes, 1.3 GB)"
