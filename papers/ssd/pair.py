@@ -90,6 +90,8 @@ def _write_summary(workdir: str, config: ml_collections.ConfigDict, model: tfm.T
 def train_target(config: ml_collections.ConfigDict, workdir: str) -> tfm.Transformer:
     """The target (next-token loss, core.lm.train_lm), trained unless finished in `workdir`, then restored."""
     if not finished(config, workdir):
+        from core.data import corpus as corpus_lib
+        corpus_lib.ensure_corpus(config.corpus, config.data.corpus_dir)   # built first: wall_s is training only
         start = time.perf_counter()
         result = lm.train_lm(config, workdir)
         wall_s = time.perf_counter() - start
