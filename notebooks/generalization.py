@@ -75,7 +75,7 @@ grid = np.linspace(-1, 1, 400)
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for ax, kind in zip(axes, ("simple", "structured", "noise")):
     x, y, f = polyreg.make_data(kind, 30, seed=0)
-    w = polyreg.fit(x, y, 150, gamma=1.1, lam=1e-3)
+    w = polyreg.fit(x, y, 150, gamma=1.1, lam=1e-4)
     ax.plot(x, y, "ko", ms=3)
     ax.plot(grid, polyreg.predict(w, grid))
     ax.set(title=f"{kind}: train MSE {np.mean((polyreg.predict(w, x) - y) ** 2):.3f}", ylim=(y.min() - 1, y.max() + 1))

@@ -12,7 +12,7 @@ def get_config(arg=None):
     args = parse_arg(arg, smoke=False)
     smoke = args.smoke
     config = ml_collections.ConfigDict()
-    config.poly = dict(degree=150, n=30, n_test=500, gammas=[1.0, 1.1, 1.5], lam=1e-3, seeds=[0, 1, 2, 3, 4],
+    config.poly = dict(degree=150, n=30, n_test=500, gammas=[1.0, 1.1, 1.5], lam=1e-4, seeds=[0, 1, 2, 3, 4],
                        low_degree=5)
     config.gp = dict(data=data.data_config("digits" if smoke else "mnist", train_size=400 if smoke else 5000,
                                            test_size=300 if smoke else 2000),

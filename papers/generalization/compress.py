@@ -9,6 +9,7 @@ The prior is fixed before seeing data: architecture, theta0 seed, projection see
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -47,7 +48,7 @@ def cross_entropy_loss(model: nnx.Module, batch, rng):
 
 def fit(model: nnx.Module, x: jax.Array, y: jax.Array, num_steps: int, batch_size: int, learning_rate: float,
         seed: int, loss_fn=cross_entropy_loss, weight_decay: float = 0.0, optimizer: str = "adam",
-        momentum: float = 0.9) -> tuple[nnx.Module, list[float]]:
+        momentum: float = 0.9, steps_per_call: int = 100) -> tuple[nnx.Module, list[float]]:
     """`num_steps` steps (Adam by default) of core.train's jitted step on shuffled epochs of (x, y)."""
     name = "adamw" if optimizer == "adam" and weight_decay else optimizer
     config = ml_collections.ConfigDict(dict(
@@ -56,18 +57,27 @@ def fit(model: nnx.Module, x: jax.Array, y: jax.Array, num_steps: int, batch_siz
                                      total_steps=num_steps, grad_clip=0.0, b2=0.999, end_learning_rate_fraction=0.01),
         train=train_lib.train_config(seed=seed, compute_dtype="float32")))
     setup = train_lib.setup_training(config, model, loss_fn, mesh=single_device_mesh())
-    state, losses = setup.state, []
     rng = np.random.default_rng(seed)
     n, batch_size = int(y.shape[0]), min(batch_size, int(y.shape[0]))
-    order, cursor = rng.permutation(n), 0
-    for _ in range(num_steps):
-        if cursor + batch_size > n:
-            order, cursor = rng.permutation(n), 0
-        idx = jnp.asarray(order[cursor:cursor + batch_size])
-        cursor += batch_size
-        state, metrics = setup.step_fn(state, (x[idx], y[idx]))
-        losses.append(metrics["loss"])
-    return train_lib.merge_model(setup.graphdef, state), [float(v) for v in jax.device_get(losses)]
+    per_epoch = n // batch_size
+    epochs = [rng.permutation(n)[:per_epoch * batch_size].reshape(per_epoch, batch_size)
+              for _ in range(-(-num_steps // per_epoch))]
+    indices = np.concatenate(epochs)[:num_steps].astype(np.int32)
+
+    # Many steps per dispatch: a scan over core.train's step, batches gathered on device.
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def run_chunk(state, x, y, idx):
+        def body(state, i):
+            state, metrics = setup.step_fn(state, (x[i], y[i]))
+            return state, metrics["loss"]
+        return jax.lax.scan(body, state, idx)
+
+    state, losses = setup.state, []
+    for start in range(0, num_steps, steps_per_call):
+        state, chunk_losses = run_chunk(state, x, y, jnp.asarray(indices[start:start + steps_per_call]))
+        losses.append(chunk_losses)
+    losses = np.concatenate([np.asarray(l) for l in jax.device_get(losses)]) if losses else np.zeros(0)
+    return train_lib.merge_model(setup.graphdef, state), [float(v) for v in losses]
 
 
 def error_rate(model: nnx.Module, x: jax.Array, y: jax.Array, chunk: int = 10000) -> float:
@@ -84,43 +94,53 @@ def error_rate(model: nnx.Module, x: jax.Array, y: jax.Array, chunk: int = 10000
 def compress_and_bound(config: ml_collections.ConfigDict, arrays: dict, dim: int | None = None,
                        num_levels: int | None = None) -> dict:
     """Runs steps 1-4 for one (d, L) of the grid on `arrays` (train for the bound, test for reference)."""
+    return compress_levels(config, arrays, dim, [config.compress.levels if num_levels is None else num_levels])[0]
+
+
+def compress_levels(config: ml_collections.ConfigDict, arrays: dict, dim: int | None,
+                    levels_grid: list[int]) -> list[dict]:
+    """Step 1 once for subspace dimension `dim`, then steps 2-4 for every L in `levels_grid`; one row per L."""
     c = config.compress
     dim = c.dim if dim is None else dim
-    num_levels = c.levels if num_levels is None else num_levels
     start = time.perf_counter()
     x_tr, y_tr = jnp.asarray(arrays["x_train"]), jnp.asarray(arrays["y_train"])
     x_te, y_te = jnp.asarray(arrays["x_test"]), jnp.asarray(arrays["y_test"])
-    base = make_base(config.model, int(x_tr.shape[1]))
+    side = int(x_tr.shape[1])
     kind = c.projection
     if kind == "identity":
-        dim = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(base, nnx.Param)))
-    model = subspace.SubspaceModel(base, dim, kind, c.projection_seed)
+        dim = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(make_base(config.model, side), nnx.Param)))
+    model = subspace.SubspaceModel(make_base(config.model, side), dim, kind, c.projection_seed)
     model, losses = fit(model, x_tr, y_tr, c.steps, c.batch_size, c.learning_rate, c.seed)
     continuous_train_error = error_rate(model, x_tr, y_tr)
     w = np.asarray(model.w[...])
-    levels = subspace.kmeans_levels(w, num_levels)
-    qmodel = subspace.SubspaceModel(make_base(config.model, int(x_tr.shape[1])), dim, kind, c.projection_seed,
-                                    levels=levels, w=w)
-    qmodel, qat_losses = fit(qmodel, x_tr, y_tr, c.qat_steps, c.batch_size, c.qat_learning_rate, c.seed + 1)
-    # What the decoder rebuilds: float16 levels indexed by the nearest-level symbols.
-    levels16 = np.asarray(qmodel.levels[...]).astype(np.float16)
-    symbols = np.asarray(subspace.nearest_level(qmodel.w[...], jnp.asarray(levels16, jnp.float32)))
-    decoded = subspace.SubspaceModel(make_base(config.model, int(x_tr.shape[1])), dim, kind, c.projection_seed,
-                                     w=levels16.astype(np.float32)[symbols])
-    train_error = error_rate(decoded, x_tr, y_tr)
-    test_error = error_rate(decoded, x_te, y_te)
-    code = coding.code_length_bits(symbols, num_levels)
-    bits = bounds.total_bits(code["total_bits"], config.bound.search_bits)
-    n = int(y_tr.shape[0])
-    return dict(
-        dataset=config.data.name, n=n, full_dim=decoded.full_dim, dim=int(symbols.size), levels=num_levels,
-        projection=kind, continuous_train_error=continuous_train_error, train_error=train_error,
-        test_error=test_error, code_bits=code["total_bits"], payload_bits=code["payload_bits"],
-        entropy_bits=code["entropy_bits"], search_bits=config.bound.search_bits, bits=bits,
-        bound_kl=bounds.kl_bound(train_error, bits, n, config.bound.delta),
-        bound_occam=bounds.occam_bound(train_error, bits, n, config.bound.delta),
-        final_loss=float(np.mean(losses[-20:])), final_qat_loss=float(np.mean(qat_losses[-20:])),
-        seconds=time.perf_counter() - start)
+    train_seconds = time.perf_counter() - start
+    rows = []
+    for num_levels in levels_grid:
+        start = time.perf_counter()
+        qmodel = subspace.SubspaceModel(make_base(config.model, side), dim, kind, c.projection_seed,
+                                        levels=subspace.kmeans_levels(w, num_levels), w=w)
+        qmodel, qat_losses = fit(qmodel, x_tr, y_tr, c.qat_steps, c.batch_size, c.qat_learning_rate, c.seed + 1)
+        # What the decoder rebuilds: float16 levels indexed by the nearest-level symbols.
+        levels16 = np.asarray(qmodel.levels[...]).astype(np.float16)
+        symbols = np.asarray(subspace.nearest_level(qmodel.w[...], jnp.asarray(levels16, jnp.float32)))
+        decoded = subspace.SubspaceModel(make_base(config.model, side), dim, kind, c.projection_seed,
+                                         w=levels16.astype(np.float32)[symbols])
+        train_error = error_rate(decoded, x_tr, y_tr)
+        test_error = error_rate(decoded, x_te, y_te)
+        code = coding.code_length_bits(symbols, num_levels)
+        bits = bounds.total_bits(code["total_bits"], config.bound.search_bits)
+        n = int(y_tr.shape[0])
+        rows.append(dict(
+            dataset=config.data.name, n=n, full_dim=decoded.full_dim, dim=int(symbols.size), levels=num_levels,
+            projection=kind, continuous_train_error=continuous_train_error,
+            continuous_test_error=error_rate(model, x_te, y_te), train_error=train_error,
+            test_error=test_error, code_bits=code["total_bits"], payload_bits=code["payload_bits"],
+            entropy_bits=code["entropy_bits"], search_bits=config.bound.search_bits, bits=bits,
+            bound_kl=bounds.kl_bound(train_error, bits, n, config.bound.delta),
+            bound_occam=bounds.occam_bound(train_error, bits, n, config.bound.delta),
+            final_loss=float(np.mean(losses[-20:])), final_qat_loss=float(np.mean(qat_losses[-20:])),
+            train_seconds=train_seconds, seconds=train_seconds + time.perf_counter() - start))
+    return rows
 
 
 def search_bits(grid_size: int) -> float:
