@@ -49,3 +49,26 @@ def ensemble_log_probs(graphdef: nnx.GraphDef, states: train_lib.TrainState,
         return jax.nn.log_softmax(apply(train_lib.merge_model(graphdef, state), inputs).astype(jnp.float32))
     log_probs = jax.vmap(one)(states)
     return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(log_probs.shape[0])
+
+
+def init_members(make_model: Callable[[nnx.Rngs], nnx.Module], optimizer: optax.GradientTransformation,
+                 keys: list[jax.Array]) -> train_lib.TrainState:
+    """One stacked train state per key (init and train key both derived from it), so a member's run depends
+    on its own key only, not on which other members share its program."""
+    states = []
+    for key in keys:
+        model = make_model(nnx.Rngs(params=jax.random.fold_in(key, 0)))
+        _, state = train_lib.init_train_state(model, optimizer, jax.random.fold_in(key, 1))
+        states.append(state)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def logit_averaged_log_probs(member_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """log_softmax of the (weighted) mean of member logits [M, ..., V]: the ensemble of "Pre-training under
+    infinite compute", p ∝ exp(mean_k z_k), as opposed to `ensemble_log_probs`' mean of probabilities."""
+    logits = member_logits.astype(jnp.float32)
+    if weights is None:
+        mean = logits.mean(0)
+    else:
+        mean = jnp.tensordot(weights.astype(jnp.float32) / weights.sum(), logits, axes=(0, 0))
+    return jax.nn.log_softmax(mean)
