@@ -32,10 +32,16 @@ def worker(env_name: str, smoke: bool, workdir: str, out_json: str, gif_path: st
     from papers.dmpc import figures, pipeline, planning
 
     config = common.load_config("dmpc/locomotion", f"env={env_name}", "smoke" if smoke else "")
+    def save(result):
+        os.makedirs(os.path.dirname(out_json), exist_ok=True)
+        with open(out_json + ".tmp", "w") as f:
+            json.dump(dict(result, config=config.to_dict()), f, indent=1, default=float)
+        os.replace(out_json + ".tmp", out_json)
+
     trained = {}
     result = pipeline.run_env(env_name, config, os.path.join(workdir, env_name),
-                              log=lambda s: print(s, flush=True), models_out=trained)
-    result["config"] = config.to_dict()
+                              log=lambda s: print(s, flush=True), models_out=trained, checkpoint_fn=save)
+    save(result)
     if env_name == config.adaptation_env:
         model = trained[config.datasets[0]]
         graphdef, state = nnx.split(model)
@@ -51,10 +57,11 @@ def worker(env_name: str, smoke: bool, workdir: str, out_json: str, gif_path: st
                                         config.model.history)
             figures.episode_gif(env_name, qpos[: min(len(qpos), 300)], gif_path)
             result["gif"] = gif_path
-    os.makedirs(os.path.dirname(out_json), exist_ok=True)
-    with open(out_json + ".tmp", "w") as f:
-        json.dump(result, f, indent=1, default=float)
-    os.replace(out_json + ".tmp", out_json)
+        save(result)
+    if env_name in envs_lib.ENV_NAMES:
+        from papers.dmpc import checks
+        result["mjx_vs_cpu_step"] = checks.mjx_vs_cpu_step(env_name)
+    save(result)
     return result
 
 
@@ -76,8 +83,12 @@ def summarize(per_env: dict, smoke: bool) -> dict:
             out["ankle_before"] = res["broken_ankle"]["before"]["normalized_own"]["mean"]
             out["ankle_after"] = res["broken_ankle"]["after"]["normalized_own"]["mean"]
             out["ankle_gear_scale"] = res["broken_ankle"]["gear_scale"]
-        if "novel_rewards" in res:
-            out["novel_rewards"] = res["novel_rewards"]
+        for kind, row in res.get("datasets", {}).items():
+            if "novel_rewards" in row:
+                out.setdefault("novel_rewards", {})[f"{res['env']}-{kind}"] = {
+                    policy: {k: v["mean"] for k, v in r.items()} for policy, r in row["novel_rewards"].items()}
+        if "mjx_vs_cpu_step" in res:
+            out.setdefault("mjx_vs_cpu_step", {})[res["env"]] = res["mjx_vs_cpu_step"]
         if "plan_ms_per_step" in res:
             out["plan_ms_per_step"] = res["plan_ms_per_step"]
     out["paper"] = {"normalized_mean": 65.98, "mbop_normalized_mean": 33.13, "bc_normalized_mean": 41.92,

@@ -1,4 +1,6 @@
-"""launch/train_lm.py end to end on the smoke config: single process, resume, and two processes on one mesh."""
+"""launch/train_lm.py end to end on the smoke config: single process, resume, and two processes on one mesh,
+all started as the README says (no JAX_PLATFORMS; the launch code must not touch a backend before
+jax.distributed.initialize)."""
 
 import json
 import os
@@ -11,9 +13,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(devices: int = 2) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for key in ("JAX_PLATFORMS", "XLA_FLAGS"):   # a user's shell has neither
+        env.pop(key, None)
     return env
 
 
@@ -86,6 +89,23 @@ def test_two_processes_train_on_one_global_mesh(tmp_path, corpus_dir):
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
-    assert "4 global devices" in outputs[0][1]
+    assert "process 0/2: 2 local devices, 4 global devices" in outputs[0][0]
+    assert "process 1/2: 2 local devices, 4 global devices" in outputs[1][0]
     losses = [r["loss"] for r in _rows(workdir) if "loss" in r]
     assert len(losses) >= 2 and all(l == l for l in losses)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_peer_that_never_arrives_is_one_clear_timeout_error(tmp_path, process_id):
+    port = _free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "launch.train_lm", "--config", "configs/lm/smoke.py", "--workdir",
+         str(tmp_path / "run"), f"--coordinator_address=localhost:{port}", "--num_processes=2",
+         f"--process_id={process_id}", "--distributed_timeout=3"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    who = "process 0 waited 3 s" if process_id == 0 else "process 1 could not reach process 0"
+    assert line.startswith("error: ") and who in line and "--process_id 0..1" in line
+    assert not (tmp_path / "run").exists()

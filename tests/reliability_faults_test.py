@@ -20,6 +20,7 @@ STEPS = 6
 TINY = ["--config.model.d_model=32", "--config.model.n_layers=1", "--config.model.n_heads=2",
         "--config.model.n_kv_heads=1", "--config.model.head_dim=16", "--config.model.mlp_dim=64",
         "--config.model.vocab_size=512", "--config.corpus.vocab_size=512", "--config.corpus.max_bytes=300000",
+        "--config.corpus.validation_percent=20",
         "--config.data.seq_len=32", "--config.data.batch_size=8", "--config.eval.num_batches=1",
         "--config.sample.max_new_tokens=2", "--config.train.log_every=1", "--config.train.checkpoint_every=2",
         "--config.train.eval_every=1000", f"--config.optim.total_steps={STEPS}"]

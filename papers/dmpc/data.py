@@ -79,11 +79,15 @@ def _collector(env, policy_fn: PolicyFn, num_episodes: int, max_steps: int):
     return jax.jit(run)
 
 
-def collect(env, policy_fn: PolicyFn, params: Any, key: jax.Array, num_episodes: int, max_steps: int) -> Episodes:
-    """`num_episodes` episodes of at most `max_steps` actions, all in one vmapped `lax.scan` on device.
-    Entries past an episode's end are zero (observations keep the post-termination states; use lengths)."""
-    obs, actions, rewards, qpos, qvel, lengths, terminal = jax.device_get(
-        _collector(env, policy_fn, num_episodes, max_steps)(params, key))
+def collect(env, policy_fn: PolicyFn, params: Any, key: jax.Array, num_episodes: int, max_steps: int,
+            chunk: int = 100) -> Episodes:
+    """`num_episodes` episodes of at most `max_steps` actions, run on device in vmapped `lax.scan`s of `chunk`
+    episodes (one compile per env and policy network whatever `num_episodes` is; chunk c uses
+    fold_in(key, c)). Entries past an episode's end are zero (observations keep the post-termination states)."""
+    chunk = min(chunk, num_episodes)
+    parts = [jax.device_get(_collector(env, policy_fn, chunk, max_steps)(params, jax.random.fold_in(key, c)))
+             for c in range(-(-num_episodes // chunk))]
+    obs, actions, rewards, qpos, qvel, lengths, terminal = (np.concatenate(x)[:num_episodes] for x in zip(*parts))
     valid = np.arange(max_steps)[None] < lengths[:, None]
     actions = actions * valid[..., None]
     return Episodes(obs.astype(np.float32), actions.astype(np.float32), rewards.astype(np.float32),

@@ -104,13 +104,20 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
     return trained
 
 
+_EVAL_CACHE: dict = {}
+
+
 def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> dict:
-    """policies_spec: {name: (method, model, objective)} -> evaluate() results per name."""
+    """policies_spec: {name: (method, model, objective)} -> evaluate() results per name. The jitted program is
+    cached by (env, policies, graphdef), so two datasets of one env share one compile."""
     schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
     policies, states = {}, {}
     for name, (method, model, objective) in policies_spec.items():
         graphdef, state = nnx.split(model)
-        policies[name] = planning.make_policy(graphdef, method, config.plan, schedule, objective)
+        cache_key = (repr(env), name, method, objective, graphdef)
+        if cache_key not in _EVAL_CACHE:
+            _EVAL_CACHE[cache_key] = planning.make_policy(graphdef, method, config.plan, schedule, objective)
+        policies[name] = _EVAL_CACHE[cache_key]
         states[name] = state
     return planning.evaluate(env, policies, states, key, config.eval.num_episodes, config.eval.max_steps,
                              reward_fns, history=config.model.history)
@@ -123,9 +130,10 @@ def _scores(returns, reference, env_name) -> dict:
     return out
 
 
-def run_env(env_name: str, config, workdir: str, log: Callable = print, models_out: dict | None = None) -> dict:
+def run_env(env_name: str, config, workdir: str, log: Callable = print, models_out: dict | None = None,
+            checkpoint_fn: Callable[[dict], None] | None = None) -> dict:
     """Steps 1-4 for one env; returns a JSON-able dict of every measured number (and the trained models per
-    dataset in `models_out` when given)."""
+    dataset in `models_out` when given; `checkpoint_fn(partial_result)` after each dataset)."""
     started = time.perf_counter()
     env = envs_lib.make(env_name)
     made = make_datasets(env, config, workdir, log)
@@ -149,29 +157,40 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
             models_out[kind] = model
         t1 = time.perf_counter()
         spec = {m: (m, model, planning.learned_objective) for m in config.methods}
-        results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config)
+        reward_fns = None
+        if env_name == config.adaptation_env:     # novel rewards ride along in the same program (no retraining)
+            reward_fns = envs_lib.novel_rewards(env_name)
+            spec.update({f"dmpc_{r}": ("dmpc", model, _novel_objective(env_name, r, config.value.discount))
+                         for r in reward_fns})
+        results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config,
+                                  reward_fns)
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
-        for m, r in results.items():
-            row[m] = _scores(r["return"], reference, env_name)
+        for m in config.methods:
+            row[m] = _scores(results[m]["return"], reference, env_name)
+        if reward_fns:
+            row["novel_rewards"] = {p: {k: _summary(v) for k, v in r.items()} for p, r in results.items()
+                                    if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")
+        if checkpoint_fn is not None:
+            checkpoint_fn(out)
     if env_name == config.adaptation_env:
-        out["novel_rewards"] = novel_reward_experiment(env, trained[config.datasets[0]], config)
         out["broken_ankle"] = broken_ankle_experiment(env_name, trained[config.datasets[0]], made, config, workdir, log)
     out["seconds"] = time.perf_counter() - started
     return out
 
 
-def novel_reward_experiment(env, model, config) -> dict:
-    """D-MPC re-aimed at each novel reward by swapping the objective, vs D-MPC with the learned value and BC."""
-    rewards = envs_lib.novel_rewards(env.name)
-    spec = {"dmpc_value": ("dmpc", model, planning.learned_objective), "bc": ("bc", model, None)}
-    for name, fn in rewards.items():
-        spec[f"dmpc_{name}"] = ("dmpc", model, planning.reward_objective(fn, config.value.discount))
-    results = evaluate_models(env, spec, jax.random.key(config.seed + 7), config, reward_fns=rewards)
-    return {policy: {k: _summary(v) for k, v in r.items()} for policy, r in results.items()}
+_NOVEL_OBJECTIVES: dict = {}
+
+
+def _novel_objective(env_name, reward_name, discount):
+    """One objective function object per novel reward, so cached evaluation programs are reused."""
+    key = (env_name, reward_name, discount)
+    if key not in _NOVEL_OBJECTIVES:
+        _NOVEL_OBJECTIVES[key] = planning.reward_objective(envs_lib.novel_rewards(env_name)[reward_name], discount)
+    return _NOVEL_OBJECTIVES[key]
 
 
 def broken_ankle_experiment(env_name, model, made, config, workdir, log) -> dict:

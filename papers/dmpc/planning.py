@@ -149,6 +149,19 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
     while alive)."""
     names = sorted(policies)
     reward_fns = reward_fns or {}
+    cache_key = (env, tuple((n, policies[n]) for n in names), num_episodes, max_steps,
+                 tuple(sorted(reward_fns.items())), history)
+    if cache_key not in _EVALUATORS:
+        _EVALUATORS[cache_key] = _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history)
+    totals = jax.device_get(_EVALUATORS[cache_key]({n: model_states[n] for n in names}, key))
+    E = num_episodes
+    return {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
+
+
+_EVALUATORS: dict = {}
+
+
+def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history):
     M, E = len(names), num_episodes
 
     def run(model_states, key):
@@ -165,8 +178,8 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
             actions = jnp.clip(actions, -1.0, 1.0)
             nxt = jax.vmap(env.step)(state, actions)
             rewards = {"return": nxt.reward, **{f"return_{k}": fn(nxt.obs, actions) for k, fn in reward_fns.items()}}
-            totals = {k: totals[k] + jnp.where(alive, rewards[k], 0.0) for k in totals}
-            totals["length"] = totals["length"] + alive
+            totals = {**{k: totals[k] + jnp.where(alive, rewards[k], 0.0) for k in rewards},
+                      "length": totals["length"] + alive}
             hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
             return (nxt, hist, alive & (nxt.done < 0.5), totals), None
 
@@ -176,8 +189,7 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
                                             jax.random.split(act_key, max_steps))
         return totals
 
-    totals = jax.device_get(jax.jit(run)({n: model_states[n] for n in names}, key))
-    return {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
+    return jax.jit(run)
 
 
 def plan_ms_per_step(policy: Callable, model_state, histories: jax.Array, repeats: int = 5) -> float:
