@@ -10,9 +10,10 @@
    target. Hit rate (overall and per accepted length), accepted length on hit / miss, and each piece of a
    round timed alone (verify, draft tree, lookup + fallback, the transfers between the GPUs), from which the
    target's and draft's idle time per round and Theorem 7's predicted speed-up follow.
-3. T = 1 at batch 1; uniform fan-out sweep (hit rate vs F, power-law exponent r) and Theorem 12's geometric
-   vector with the fitted r; Saguaro's C sweep at T = 1 (hit rate vs acceptance); batch sweep 1..32 at T = 0
-   for AR, SD and SSD with both fallbacks, with the measured and the predicted crossover batch b*.
+3. In priority order while the budget lasts (config.ssd.budget_s): T = 1 at batch 1; batch sweep 1..32 at
+   T = 0 for AR, SD and SSD with both fallbacks, with the measured and the predicted crossover batch b*;
+   uniform fan-out sweep (hit rate vs F, power-law exponent r) and Theorem 12's geometric vector with the
+   fitted r; Saguaro's C sweep at T = 1 (hit rate vs acceptance).
 Writes benchmarks/results/ssd.json (top-level `ssd_over_sd`, `hit_rate`: T = 0, batch 1) after every phase
 and ssd_batch.png (tokens/s vs batch) and ssd_fanout.png (hit rate vs fan-out).
 """
@@ -227,9 +228,10 @@ def fan_out_sweep(bench: Bench) -> dict:
         vector = fanout.geometric(sc.num_draft, sc.geometric_budget, acceptance, r)
         out["geometric_fan_out"] = vector
         row = bench.ssd("ssd_jit_geometric_T0_b1", 1, 0.0, fan_out_hit=vector)
-        uniform_equal_budget = bench.ssd(
-            "ssd_jit_uniform_budget_T0_b1", 1, 0.0,
-            fan_out_hit=fanout.geometric(sc.num_draft, sc.geometric_budget, 0.5, 1e9))  # ~ equal split
+        even = [sc.geometric_budget // (sc.num_draft + 1)] * (sc.num_draft + 1)
+        for j in range(sc.geometric_budget - sum(even)):
+            even[j] += 1
+        uniform_equal_budget = bench.ssd("ssd_jit_even_budget_T0_b1", 1, 0.0, fan_out_hit=tuple(even))
         for name, rr in (("geometric", row), ("uniform_same_budget", uniform_equal_budget)):
             if rr:
                 out[name] = dict(fan_out=rr["fan_out_hit"], hit_rate=rr["hit_rate"], tokens_per_s=rr["tokens_per_s"])
@@ -330,13 +332,13 @@ def main():
     if summary["T1"].get("ssd") and summary["T1"].get("sd"):
         summary["ssd_over_sd_T1"] = summary["T1"]["ssd"]["tokens_per_s"] / summary["T1"]["sd"]["tokens_per_s"]
     report.update(**summary)
-    summary["fan_out"] = fan_out_sweep(bench)
-    report.update(**summary)
-    summary["saguaro"] = saguaro_sweep(bench)
-    report.update(**summary)
     sd_k = int(summary["sd_name"].split("_")[1][1:]) if summary.get("sd_name") else config.ssd.chain_ks[0]
     summary["batch_sweep"] = batch_sweep(bench, sd_k)
     summary["batch_sweep"]["predicted_b_star"] = predicted_b_star(bench, bench.rows.get("draft_ar_T0_b1"))
+    report.update(**summary)
+    summary["fan_out"] = fan_out_sweep(bench)
+    report.update(**summary)
+    summary["saguaro"] = saguaro_sweep(bench)
     report.update(**summary)
     report.update(figures=plots(bench, summary, args))
     print(f"ssd_over_sd={summary.get('ssd_over_sd')} hit_rate={summary.get('hit_rate')} c={summary.get('c')} "

@@ -371,6 +371,8 @@ class SSDRuntime:
         self.layout = tree_layout(config.num_draft, config.fan_out_union)
         self.target_mesh = Mesh(np.asarray(self.placement.target_devices), ("batch",))
         self.draft_sharding = jax.sharding.SingleDeviceSharding(self.placement.draft_device)
+        self._target_split = NamedSharding(self.target_mesh, PartitionSpec("batch"))
+        self._target_whole = NamedSharding(self.target_mesh, PartitionSpec())
         self.target_state = jax.device_put(target_state, NamedSharding(self.target_mesh, PartitionSpec()))
         self.draft_state = jax.device_put(draft_state, self.draft_sharding)
         self.target_graphdef, self.draft_graphdef = target_graphdef, draft_graphdef
@@ -434,10 +436,11 @@ class SSDRuntime:
 
     # -- placement helpers ---------------------------------------------------------------------------------
     def _to_target(self, tree, batch: int):
-        split = NamedSharding(self.target_mesh, PartitionSpec("batch"))
-        whole = NamedSharding(self.target_mesh, PartitionSpec())
-        put = lambda x: jax.device_put(x, split if (getattr(x, "ndim", 0) >= 1 and x.shape[0] == batch) else whole)
-        return jax.tree.map(put, tree)
+        """Batch-leading arrays split over the target devices, everything else replicated."""
+        split, whole = self._target_split, self._target_whole
+        leaves, treedef = jax.tree.flatten(tree)
+        shardings = [split if (getattr(x, "ndim", 0) >= 1 and x.shape[0] == batch) else whole for x in leaves]
+        return jax.tree.unflatten(treedef, jax.device_put(leaves, shardings))
 
     def _to_draft(self, tree):
         return jax.device_put(tree, self.draft_sharding)
