@@ -17,7 +17,7 @@ import time
 from benchmarks import common
 
 PER_ENV_KEYS = ("success", "success_vs_steps", "success_by_plan_dtype", "plan_s", "plan_s_per_env_step",
-                "plan_s_batched", "surprise", "seconds", "config")
+                "plan_s_batched", "surprise", "surprise_curves", "seconds", "config")
 
 
 def keep_other_envs(out: dict, previous: dict, ran: set[str]) -> None:

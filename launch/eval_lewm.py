@@ -27,7 +27,7 @@ def main(config, workdir, all_checkpoints: bool | None = None):
         with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
             steps = ckpt.all_steps()
     report = evaluate.evaluate_workdir(config, workdir, sorted(steps) if all_checkpoints else [max(steps)], workdir)
-    report = dict(report.pop("last_checkpoint"), **report)     # success, interval, distances at the top level
+    report = dict(report.pop("success"), **report)     # success, interval, distances at the top level
     metrics.write_json(os.path.join(workdir, "eval.json"), report)
     print({k: report[k] for k in ("success", "ci_low", "ci_high", "plan_s", "surprise")})
 

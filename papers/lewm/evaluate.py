@@ -119,9 +119,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, steps: lis
     first = config.model.history                                   # earlier frames lack a full history
     curves = {c: [float(x) for x in errors[i, :, first:].mean(0)] for i, c in enumerate(surprise.CONDITIONS)}
     return dict(
-        last_checkpoint=curve[-1], success_vs_steps=curve, plan_s=plan_s,
+        success=curve[-1], success_vs_steps=curve, plan_s=plan_s,
         plan_s_batched=dict(seconds=plan_s_batched, episodes=config.eval.num_episodes),
         plan_s_per_env_step=plan_s / (config.eval.horizon * config.model.frameskip),
-        surprise=dict(surprise.paired_tests(errors), mean_error_per_frame=curves, first_frame=first),
+        surprise=surprise.paired_tests(errors), surprise_curves=dict(mean_error_per_frame=curves, first_frame=first),
         seconds=dict(success_vs_steps=evaluated - started, plan_timing=timed - evaluated,
                      surprise=time.perf_counter() - timed))
