@@ -53,8 +53,8 @@ def worker(env_name: str, smoke: bool, workdir: str, out_json: str, gif_path: st
         result["plan_ms_per_step"] = planning.plan_ms_per_step(policy, state, histories)
         result["plan_batch_episodes"] = config.eval.num_episodes
         if gif_path:
-            qpos = planning.record_qpos(env, policy, state, jax.random.key(1), config.eval.max_steps,
-                                        config.model.history)
+            import numpy as np
+            qpos = np.asarray(result["first_episode_qpos"]["dmpc"])
             figures.episode_gif(env_name, qpos[: min(len(qpos), 300)], gif_path)
             result["gif"] = gif_path
         save(result)
@@ -104,9 +104,9 @@ def summarize(per_env: dict, smoke: bool) -> dict:
 def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--envs", default=",".join(ENVS), help="comma list (the smoke run uses the toy env)")
-    parser.add_argument("--workdir", default="/tmp/dmpc_bench")
+    parser.add_argument("--workdir", default="runs/dmpc_bench")
     parser.add_argument("--worker", default="", help="internal: run one env in this process")
-    parser.add_argument("--worker_timeout_s", type=float, default=540.0)
+    parser.add_argument("--worker_timeout_s", type=float, default=520.0)
     parser.add_argument("--mem_fraction", type=float, default=0.3, help="GPU memory per worker")
     args = parser.parse_args(argv)
     gif = common.result_path(args, "dmpc_walker", "gif")

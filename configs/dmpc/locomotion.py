@@ -12,11 +12,11 @@ from core.train import optim_config, train_config
 
 # brax PPO settings per env, shrunk from the brax example settings so three experts fit in the budget.
 PPO = {
-    "halfcheetah": dict(num_timesteps=6_000_000, reward_scaling=1.0, discounting=0.95, unroll_length=20,
+    "halfcheetah": dict(num_timesteps=3_000_000, reward_scaling=1.0, discounting=0.95, unroll_length=20,
                         num_updates_per_batch=8, learning_rate=3e-4, entropy_cost=1e-3, batch_size=512),
-    "hopper": dict(num_timesteps=5_000_000, reward_scaling=5.0, discounting=0.997, unroll_length=20,
+    "hopper": dict(num_timesteps=3_000_000, reward_scaling=5.0, discounting=0.997, unroll_length=20,
                    num_updates_per_batch=4, learning_rate=6e-4, entropy_cost=1e-2, batch_size=256),
-    "walker2d": dict(num_timesteps=6_000_000, reward_scaling=5.0, discounting=0.99, unroll_length=20,
+    "walker2d": dict(num_timesteps=3_000_000, reward_scaling=5.0, discounting=0.99, unroll_length=20,
                      num_updates_per_batch=4, learning_rate=3e-4, entropy_cost=1e-3, batch_size=256),
     "toy": dict(num_timesteps=20_000, reward_scaling=1.0, discounting=0.97, unroll_length=10,
                 num_updates_per_batch=2, learning_rate=3e-3, entropy_cost=1e-3, batch_size=32),
@@ -54,9 +54,9 @@ def get_config(arg=None):
     c.ankle = ml_collections.ConfigDict(dict(gear_scale=0.25, play_episodes=8 if smoke else 100,
                                              finetune_steps=20 if smoke else 2000))
     c.optim = optim_config(name="adam", learning_rate=3e-4 if not smoke else 1e-3, warmup_steps=10 if smoke else 200,
-                           total_steps=60 if smoke else 6000, end_learning_rate_fraction=0.1, grad_clip=10.0,
+                           total_steps=60 if smoke else 4000, end_learning_rate_fraction=0.1, grad_clip=10.0,
                            b2=0.999)
-    c.train = train_config(num_steps=60 if smoke else 6000, log_every=20 if smoke else 1000,
+    c.train = train_config(num_steps=60 if smoke else 4000, log_every=20 if smoke else 1000,
                            eval_every=10**9, checkpoint_every=10**9, compute_dtype="float32", async_checkpoint=False)
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c

@@ -82,9 +82,9 @@ def _collector(env, policy_fn: PolicyFn, num_episodes: int, max_steps: int):
 def collect(env, policy_fn: PolicyFn, params: Any, key: jax.Array, num_episodes: int, max_steps: int,
             chunk: int = 100) -> Episodes:
     """`num_episodes` episodes of at most `max_steps` actions, run on device in vmapped `lax.scan`s of `chunk`
-    episodes (one compile per env and policy network whatever `num_episodes` is; chunk c uses
-    fold_in(key, c)). Entries past an episode's end are zero (observations keep the post-termination states)."""
-    chunk = min(chunk, num_episodes)
+    episodes (one compile per env and policy network whatever `num_episodes` is: the last chunk runs in full
+    and is truncated; chunk c uses fold_in(key, c)). Entries past an episode's end are zero (observations keep
+    the post-termination states)."""
     parts = [jax.device_get(_collector(env, policy_fn, chunk, max_steps)(params, jax.random.fold_in(key, c)))
              for c in range(-(-num_episodes // chunk))]
     obs, actions, rewards, qpos, qvel, lengths, terminal = (np.concatenate(x)[:num_episodes] for x in zip(*parts))

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import pickle
 import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from brax.training.acme import running_statistics
 from brax.training.agents.ppo import networks as ppo_networks
 from brax.training.agents.ppo import train as ppo
 
@@ -45,6 +49,40 @@ class ExpertRun:
         return int(np.argmin(np.abs(candidates - target)))
 
 
+def _policy_fn(make_policy):
+    def policy_fn(params, obs, key):
+        # params = {"ppo": brax params, "random": 0/1}: one compiled collector serves PPO and uniform actions
+        ppo_action = make_policy(params["ppo"], deterministic=False)(obs, key)[0]
+        uniform = jax.random.uniform(jax.random.fold_in(key, 1), ppo_action.shape, minval=-1.0, maxval=1.0)
+        return jnp.where(params["random"] > 0, uniform, ppo_action)
+    return policy_fn
+
+
+def save_run(run: ExpertRun, path: str) -> None:
+    """Snapshots (numpy params and returns) to a pickle, atomically; `load_run` rebuilds the policy."""
+    payload = {"snapshots": jax.device_get(run.snapshots), "seconds": run.seconds}
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(payload, f)
+    os.replace(path + ".tmp", path)
+
+
+def load_run(path: str, env, config: ml_collections.ConfigDict) -> ExpertRun:
+    """The ExpertRun saved by `save_run`, with the policy network rebuilt as brax's PPO builds it."""
+    with open(path, "rb") as f:
+        payload = pickle.load(f)
+    normalize = running_statistics.normalize if config.normalize_observations else (lambda x, y: x)
+    network = ppo_networks.make_ppo_networks((env.observation_size,), env.action_size,
+                                             preprocess_observations_fn=normalize,
+                                             policy_hidden_layer_sizes=tuple(config.policy_hidden))
+    return ExpertRun(policy_fn=_policy_fn(ppo_networks.make_inference_fn(network)),
+                     snapshots=payload["snapshots"], seconds=payload["seconds"])
+
+
+def random_params(params: dict) -> dict:
+    """The same policy params with the uniform-random switch on (D4RL's `--random` behaviour)."""
+    return {"ppo": params["ppo"], "random": np.float32(1.0)}
+
+
 def train_expert(env, config: ml_collections.ConfigDict, seed: int = 0, log: Callable[[str], None] = print) -> ExpertRun:
     """brax PPO (config keys are ppo.train's arguments) with a params snapshot and eval return per eval."""
     brax_compat.install()
@@ -70,9 +108,9 @@ def train_expert(env, config: ml_collections.ConfigDict, seed: int = 0, log: Cal
               network_factory=functools.partial(ppo_networks.make_ppo_networks,
                                                 policy_hidden_layer_sizes=tuple(kwargs.pop("policy_hidden"))),
               **kwargs)
-    make_policy = policies[0]
-    policy_fn = lambda params, obs, key: make_policy(params, deterministic=False)(obs, key)[0]
-    snapshots = [(step, returns[step], params_at[step]) for step in sorted(returns) if step in params_at]
+    policy_fn = _policy_fn(policies[0])
+    snapshots = [(step, returns[step], {"ppo": params_at[step], "random": np.float32(0.0)})
+                 for step in sorted(returns) if step in params_at]
     if not snapshots:
         raise RuntimeError("PPO produced no evaluated snapshot; set ppo.num_evals >= 2.")
     return ExpertRun(policy_fn=policy_fn, snapshots=snapshots, seconds=time.perf_counter() - started)

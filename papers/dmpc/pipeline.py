@@ -39,37 +39,50 @@ def _summary(values) -> dict:
 
 
 def make_datasets(env, config, workdir: str, log: Callable = print) -> dict:
-    """Steps 1-2; returns {"paths": {kind: dir}, "reference": (R_random, R_expert), "expert_run": ExpertRun, ...}."""
+    """Steps 1-2; returns {"paths": {kind: dir}, "reference": (R_random, R_expert), "expert_run": ExpertRun, ...}.
+    Resumable: the PPO snapshots are kept in workdir/expert.pkl and finished datasets are not rebuilt, so a
+    second command (e.g. after a time limit) continues where the first stopped."""
     name, seed, T = env.name, config.seed, config.max_steps
     data_dir = os.path.join(workdir, "data")
+    os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(seed)
-    random_eps = data_lib.collect(env, data_lib.random_policy(env.action_size), None, jax.random.fold_in(key, 1),
-                                  config.data.reference_episodes, T)
-    run = experts.train_expert(env, config.ppo, seed, log)
+    expert_path = os.path.join(workdir, "expert.pkl")
+    if os.path.exists(expert_path):
+        run = experts.load_run(expert_path, env, config.ppo)
+        log(f"  {name}: PPO snapshots restored from {expert_path}")
+    else:
+        run = experts.train_expert(env, config.ppo, seed, log)
+        experts.save_run(run, expert_path)
     expert_params = run.snapshots[run.expert_index][2]
-    expert_eps = data_lib.collect(env, run.policy_fn, expert_params, jax.random.fold_in(key, 2),
-                                  config.data.reference_episodes, T)
-    reference = (float(random_eps.returns.mean()), float(expert_eps.returns.mean()))
+    paths = {kind: os.path.join(data_dir, f"{name}_{kind}") for kind in config.datasets}
+    done = all(os.path.exists(os.path.join(p, "manifest.json")) for p in paths.values())
+    if done:
+        manifest = data_lib.read_manifest(next(iter(paths.values())))
+        reference = (manifest["reference_returns"]["random"], manifest["reference_returns"]["expert"])
+    else:
+        random_eps = data_lib.collect(env, run.policy_fn, experts.random_params(expert_params),
+                                      jax.random.fold_in(key, 1), config.data.reference_episodes, T)
+        expert_eps = data_lib.collect(env, run.policy_fn, expert_params, jax.random.fold_in(key, 2),
+                                      config.data.reference_episodes, T)
+        reference = (float(random_eps.returns.mean()), float(expert_eps.returns.mean()))
     medium = run.medium_index(config.data.medium_fraction, reference[0])
     log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index}), "
         f"medium snapshot {medium} (eval return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
     common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
               "ppo_snapshots": [{"env_steps": s, "eval_return": r} for s, r, _ in run.snapshots],
               "reference_returns": {"random": reference[0], "expert": reference[1]}}
-    paths = {}
-    if "medium" in config.datasets:
+    if "medium" in config.datasets and not os.path.exists(os.path.join(paths["medium"], "manifest.json")):
         eps = data_lib.collect(env, run.policy_fn, run.snapshots[medium][2], jax.random.fold_in(key, 3),
                                config.data.medium_episodes, T)
-        paths["medium"] = data_lib.write_dataset(eps, name, "medium", data_dir,
-                                                 {**common, "behaviour_snapshots": [medium]})
-    if "medium_replay" in config.datasets:
+        data_lib.write_dataset(eps, name, "medium", data_dir, {**common, "behaviour_snapshots": [medium]})
+    if "medium_replay" in config.datasets and not os.path.exists(os.path.join(paths["medium_replay"], "manifest.json")):
         per = max(1, math.ceil(config.data.replay_episodes / (medium + 1)))
         eps = None
         for i in range(medium + 1):
             part = data_lib.collect(env, run.policy_fn, run.snapshots[i][2], jax.random.fold_in(key, 100 + i), per, T)
             eps = part if eps is None else eps.concat(part)
-        paths["medium_replay"] = data_lib.write_dataset(eps, name, "medium_replay", data_dir,
-                                                        {**common, "behaviour_snapshots": list(range(medium + 1))})
+        data_lib.write_dataset(eps, name, "medium_replay", data_dir,
+                               {**common, "behaviour_snapshots": list(range(medium + 1))})
     return {"paths": paths, "reference": reference, "expert_run": run, "medium_snapshot": medium,
             "expert_params": expert_params}
 
@@ -168,9 +181,11 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
+        if i == 0:
+            out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist() for m in ("dmpc", "bc")}
         if reward_fns:
-            row["novel_rewards"] = {p: {k: _summary(v) for k, v in r.items()} for p, r in results.items()
-                                    if p.startswith("dmpc") or p == "bc"}
+            row["novel_rewards"] = {p: {k: _summary(v) for k, v in r.items() if k != "first_episode_qpos"}
+                                    for p, r in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")

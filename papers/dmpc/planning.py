@@ -145,17 +145,20 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
              max_steps: int, reward_fns: dict[str, Callable] | None = None, history: int = 1) -> dict:
     """Runs every policy on `num_episodes` episodes (same reset keys for all), stepping all of them in one
     vmapped MJX step per control step inside one `lax.scan`. Returns, per policy, numpy arrays `return`
-    (the env's reward), `length`, and `return_<name>` for each extra reward_fn(next_obs, action) (summed
-    while alive)."""
+    (the env's reward), `length`, `return_<name>` for each extra reward_fn(next_obs, action) (summed
+    while alive), and `first_episode_qpos` (the first episode's qpos, for a GIF)."""
     names = sorted(policies)
     reward_fns = reward_fns or {}
     cache_key = (env, tuple((n, policies[n]) for n in names), num_episodes, max_steps,
                  tuple(sorted(reward_fns.items())), history)
     if cache_key not in _EVALUATORS:
         _EVALUATORS[cache_key] = _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history)
-    totals = jax.device_get(_EVALUATORS[cache_key]({n: model_states[n] for n in names}, key))
+    totals, qpos, alive = jax.device_get(_EVALUATORS[cache_key]({n: model_states[n] for n in names}, key))
     E = num_episodes
-    return {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
+    out = {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
+    for i, n in enumerate(names):      # qpos [T+1, nq] of the policy's first episode, up to its end
+        out[n]["first_episode_qpos"] = qpos[:int(alive[:, i].sum()) + 1, i]
+    return out
 
 
 _EVALUATORS: dict = {}
@@ -181,13 +184,14 @@ def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, h
             totals = {**{k: totals[k] + jnp.where(alive, rewards[k], 0.0) for k in rewards},
                       "length": totals["length"] + alive}
             hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
-            return (nxt, hist, alive & (nxt.done < 0.5), totals), None
+            first_qpos = nxt.pipeline_state.q[::E]                   # episode 0 of every policy, for GIFs
+            return (nxt, hist, alive & (nxt.done < 0.5), totals), (first_qpos, alive[::E])
 
         totals = {"return": jnp.zeros(M * E), "length": jnp.zeros(M * E, jnp.int32),
                   **{f"return_{k}": jnp.zeros(M * E) for k in reward_fns}}
-        (_, _, _, totals), _ = jax.lax.scan(step, (state, hist, jnp.ones(M * E, bool), totals),
-                                            jax.random.split(act_key, max_steps))
-        return totals
+        (_, _, _, totals), (qpos, alive) = jax.lax.scan(step, (state, hist, jnp.ones(M * E, bool), totals),
+                                                        jax.random.split(act_key, max_steps))
+        return totals, jnp.concatenate([state.pipeline_state.q[::E][None], qpos]), alive
 
     return jax.jit(run)
 
@@ -202,20 +206,3 @@ def plan_ms_per_step(policy: Callable, model_state, histories: jax.Array, repeat
     jax.block_until_ready(out)
     return 1000.0 * (time.perf_counter() - start) / repeats
 
-
-def record_qpos(env, policy: Callable, model_state, key: jax.Array, max_steps: int, history: int = 1) -> np.ndarray:
-    """qpos [T+1, nq] of one episode of `policy` (for the GIF); stops at termination."""
-    def run(model_state, key):
-        reset_key, act_key = jax.random.split(key)
-        state = jax.vmap(env.reset)(reset_key[None])
-        hist = jnp.repeat(state.obs[:, None], history, 1)
-
-        def step(carry, key):
-            state, hist, alive = carry
-            nxt = jax.vmap(env.step)(state, jnp.clip(policy(model_state, hist, key), -1.0, 1.0))
-            hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
-            return (nxt, hist, alive & (nxt.done[0] < 0.5)), (nxt.pipeline_state.q[0], alive)
-        _, (qpos, alive) = jax.lax.scan(step, (state, hist, jnp.array(True)), jax.random.split(act_key, max_steps))
-        return jnp.concatenate([state.pipeline_state.q, qpos]), alive
-    qpos, alive = jax.device_get(jax.jit(run)(model_state, key))
-    return qpos[:int(alive.sum()) + 1]
