@@ -110,7 +110,10 @@ def test_reuse_rebuild_and_refusal(tiny_corpus, tmp_path):
     other = str(tmp_path / "other")
     capped = lambda max_bytes: corpus.corpus_config(**{**TINY, "max_bytes": max_bytes, "validation_percent": 30})
     first = corpus.build_corpus(capped(400_000), other)
-    second = corpus.build_corpus(capped(500_000), other)
+    with pytest.raises(ValueError, match="built from another corpus config"):   # never replaced implicitly
+        corpus.build_corpus(capped(500_000), other)
+    assert corpus.load_manifest(other) == first
+    second = corpus.build_corpus(capped(500_000), other, replace=True)
     assert second["splits"]["train"]["bytes"] > first["splits"]["train"]["bytes"]
     assert corpus.load_manifest(other) == second and sorted(os.listdir(tmp_path)) == ["other"]
     (tmp_path / "precious").mkdir()

@@ -47,7 +47,7 @@ _DISTRIBUTIONS = {"absl": "absl-py", "orbax": "orbax-checkpoint", "PIL": "pillow
 
 
 def corpus_config(**overrides) -> ml_collections.ConfigDict:
-    """The builder's settings; caps of 0 mean none. Unknown keys raise one ValueError."""
+    """The builder's settings; caps of 0 mean none. Unknown keys raise one ConfigError (a ValueError)."""
     defaults = dict(
         packages=list(DEFAULT_PACKAGES), include_stdlib=True, kernel_dir="", prose_dirs=[], max_bytes=0,
         max_files=0, max_file_bytes=1_000_000, validation_percent=2, vocab_size=32768, min_frequency=2)
@@ -113,8 +113,9 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
                   for p in _walk(stdlib, _python_file)]
     if config.kernel_dir:
         if not os.path.isdir(config.kernel_dir):
-            raise errors.MissingSourceError(f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 "
-                                    "there (launch/fetch_offline_sources.sh) or set kernel_dir=''.")
+            raise errors.MissingSourceError(
+                f"kernel_dir {config.kernel_dir!r} does not exist; extract linux-source-6.1 there "
+                "(launch/fetch_offline_sources.sh) or set kernel_dir=''.")
         resolved["kernel_dir"] = os.path.abspath(config.kernel_dir)
         # asic_reg: 390 MB of generated register headers (the project notes on offline data sources).
         files += [("kernel", os.path.join("linux", os.path.relpath(p, config.kernel_dir)), p)
@@ -122,7 +123,7 @@ def list_sources(config: ml_collections.ConfigDict) -> tuple[list[tuple[str, str
     for prose_dir in config.prose_dirs:
         if not os.path.isdir(prose_dir):
             raise errors.MissingSourceError(f"prose dir {prose_dir!r} does not exist; extract it first "
-                                    "(launch/fetch_offline_sources.sh) or drop it from prose_dirs.")
+                                            "(launch/fetch_offline_sources.sh) or drop it from prose_dirs.")
         resolved.setdefault("prose_dirs", []).append(os.path.abspath(prose_dir))
         name = os.path.basename(os.path.normpath(prose_dir))
         files += [(PROSE_SPLIT, os.path.join(PROSE_SPLIT, name, os.path.relpath(p, prose_dir)), p)
@@ -181,12 +182,12 @@ def read_documents(config: ml_collections.ConfigDict) -> tuple[dict[str, list[di
         total[1] += 1
     resolved["bytes_by_source"] = bytes_by_source
     if not splits["train"]:
-        raise errors.ConfigError("The corpus sources yielded no text files; list installed packages in `packages` or "
-                         "set include_stdlib=True.")
+        raise errors.ConfigError("The corpus sources yielded no text files; list installed packages in "
+                                 "`packages` or set include_stdlib=True.")
     for name, docs in splits.items():
         if not docs:
-            raise errors.ConfigError(f"No file fell into the {name} split; raise validation_percent, max_bytes or "
-                             "max_files, or check the prose dirs.")
+            raise errors.ConfigError(f"No file fell into the {name} split; raise validation_percent, max_bytes "
+                                     "or max_files, or check the prose dirs.")
     return splits, resolved
 
 
@@ -281,12 +282,13 @@ def _describe_difference(built: dict, wanted: dict) -> str:
     return "; ".join(shown) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
-def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
+def build_corpus(config: ml_collections.ConfigDict, out_dir: str, replace: bool = False) -> dict:
     """Builds documents (TFDS), tokenizer and packed token streams into out_dir; returns the manifest.
 
-    Idempotent: a corpus in out_dir built from the same config (and generator version) is reused. An existing
-    corpus is never deleted or replaced: one built from another config raises CorpusMismatchError naming both
-    configs, and a non-empty out_dir that holds no corpus is refused.
+    Idempotent: a corpus in out_dir built from the same config (and generator version) is reused. One built
+    from another config raises CorpusMismatchError naming both configs, unless `replace` (an explicit rebuild,
+    never passed by training: the old corpus is deleted once the new one is in place). A non-empty out_dir
+    that holds no corpus is always refused.
     """
     from core.data import tokenizer as tokenizer_lib
 
@@ -296,7 +298,7 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
     fingerprint = config_fingerprint(config)
     if existing and existing.get("config_fingerprint") == fingerprint:
         return existing
-    if existing:
+    if existing and not replace:
         built = dict(existing.get("config", {}), generator_version=existing.get("generator_version"))
         wanted = dict(config.to_dict(), generator_version=GENERATOR_VERSION)
         raise errors.CorpusMismatchError(
@@ -304,7 +306,7 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
             f"fingerprint {existing.get('config_fingerprint')} vs {fingerprint}) and is left untouched. Point the "
             "run at another directory (--config.data.corpus_dir=NEW_DIR), or use the config it was built from "
             f"(its manifest.json), or delete {out_dir} yourself to rebuild it there.")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
+    if not existing and os.path.isdir(out_dir) and os.listdir(out_dir):
         raise errors.CorpusMismatchError(
             f"{out_dir} is not empty and holds no corpus (no manifest.json); choose another directory.")
     start = time.perf_counter()
@@ -333,7 +335,13 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str) -> dict:
             vocab_size=tokenizer.get_vocab_size(), build_seconds=round(time.perf_counter() - start, 1))
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
-        _move_into_place(tmp, out_dir, fingerprint)
+        if existing:   # replace=True: the old corpus goes only after the new one is complete
+            old = f"{out_dir}.old-{os.getpid()}"
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            _move_into_place(tmp, out_dir, fingerprint)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
