@@ -16,6 +16,7 @@ state sequences with them and the simulator can score the real ones with the sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Callable
 
@@ -171,6 +172,7 @@ def _healthy(name: str, obs: jax.Array) -> jax.Array:
 STANDING_HEIGHT = {"walker2d": 1.25, "hopper": 1.25, "halfcheetah": 0.0, "toy": 0.0}
 
 
+@functools.lru_cache(maxsize=None)   # the same function objects every call, so compiled programs are reused
 def novel_rewards(name: str) -> dict[str, Callable[[jax.Array, jax.Array], jax.Array]]:
     """{"backward": -vx + alive bonus, "jump": 10 (z - standing height) + alive bonus}, each minus 1e-3 |a|²;
     the alive bonus is 1 while the predicted / real state is healthy (planning-time objectives, no retraining)."""
