@@ -17,15 +17,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if "--smoke" in sys.argv:      # before JAX is imported (benchmarks.common imports it)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from absl import app, flags
-
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes on the smoke corpus, CPU.")
-_WORKDIR = flags.DEFINE_string("workdir", "", "Points and checkpoints (default runs/infinite_compute[_smoke]).")
-_OUT = flags.DEFINE_string("out", "benchmarks/results", "Where the JSON and PNGs go.")
-_BUDGET = flags.DEFINE_float("budget_seconds", None, "Wall-clock budget for training (default from config).")
-_ANALYZE_ONLY = flags.DEFINE_bool("analyze_only", False, "Only refit and redraw from stored points.")
+from benchmarks import common  # noqa: E402
 
 PAPER = dict(asymptote_standard=3.75, asymptote_regularized=3.43, asymptote_ensemble=3.27, asymptote_joint=3.17,
              data_efficiency_joint=5.17, data_efficiency_regularized=2.29, distill_retention=0.83)
@@ -110,44 +105,53 @@ def plot(result: dict, config, path_prefix: str) -> list[str]:
     return written
 
 
-def main(argv):
-    del argv
-    if _SMOKE.value:
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from configs.infinite_compute import sweep as sweep_config
+def main() -> None:
+    parser = common.arg_parser(__doc__)
+    parser.add_argument("--workdir", default="", help="points and checkpoints (default runs/infinite_compute[_smoke])")
+    parser.add_argument("--budget_seconds", type=float, default=None, help="training wall-clock budget")
+    parser.add_argument("--analyze_only", action="store_true", help="only refit and redraw from stored points")
+    parser.add_argument("--sizes", default="", help="train only these sizes, comma-separated (one share per GPU)")
+    parser.add_argument("--checkpoint_dir", default="", help="member checkpoints (default <workdir>/checkpoints)")
+    parser.add_argument("--skip_analysis", action="store_true", help="train only (another process fits)")
+    args = parser.parse_args()
     from core import metrics
     from papers.infinite_compute import data as data_lib
     from papers.infinite_compute import sweep as sweep_lib
 
-    config = sweep_config.get_config("smoke" if _SMOKE.value else None)
-    if _BUDGET.value is not None:
-        config.budget_seconds = _BUDGET.value
-    suffix = "_smoke" if _SMOKE.value else ""
-    workdir = _WORKDIR.value or f"runs/infinite_compute{suffix}"
+    config = common.load_config("infinite_compute/sweep", "smoke" if args.smoke else "")
+    if args.budget_seconds is not None:
+        config.budget_seconds = args.budget_seconds
+    name = common.result_name("infinite_compute", args.smoke)
+    workdir = args.workdir or os.path.join("runs", name)
     started = time.time()
     summary = None
-    if not _ANALYZE_ONLY.value:
+    if not args.analyze_only:
         data_lib.ensure_fixed_token_set(config)
-        sweep = sweep_lib.Sweep(config, workdir, deadline=started + config.budget_seconds)
+        sweep = sweep_lib.Sweep(config, workdir, deadline=started + config.budget_seconds,
+                                sizes=[s for s in args.sizes.split(",") if s], checkpoint_dir=args.checkpoint_dir or None)
         summary = sweep.run()
+        print(f"sweep: {summary}", flush=True)
+        if args.skip_analysis:
+            return
     result = sweep_lib.analyze(config, workdir)
-    name = f"infinite_compute{suffix}"
-    figures = plot(result, config, os.path.join(_OUT.value, name))
+    try:
+        figures = plot(result, config, os.path.join(args.out, name))
+    except ImportError as error:      # matplotlib missing on the GPU image: redraw with --analyze_only
+        figures = [f"not drawn: {error}"]
     efficiency = result.get("data_efficiency") or {}
-    payload = dict(
-        metrics.run_info(name, config=config.to_dict(), workdir=workdir),
-        paper=PAPER,
+    payload = common.run_info(
+        name, args, config=config.to_dict(), workdir=workdir, paper=PAPER,
         asymptote_standard=result["asymptote_standard"], asymptote_regularized=result["asymptote_regularized"],
         asymptote_ensemble=result["asymptote_ensemble"], asymptote_joint=result["asymptote_joint"],
         data_efficiency=efficiency or None,
         distill_retention=result["distill_retention"],
         draft_acceptance_gain=None,
         draft_acceptance_gain_reason=("not measured: the one GPU command is spent on the sweep; the distilled "
-                                      "student is in the checkpoints for a later SSD run"),
+                                      "students are in the checkpoints for a later SSD run"),
         ordering_holds=_ordering(result),
         sizes=result["sizes"], ensembles=result["ensembles"], data_law=result["data_law"], notes=result["notes"],
         sweep=summary, figures=figures, wall_seconds=time.time() - started)
-    metrics.write_json(os.path.join(_OUT.value, f"{name}.json"), payload)
+    metrics.write_json(common.result_path(args, "infinite_compute"), payload)
     rows = [("standard (best finite)", result["asymptote_standard"], PAPER["asymptote_standard"]),
             ("regularized E", result["asymptote_regularized"], PAPER["asymptote_regularized"]),
             ("ensemble E (K->inf)", result["asymptote_ensemble"], PAPER["asymptote_ensemble"]),
@@ -161,7 +165,8 @@ def main(argv):
     for key, value in efficiency.items():
         if key != "standard_data_law":
             print(f"data efficiency {key:12s} {value:8.2f}x")
-    print(f"wrote {os.path.join(_OUT.value, name)}.json and {len(figures)} figures in {time.time() - started:.0f}s")
+    print(f"wrote {common.result_path(args, 'infinite_compute')} and {len(figures)} figures "
+          f"in {time.time() - started:.0f}s")
 
 
 def _ordering(result: dict) -> dict:
@@ -173,4 +178,4 @@ def _ordering(result: dict) -> dict:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

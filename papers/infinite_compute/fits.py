@@ -69,6 +69,11 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], max_alpha: float = 4.0
     return PowerLaw(A=float(a[best]), alpha=float(alphas[best]), E=float(e[best]), x_ref=x_ref)
 
 
+def at_bound(law: PowerLaw, y: Sequence[float]) -> bool:
+    """True when E sits on a bound (0 or the smallest loss): the points show no curvature to fit an asymptote."""
+    return bool(law.E <= 1e-9 or law.E >= float(np.min(y)) - 1e-9)
+
+
 def interval(values: Sequence[float], level: float = 0.95) -> list[float]:
     values = np.asarray([v for v in values if np.isfinite(v)], np.float64)
     if values.size == 0:
@@ -99,6 +104,7 @@ def bootstrap_fit(x: Sequence[float], samples: Sequence[Sequence[float]], num_bo
         except ValueError:
             continue
     return dict(law=law.to_dict(), E=law.E, E_interval=interval(draws), num_boot=len(draws),
+                E_at_bound=at_bound(law, means),
                 bootstrap="seed replicates" if has_replicates else "residuals", x=x.tolist(), y=means.tolist())
 
 
@@ -120,7 +126,8 @@ def ensemble_k_fit(subset_losses: dict[tuple[int, ...], float], num_members: int
             draws.append(fit_power_law(ks, y).E)
         except ValueError:
             continue
-    return dict(law=law.to_dict(), E=law.E, E_interval=interval(draws), K=ks.tolist(), loss_by_K=mean_by_k.tolist())
+    return dict(law=law.to_dict(), E=law.E, E_interval=interval(draws), E_at_bound=at_bound(law, mean_by_k),
+                K=ks.tolist(), loss_by_K=mean_by_k.tolist())
 
 
 def data_efficiency(standard_law: PowerLaw, loss: float, tokens: float) -> float:

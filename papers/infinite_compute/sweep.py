@@ -34,11 +34,24 @@ def snap(value: float, grid: Sequence[float]) -> float:
     return min(grid, key=lambda g: abs(math.log(g / value)) if g > 0 and value > 0 else abs(g - value))
 
 
+def _finite_or_inf(value) -> float:
+    """Diverged members evaluate to NaN; inf keeps them out of every min() without special cases."""
+    value = float(value)
+    return value if np.isfinite(value) else float("inf")
+
+
 class Sweep:
-    def __init__(self, config, workdir: str, deadline: float | None = None):
+    def __init__(self, config, workdir: str, deadline: float | None = None, sizes: Sequence[str] | None = None,
+                 checkpoint_dir: str | None = None):
+        """sizes: train only these (e.g. one share per GPU, all writing to one workdir); checkpoint_dir: where
+        member params go (default workdir/checkpoints), so the small point JSONs can live elsewhere."""
         self.config = config
         self.workdir = workdir
-        self.store = recipe.PointStore(workdir)
+        self.sizes = list(config.sizes) if not sizes else list(sizes)
+        unknown = sorted(set(self.sizes) - set(config.sizes))
+        if unknown:
+            raise ValueError(f"Unknown sizes {unknown}; the config has {sorted(config.sizes)}.")
+        self.store = recipe.PointStore(workdir, checkpoint_dir)
         self.deadline = deadline
         arrays, self.manifest = data_lib.load_fixed_token_set(config.data.dir)
         seq_len = config.data.seq_len
@@ -130,9 +143,10 @@ class Sweep:
         cfg = self.cfg(size)
         for i, point in enumerate(group):
             record = dict(point.to_dict(), id=point.id, steps=info["steps"][i], train_loss=info["train_loss"][i],
+                          nonfinite_steps=info["nonfinite_steps"][i],
                           non_embedding_params=recipe.non_embedding_params(cfg),
                           group=[p.id for p in group], group_seconds=seconds,
-                          **{f"{name}_loss": float(v[i]) for name, v in losses.items()})
+                          **{f"{name}_loss": _finite_or_inf(v[i]) for name, v in losses.items()})
             self.store.save_params(point.id, jax.tree.map(lambda x: x[i], states.params), info["steps"][i])
             self.store.put(point.id, record)
         _log(f"{size}: {len(group)} points in {seconds:.1f}s ({flops / seconds / 1e12:.1f} TFLOP/s) "
@@ -157,7 +171,7 @@ class Sweep:
     def standard(self) -> None:
         s = self.config.standard
         self.run_points([Point(size, "standard", lr, s.weight_decay, e)
-                         for size in self.config.sizes for lr in s.learning_rates for e in s.epochs])
+                         for size in self.sizes for lr in s.learning_rates for e in s.epochs])
 
     def regularized_round(self, size: str) -> bool:
         """One step of the local search from the current best; True when it holds a certificate."""
@@ -188,7 +202,7 @@ class Sweep:
         """Local-search rounds, round-robin over sizes, until each size has done `rounds` (or holds a
         certificate); progress is stored, so a resumed sweep continues the search where it stopped."""
         for _ in range(rounds):
-            for size in self.config.sizes:
+            for size in self.sizes:
                 name = f"regsearch_{size}"
                 state = self.store.get(name) or dict(rounds=0, certificate=False)
                 if state["certificate"] or state["rounds"] >= rounds:
@@ -197,7 +211,7 @@ class Sweep:
                 certificate = self.regularized_round(size)
                 if len(self.skipped) == before and self.best(size, "regularized") is not None:
                     self.store.put(name, dict(rounds=state["rounds"] + 1, certificate=certificate))
-        return {size: self.store.get(f"regsearch_{size}") for size in self.config.sizes}
+        return {size: self.store.get(f"regsearch_{size}") for size in self.sizes}
 
     def ensemble_points(self, size: str) -> list[Point] | None:
         """K members at the paper's ensemble recipe (2x epochs, 1/2 wd of the best regularised config so
@@ -215,7 +229,7 @@ class Sweep:
                 for k in range(self.config.members)]
 
     def ensembles(self) -> None:
-        for size in self.config.sizes:
+        for size in self.sizes:
             points = self.ensemble_points(size)
             if points is None:
                 continue
@@ -264,6 +278,8 @@ class Sweep:
 
     def distill(self) -> None:
         d = self.config.distill
+        if d.size not in self.sizes:
+            return
         teachers = self.ensemble_points(d.size)
         if teachers is None or not all(self.store.has(p.id) for p in teachers):
             return
@@ -290,7 +306,7 @@ class Sweep:
         points = []
         for fraction in self.config.data_law.fractions:
             tokens = int(fraction * self.num_real * self.config.data.seq_len)
-            for size in self.config.sizes:
+            for size in self.sizes:
                 std = self.best(size, "standard")
                 if std is None:
                     continue
@@ -320,7 +336,6 @@ def analyze(config, workdir: str) -> dict:
     rows = [r for r in store.all() if "recipe" in r and "validation_loss" in r]
     sizes = list(config.sizes)
     params = {r["size"]: r["non_embedding_params"] for r in rows}
-    tokens = max([r["steps"] for r in rows] or [0])  # placeholder replaced below
     manifest = data_lib.load_manifest(config.data.dir)
     tokens = manifest["counts"]["train"]["tokens"]
     out: dict = dict(train_tokens=tokens, sizes={}, notes=[])
@@ -336,7 +351,9 @@ def analyze(config, workdir: str) -> dict:
         b = min(main, key=lambda r: r["validation_loss"])
         reps = [r["validation_loss"] for r in select(size, name, train_tokens=0) if
                 (r["learning_rate"], r["weight_decay"], r["epochs"]) == (b["learning_rate"], b["weight_decay"],
-                                                                         b["epochs"])]
+                                                                         b["epochs"]) and np.isfinite(r["validation_loss"])]
+        if not reps:
+            return None, []
         return b, reps
 
     for size in sizes:
@@ -374,7 +391,7 @@ def analyze(config, workdir: str) -> dict:
         value=min(std_best), kind="best finite model (the standard recipe is non-monotone in N, as in the paper)"
         if not monotone else "best finite model", monotone_in_N=monotone, fit=std_fit)
     out["asymptote_regularized"] = None if reg_fit is None else dict(
-        value=reg_fit["E"], interval=reg_fit["E_interval"], fit=reg_fit)
+        value=reg_fit["E"], interval=reg_fit["E_interval"], E_at_bound=reg_fit["E_at_bound"], fit=reg_fit)
 
     # Ensembles: K-fit per size, then the joint N -> infinity fit of the K -> infinity asymptotes.
     per_size = {}
@@ -397,6 +414,7 @@ def analyze(config, workdir: str) -> dict:
     report = config.ensemble.report_size
     if report in per_size:
         out["asymptote_ensemble"] = dict(value=per_size[report]["E"], interval=per_size[report]["E_interval"],
+                                         E_at_bound=per_size[report]["E_at_bound"],
                                          size=report, non_embedding_params=params[report])
     else:
         out["asymptote_ensemble"] = None
@@ -416,6 +434,7 @@ def analyze(config, workdir: str) -> dict:
             except ValueError:
                 pass
         out["asymptote_joint"] = dict(value=joint.E, interval=fits.interval(draws), fit=joint.to_dict(),
+                                      E_at_bound=fits.at_bound(joint, [per_size[s]["E"] for s in per_size]),
                                       interval_method="refits with each size's K-asymptote drawn uniformly "
                                                       "within its member-order interval")
     else:
