@@ -109,6 +109,9 @@ def main(argv=None):
     parser.add_argument("--worker_timeout_s", type=float, default=520.0)
     parser.add_argument("--mem_fraction", type=float, default=0.3, help="GPU memory per worker")
     args = parser.parse_args(argv)
+    if not args.worker and not args.smoke:
+        # the parent only merges JSON: it must not preallocate the GPU memory its workers need
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     gif = common.result_path(args, "dmpc_walker", "gif")
     if args.worker:
         worker(args.worker, args.smoke, args.workdir, os.path.join(args.workdir, f"{args.worker}.json"),
@@ -123,7 +126,10 @@ def main(argv=None):
         per_env["toy"] = worker("toy", True, args.workdir, os.path.join(args.workdir, "toy.json"), gif)
     else:
         # One process per env: their compiles run on separate CPU cores and their MJX programs share the GPU.
-        env_vars = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction))
+        # a persistent compile cache makes a re-run (resuming a cut-short run) skip the compiles it already paid
+        env_vars = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction),
+                        XLA_PYTHON_CLIENT_PREALLOCATE="true",
+                        JAX_COMPILATION_CACHE_DIR=os.path.abspath(os.path.join(args.workdir, "jax_cache")))
         procs = {e: subprocess.Popen([sys.executable, "-m", "benchmarks.dmpc", "--worker", e, "--workdir", args.workdir,
                                       "--out", args.out], env=env_vars) for e in envs}
         deadline = time.time() + args.worker_timeout_s
