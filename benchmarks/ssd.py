@@ -287,7 +287,8 @@ def plots(bench: Bench, summary: dict, args) -> list[str]:
                            ("ssd_fast", "SSD, fast fallback")):
             xs = [b for b in sorted(table) if key in table[b]]
             ax.plot(xs, [table[b][key] for b in xs], "o-", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="tokens/s", title="T = 0, target GPU 0, draft GPU 1")
+        ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="tokens/s",
+               title=f"T = 0; target on {bench.placement.target_devices[0]}, draft on {bench.placement.draft_device}")
         ax.legend()
         paths.append(common.result_path(args, "ssd_batch", "png"))
         fig.savefig(paths[-1], dpi=120, bbox_inches="tight")

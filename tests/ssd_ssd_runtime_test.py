@@ -172,3 +172,21 @@ def test_theorem7_and_crossover_batch():
     assert 1 < b_star < 64
     assert speed_jit(math.floor(b_star)) > speed_fast > speed_jit(math.ceil(b_star))
     assert fanout.crossover_batch(0.8, 3.0, 2.5, 1.0, 0.5, 0.0) == math.inf   # a free backup never loses
+
+
+def test_neural_fallback_drafts_only_missed_rows():
+    """Rows that hit keep their cached speculation; missed rows get exactly the neural draft of their context."""
+    _, draft = toy_models()
+    config = ssd.SSDConfig(num_draft=2, fan_out_hit=(1, 1, 1), max_new_tokens=8)
+    batch = 12
+    prompts, lengths = prompts_batch(batch)
+    cache = toy_lm.prefill(draft, jnp.asarray(prompts), jnp.asarray(lengths),
+                           toy_lm.init_cache(DRAFT, batch, 32))[1]
+    need = jnp.asarray(np.arange(batch) % 5 == 1)            # 3 of 12 rows missed: the batch / 4 bucket
+    bonus = jnp.asarray(np.arange(batch) % TARGET.vocab_size, jnp.int32)
+    cached = jnp.full((batch, 2), -1, jnp.int32)
+    tokens, _ = ssd._neural_fallback(toy_lm, draft, cache, need, bonus, cached, None, jax.random.key(0), config)
+    full, _, _ = ssd._chain_draft(toy_lm, draft, cache, bonus, jax.random.key(0), (1, 1, 1), config)
+    np.testing.assert_array_equal(np.asarray(tokens)[~np.asarray(need)], -1)
+    np.testing.assert_array_equal(np.asarray(tokens)[np.asarray(need)], np.asarray(full)[np.asarray(need)])
+    assert ssd.fallback_buckets(12) == (2, 3, 6, 12) and ssd.fallback_buckets(1) == (1,)

@@ -298,6 +298,39 @@ def _verify_round(lm, target, loop: TargetLoop, spec: Speculation, key, config: 
     return loop, jnp.stack([n, bonus, active.astype(jnp.int32)], 1)
 
 
+def fallback_buckets(batch: int) -> tuple[int, ...]:
+    """Sub-batch sizes the neural fallback compiles for: batch / 8, / 4, / 2 and the batch (rounded up), so
+    a few missed rows cost at most an eighth of a full-batch drafting pass, for four compiled copies."""
+    return tuple(sorted({-(-batch // 2 ** i) for i in range(4)}))
+
+
+def _neural_fallback(lm, draft, cache, need, bonus, tokens, probs, key, config: SSDConfig):
+    """Just-in-time drafting for the rows that missed only: they are gathered into the smallest sub-batch
+    bucket that holds them (a lax.switch over static sizes), drafted from their own cache rows (the drafting
+    writes only scratch slots of the gathered copy), and scattered back; nothing runs when no row missed."""
+    batch = need.shape[0]
+    buckets = fallback_buckets(batch)
+    order = jnp.argsort(~need, stable=True)          # missed rows first
+
+    def run(size):
+        def branch(operands):
+            tokens, probs = operands
+            rows = order[:size]
+            sub = jax.tree.map(lambda x: x[rows] if (x.ndim >= 1 and x.shape[0] == batch) else x, cache)
+            new_tokens, new_probs, _ = _chain_draft(lm, draft, sub, bonus[rows], key, config.miss_fan_out, config)
+            use = need[rows]
+            tokens = tokens.at[rows].set(jnp.where(use[:, None], new_tokens, tokens[rows]))
+            if probs is not None:
+                probs = probs.at[rows].set(jnp.where(use[:, None, None], new_probs, probs[rows]))
+            return tokens, probs
+        return branch
+
+    count = need.sum()
+    index = jnp.searchsorted(jnp.asarray(buckets), count)
+    branches = [lambda operands: operands] + [run(size) for size in buckets]
+    return jax.lax.switch(jnp.where(count > 0, index + 1, 0), branches, (tokens, probs))
+
+
 def _advance_draft(lm, draft, loop: DraftLoop, table: SpeculationCache, outcome, key, layout: TreeLayout,
                    config: SSDConfig):
     """Draft side, once the outcome arrived: keep the glue of the accepted path, look the outcome up, run the
@@ -308,14 +341,7 @@ def _advance_draft(lm, draft, loop: DraftLoop, table: SpeculationCache, outcome,
     calls = loop.fallback_calls
     if config.backup == "jit":
         need = active & ~hit
-
-        def neural(cache):
-            jit_tokens, jit_probs, cache = _chain_draft(lm, draft, cache, bonus, key, config.miss_fan_out, config)
-            new_tokens = jnp.where(need[:, None], jit_tokens, tokens)
-            new_probs = None if probs is None else jnp.where(need[:, None, None], jit_probs, probs)
-            return new_tokens, new_probs, cache
-
-        tokens, probs, cache = jax.lax.cond(need.any(), neural, lambda cache: (tokens, probs, cache), cache)
+        tokens, probs = _neural_fallback(lm, draft, cache, need, bonus, tokens, probs, key, config)
         calls = calls + need.any().astype(jnp.int32)
     source = jnp.where(hit, SOURCE_HIT, SOURCE_MISS).astype(jnp.int32)
     by_depth = jax.nn.one_hot(n, config.num_draft + 1, dtype=jnp.int32) * active[:, None]
