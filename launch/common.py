@@ -158,8 +158,9 @@ def run(main: Callable) -> None:
             main(config, workdir)
         except errors.UserError as e:   # a user's mistake or the machine's refusal: one line, no traceback
             fail(str(e), e.exit_code)
-        except KeyboardInterrupt:       # outside the train loop (which saves and raises errors.Interrupted)
-            fail("interrupted before training started; nothing was saved.", errors.Interrupted.exit_code)
+        except KeyboardInterrupt:   # outside the train loop, or a second Ctrl-C (the first saves and stops)
+            fail("interrupted without a final save; rerun the same command to resume from the last checkpoint.",
+                 errors.Interrupted.exit_code)
         except Exception as e:
             fault = errors.environment_fault(e)
             if fault is None:
