@@ -25,6 +25,6 @@ def get_config(arg=None):
         batch1_prompts=2 if smoke else 6,
         repeats=1,
         piece_rounds=4 if smoke else 16,               # rounds timed piece by piece (idle times)
-        budget_s=3600 if smoke else 330,               # decoding phases start only before this (training excluded)
+        budget_s=3600 if smoke else 300,               # decoding phases start only before this (training excluded)
     )
     return config
