@@ -50,10 +50,11 @@ def main(argv=None):
     d, h = config.model.embed_dim, config.model.history
     fa = config.model.frameskip * config.model.action_dim
     plan_args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)), jax.random.key(0))
+    cem = planning.cem_settings(config)
     for dtype in ("float32", "bfloat16"):
         plan_config = config_lib.apply_overrides(config, {"eval.compute_dtype": dtype})
-        plan_fn = jax.jit(lambda s, z, p, g, k, c=plan_config: planning.plan(
-            planning.planning_model(mgraph, s, c), z, p, g, k, c))
+        plan_fn = jax.jit(lambda s, z, p, g, k, dtype=dtype: planning.plan(
+            planning.planning_model(mgraph, s, dtype), z, p, g, k, **cem))
         result[f"plan_{dtype}"] = profiling.device_summary(lambda: plan_fn(mstate, *plan_args), args.repeats,
                                                            f"{trace_root}/plan_{dtype}")
         profiling.describe_kernels(result[f"plan_{dtype}"], plan_fn.lower(mstate, *plan_args).compile().as_text())
