@@ -49,7 +49,7 @@ def get_config(arg=None):
     c.grid = dict(learning_rates=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
                   weight_decays=[0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4],
                   epochs=[1, 2, 4, 8, 16, 32, 64])
-    c.standard = dict(weight_decay=0.1, learning_rates=[3e-3] if smoke else [1e-3, 3e-3],
+    c.standard = dict(weight_decay=0.1, learning_rates=[3e-3] if smoke else [3e-3, 1e-2],
                       epochs=[1, 2, 4] if smoke else [1, 2, 4, 8, 16])
     c.regularized = dict(start_weight_decay=0.8, max_rounds=1 if smoke else 2)
     c.ensemble = dict(epoch_factor=2, weight_decay_factor=0.5, report_size="s2")

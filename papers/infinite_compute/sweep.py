@@ -252,9 +252,10 @@ class Sweep:
 
     def synthesize(self, name: str, teachers: Sequence[Point], count: int, key: int) -> np.ndarray:
         """count windows [EOS] + seq_len tokens sampled at temperature 1, member k writing windows k::K."""
-        path = os.path.join(self.workdir, "synthetic", f"{name}.npy")
+        # Next to the checkpoints (large, kept on the machine), not with the point JSONs.
+        path = os.path.join(self.store.checkpoint_dir, "synthetic", f"{name}.npy")
         if os.path.exists(path):
-            return np.load(path)
+            return np.load(path).astype(np.int32)
         d = self.config.distill
         size = teachers[0].size
         states = self.member_states(size, teachers)
@@ -272,7 +273,7 @@ class Sweep:
                 out[chunk, 0] = eos
                 out[chunk, 1:] = np.asarray(tokens)[: len(chunk)]
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path + ".tmp.npy", out)
+        np.save(path + ".tmp.npy", out.astype(np.uint16 if self.vocab_size <= 65536 else np.int32))
         os.replace(path + ".tmp.npy", path)
         return out
 
