@@ -80,13 +80,20 @@ def fit(model: nnx.Module, x: jax.Array, y: jax.Array, num_steps: int, batch_siz
     return train_lib.merge_model(setup.graphdef, state), [float(v) for v in losses]
 
 
-def error_rate(model: nnx.Module, x: jax.Array, y: jax.Array, chunk: int = 10000) -> float:
-    graphdef, state = nnx.split(model)
-
+@functools.cache
+def _mistakes_fn(graphdef: nnx.GraphDef):
+    """One jitted counter per architecture (GraphDefs compare by structure), so every row reuses its compile."""
     @jax.jit
     def mistakes(state, xb, yb):
         return jnp.sum(jnp.argmax(nnx.merge(graphdef, state)(xb), -1) != yb)
+    return mistakes
 
+
+def error_rate(model: nnx.Module, x: jax.Array, y: jax.Array, chunk: int = 10000) -> float:
+    if isinstance(model, subspace.SubspaceModel):
+        model = model.base_model()
+    graphdef, state = nnx.split(model)
+    mistakes = _mistakes_fn(graphdef)
     wrong = sum(int(mistakes(state, x[i:i + chunk], y[i:i + chunk])) for i in range(0, int(y.shape[0]), chunk))
     return wrong / int(y.shape[0])
 

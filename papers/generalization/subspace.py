@@ -127,8 +127,12 @@ class SubspaceModel(nnx.Module):
     def theta(self) -> jax.Array:
         return self.theta0[...] + project(self.kind, self.projection.get_value(), self.effective_w(), self.full_dim)
 
+    def base_model(self) -> nnx.Module:
+        """The plain network at theta (for evaluation)."""
+        return nnx.merge(self._graphdef, self._unravel(self.theta()))
+
     def __call__(self, x):
-        return nnx.merge(self._graphdef, self._unravel(self.theta()))(x)
+        return self.base_model()(x)
 
 
 def kmeans_levels(w: np.ndarray, num_levels: int, iters: int = 30) -> np.ndarray:
