@@ -16,11 +16,11 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.data = data.data_config(dataset)
     config.model = dict(kind="cnn", width=8 if smoke else 16, init_seed=0, hidden=[])
-    config.compress = dict(projection="dense", projection_seed=1, dim=250 if smoke else 1500,
-                           levels=7 if smoke else 11, steps=150 if smoke else 3000, batch_size=128 if smoke else 512,
+    config.compress = dict(projection="dense", projection_seed=1, dim=250 if smoke else 2000,
+                           levels=7 if smoke else 5, steps=150 if smoke else 4000, batch_size=128 if smoke else 512,
                            learning_rate=0.05, qat_steps=50 if smoke else 1000, qat_learning_rate=0.005, seed=0)
     # Every (d, L) pair the benchmark tries is one hypothesis family of the union bound.
-    config.grid = dict(dims=[250] if smoke else [1000, 1500, 2000], levels=[7] if smoke else [7, 11, 15])
+    config.grid = dict(dims=[250] if smoke else [1000, 2000, 3000], levels=[7] if smoke else [3, 5, 7])
     config.bound = dict(delta=0.05, search_bits=compress.search_bits(len(config.grid.dims) * len(config.grid.levels)))
     # Random labels: the same CNN trained on all its parameters (identity projection) on a subset.
     config.random_labels = dict(train_size=300 if smoke else 2000, steps=300 if smoke else 4000,

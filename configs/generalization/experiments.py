@@ -25,9 +25,9 @@ def get_config(arg=None):
     config.double_descent = dict(
         data=data.data_config("digits" if smoke else "mnist", train_size=0 if smoke else 4000,
                               test_size=0 if smoke else 5000, label_noise=0.2),
-        widths=[1, 4] if smoke else [1, 2, 3, 4, 6, 8, 12, 16, 24, 32], steps=100 if smoke else 4000,
+        widths=[1, 4] if smoke else [1, 2, 4, 6, 8, 12, 16, 32], steps=100 if smoke else 4000,
         batch_size=128, learning_rate=1e-3, seed=0, hessian_points=256 if smoke else 2000,
         lanczos_iters=10 if smoke else 40, z=1.0)
-    config.width_compression = dict(widths=[2, 8] if smoke else [4, 8, 16, 32, 64], dim=250 if smoke else 1500,
-                                    levels=7 if smoke else 11)
+    config.width_compression = dict(widths=[2, 8] if smoke else [8, 16, 32, 64], dim=250 if smoke else 2000,
+                                    levels=7 if smoke else 5)
     return config
