@@ -24,6 +24,7 @@ PIPELINES = (
     ("foundation LM", __name__, "configs.lm.smoke", None),
     ("SSD speculative decoding", "papers.ssd.demo", "configs.ssd.decode", "smoke"),
     ("LeWorldModel", "papers.lewm.demo", "configs.lewm.tworoom", "smoke"),
+    ("Pre-training under infinite compute", "papers.infinite_compute.demo", "configs.infinite_compute.sweep", "smoke"),
 )
 
 
