@@ -80,7 +80,8 @@ def merge_stats(stats: list[dict]) -> dict:
                 accepted_on_hit=safe(acc("accepted_on_hit", "hit"), by("hit")),
                 accepted_on_miss=safe(acc("accepted_on_miss", "miss"), by("miss")),
                 rounds_by_source=dict(hit=by("hit"), miss=by("miss"), initial=by("initial")),
-                fallback_rounds=sum(s["fallback_rounds"] for s in stats))
+                fallback_rounds=sum(s["fallback_rounds"] for s in stats),
+                host_enqueue_s_per_round=float(np.mean([s["host_enqueue_s_per_round"] for s in stats])))
 
 
 class Bench:
@@ -194,7 +195,7 @@ def analyse(row: dict, ar: dict | None, draft: dict | None, k: int) -> dict:
                cache_transfer_s=pieces["cache_transfer"], target_lookup_s=pieces["target_lookup"],
                target_idle_s=max(0.0, rnd - verify), draft_idle_s=max(0.0, rnd - tree - advance),
                target_idle_fraction=max(0.0, 1 - verify / rnd), draft_idle_fraction=max(0.0, 1 - (tree + advance) / rnd),
-               handshake_s=handshake)
+               handshake_s=handshake, host_enqueue_s_per_round=row.get("host_enqueue_s_per_round"))
     if ar and draft:
         t_ar = 1.0 / ar["tokens_per_s"]                     # one target step at batch 1
         t_backup = k / draft["tokens_per_s"]               # K draft decodes, the neural fallback

@@ -525,13 +525,16 @@ class SSDRuntime:
         """Decodes right-padded prompts[B, L] to completion (stop token or max_new_tokens on every row)."""
         config = self.config
         tloop, dloop, spec, keys = self.start(prompts, prompt_lengths, key)
-        dones, step = [], 0
+        dones, step, enqueue_s = [], 0, 0.0
         for step in range(config.max_new_tokens):   # each round emits at least one token per active row
+            start = time.perf_counter()
             tloop, dloop, spec, all_done = self.round(tloop, dloop, spec, keys, step)
+            enqueue_s += time.perf_counter() - start     # host time to enqueue a round (nothing waited for)
             dones.append(all_done)
             if step >= config.lag and bool(dones[step - config.lag]):
                 break
         result = self._result(tloop, dloop, step + 1)
+        result.stats["host_enqueue_s_per_round"] = enqueue_s / (step + 1)
         self._caches[(tloop.cache.lengths.shape[0], np.asarray(prompts).shape[1])] = (tloop.cache, dloop.cache)
         return result
 
