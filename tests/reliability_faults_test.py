@@ -63,6 +63,7 @@ def losses(workdir):
 
 
 def steps_saved(workdir):
+    """Finalized checkpoint steps (orbax renames a step's temporary directory to the bare number when done)."""
     return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
 
 
@@ -110,6 +111,8 @@ def test_kill_9_then_sigint_then_resume_gives_the_uninterrupted_curve(tmp_path, 
     workdir = tmp_path / "run"
     proc = start(workdir, corpus_dir, steps=1000)
     wait_for_line(proc, "step 3/")
+    while not (workdir / "checkpoints").exists() or not steps_saved(workdir):   # saves are async: wait for one
+        proc.stdout.readline()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
