@@ -1,7 +1,9 @@
 """D-MPC on MJX halfcheetah / hopper / walker2d, data generated in-framework (brax PPO experts).
 
 Variants: default = the one-H200 budget (~9 GPU-minutes for everything: 3 PPO experts, 6 datasets, 6 model
-sets, 5 planners x 6 datasets, novel rewards, broken ankle); `smoke` = the toy env on CPU in < 1 min.
+sets, 5 planners x 6 datasets, novel rewards, broken ankle); `smoke` = the toy env on CPU: not < 1 min, because brax PPO's training program alone
+compiles for ~1-4 min on a 2-core CPU (the full smoke pipeline took 7-16 min on this session's overloaded
+2-core machine, load ~16).
 Usage: get_config("smoke"), get_config("env=hopper").
 """
 
