@@ -22,28 +22,28 @@ def make_hvp(loss: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax
 
 def lanczos_eigenvalues(matvec: Callable[[jax.Array], jax.Array], dim: int, num_iters: int, seed: int = 0,
                         dtype=jnp.float32) -> np.ndarray:
-    """Ritz values (descending) of a symmetric operator after `num_iters` Lanczos steps."""
+    """Ritz values (descending) of a symmetric operator after `num_iters` Lanczos steps. The Krylov basis lives
+    on the host in float64 (num_iters x dim is small) so only the HVP runs on the device, at one fixed shape."""
     num_iters = min(num_iters, dim)
-    v = jax.random.normal(jax.random.key(seed), (dim,), dtype)
-    v = v / jnp.linalg.norm(v)
-    basis = [v]
+    v = np.random.default_rng(seed).standard_normal(dim)
+    basis = np.zeros((num_iters, dim))
+    basis[0] = v / np.linalg.norm(v)
     alphas, betas = [], []
     for i in range(num_iters):
-        w = matvec(basis[-1])
-        alpha = jnp.vdot(w, basis[-1])
-        w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if i > 0 else 0.0)
-        stacked = jnp.stack(basis)
-        w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice is enough in float32
-        w = w - stacked.T @ (stacked @ w)
-        alphas.append(float(alpha))
-        beta = float(jnp.linalg.norm(w))
+        w = np.asarray(matvec(jnp.asarray(basis[i], dtype)), np.float64)
+        alpha = float(w @ basis[i])
+        w = w - alpha * basis[i] - (betas[-1] * basis[i - 1] if i > 0 else 0.0)
+        for _ in range(2):  # full reorthogonalisation against the whole basis, twice
+            w = w - basis[:i + 1].T @ (basis[:i + 1] @ w)
+        alphas.append(alpha)
+        beta = float(np.linalg.norm(w))
         if i == num_iters - 1 or beta < 1e-10:
             break
         betas.append(beta)
-        basis.append(w / beta)
+        basis[i + 1] = w / beta
     k = len(alphas)
-    tridiagonal = np.diag(np.asarray(alphas, np.float64)) + np.diag(np.asarray(betas[:k - 1], np.float64), 1) \
-        + np.diag(np.asarray(betas[:k - 1], np.float64), -1)
+    off = np.asarray(betas[:k - 1], np.float64)
+    tridiagonal = np.diag(np.asarray(alphas, np.float64)) + np.diag(off, 1) + np.diag(off, -1)
     return np.sort(np.linalg.eigvalsh(tridiagonal))[::-1]
 
 
