@@ -39,7 +39,6 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.decode import held_out_prompts, inference_split, run_decode, train_models  # noqa: E402
-from core import metrics  # noqa: E402
 from papers.ssd import engine, fanout, ssd  # noqa: E402
 
 
