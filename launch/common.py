@@ -151,6 +151,9 @@ def run(main: Callable) -> None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)   # orbax/TFDS INFO lines are noise for a user
+            # orbax also logs its background-thread failures with a traceback; the same failure reaches the
+            # main thread as an exception and is reported once at the boundary below.
+            logging.get_absl_handler().addFilter(_drop_orbax_records)
         try:
             config, workdir = _load_config(), _WORKDIR.value
             _initialise_jax()
@@ -168,6 +171,10 @@ def run(main: Callable) -> None:
             fail(str(fault), fault.exit_code)
 
     app.run(_main, flags_parser=_parse_flags)
+
+
+def _drop_orbax_records(record) -> bool:
+    return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
