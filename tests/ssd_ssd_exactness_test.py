@@ -39,7 +39,7 @@ SLOW_CASES = {  # pytest -m slow: one mechanism per case
                                                    max_new_tokens=3, temperature=1.0),
     "saguaro_C02_jit_T1_topp09": ssd.SSDConfig(num_draft=2, fan_out_hit=(2, 2, 2), saguaro_c=0.2, backup="jit",
                                                max_new_tokens=3, temperature=1.0, top_p=0.9),
-    "fast_K1_T05": ssd.SSDConfig(num_draft=1, fan_out_hit=(2, 3), backup="fast", max_new_tokens=3,
+    "fast_K1_T05": ssd.SSDConfig(num_draft=1, fan_out_hit=(3, 3), backup="fast", max_new_tokens=3,
                                  temperature=0.5),
 }
 ALPHA = 1e-3 / (len(CASES) + len(SLOW_CASES) + 1)
