@@ -5,7 +5,6 @@ uninterrupted one, earlier checkpoints intact)."""
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -38,9 +37,9 @@ def command(workdir, corpus_dir, *extra, steps=STEPS):
             f"--config.data.corpus_dir={corpus_dir}", f"--config.train.num_steps={steps}", *TINY, *extra]
 
 
-def train(workdir, corpus_dir, *extra, steps=STEPS, prefix=(), preexec_fn=None, timeout=600):
+def train(workdir, corpus_dir, *extra, steps=STEPS, prefix=(), timeout=600):
     return subprocess.run([*prefix, *command(workdir, corpus_dir, *extra, steps=steps)], cwd=ROOT, env=env(), text=True,
-                          capture_output=True, timeout=timeout, preexec_fn=preexec_fn)
+                          capture_output=True, timeout=timeout)
 
 
 def start(workdir, corpus_dir, *extra, steps=STEPS):
@@ -160,16 +159,15 @@ def test_truncated_latest_checkpoint_falls_back_and_says_so(tmp_path, corpus_dir
     assert os.listdir(str(workdir / "checkpoints") + ".corrupt")   # kept aside, not deleted
 
 
-def _limit_file_size():
-    """A full disk, emulated per process: any write past 64 kB fails with EFBIG (SIGXFSZ ignored)."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+# A full disk, emulated per process: any write past 64 KiB fails with EFBIG (SIGXFSZ ignored). A shell sets
+# the limit so the test process (multithreaded JAX) needs no preexec_fn.
+FULL_DISK = ["bash", "-c", 'ulimit -f 64 && trap "" XFSZ && exec "$@"', "bash"]
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_checkpoints(tmp_path, corpus_dir, reference, at_step_4):
     workdir = tmp_path / "run"
     shutil.copytree(at_step_4, workdir)
-    done = train(workdir, corpus_dir, preexec_fn=_limit_file_size)
+    done = train(workdir, corpus_dir, prefix=FULL_DISK)
     assert done.returncode == 1
     assert "File too large" in one_error_line(done.stderr) and "rerun" in done.stderr
     assert steps_saved(workdir) == [2, 4]
