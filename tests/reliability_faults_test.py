@@ -93,6 +93,7 @@ def reference(tmp_path_factory, corpus_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.strip() == "", done.stderr[-3000:]   # no log noise, no doubled progress lines
     assert done.stdout.count(f"step {STEPS}/{STEPS}") == 1
+    assert "building the corpus" in done.stdout and "Downloading" not in done.stdout   # TFDS downloads nothing
     return workdir
 
 
