@@ -25,6 +25,8 @@ PIPELINES = (
     ("SSD speculative decoding", "papers.ssd.demo", "configs.ssd.decode", "smoke"),
     ("LeWorldModel", "papers.lewm.demo", "configs.lewm.tworoom", "smoke"),
     ("Pre-training under infinite compute", "papers.infinite_compute.demo", "configs.infinite_compute.sweep", "smoke"),
+    ("Generalization bounds", "papers.generalization.demo", "configs.generalization.compression", "smoke"),
+    ("D-MPC", "papers.dmpc.demo", "configs.dmpc.locomotion", "smoke"),
 )
 
 

@@ -12,7 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "notebooks", "*.py")))
 EXPECTED_FILES = {"quickstart": ["loss.png"], "lewm": ["rollout.png", "surprise.png"],
-                  "infinite_compute": ["fits.png"]}
+                  "infinite_compute": ["fits.png"], "ssd": ["hit_rate_vs_fan_out.png"],
+                  "dmpc": ["scores.png"]}
 EXPECTED_OUTPUT = {"quickstart": "def "}
 
 
