@@ -13,13 +13,19 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/data/corpus.py", "Corpus config path.py[:arg].")
 _OUT = flags.DEFINE_string("out", None, "Output directory (written atomically).", required=True)
 _MEASURE = flags.DEFINE_bool("measure", False, "Also measure input-pipeline tokens/s (packed vs on the fly).")
+_REPLACE = flags.DEFINE_bool("replace", False, "Rebuild --out even if it holds a corpus built from another config "
+                             "(without it, a mismatch is refused and nothing is deleted).")
 
 
 def main(argv):
     del argv
+    from core import errors
     from core.data import corpus, lm_pipeline
     start = time.perf_counter()
-    manifest = corpus.build_corpus(_CONFIG.value, _OUT.value)
+    try:
+        manifest = corpus.build_corpus(_CONFIG.value, _OUT.value, replace=_REPLACE.value)
+    except errors.UserError as e:          # one line, as every launch script reports a user's mistake
+        raise SystemExit(f"error: {e}") from None
     report = {k: manifest[k] for k in ("splits", "vocab_size", "content_sha256", "build_seconds")}
     report["sources"] = {k: manifest["sources"].get(k) for k in ("packages", "missing_packages", "bytes_by_source")}
     report["seconds_this_call"] = round(time.perf_counter() - start, 1)
