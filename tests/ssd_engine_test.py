@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from scipy import stats
 
-from papers.ssd import engine, sampling, toy_lm
+from papers.ssd import engine, toy_lm
 from papers.ssd import tree as tree_lib
+from tests.tests_support import exact_joint as _exact_joint, joint_g_test
 
 TARGET = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3)
 DRAFT = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3, perturbation=0.7)
@@ -156,17 +156,7 @@ ALPHA = 1e-3 / len(STOCHASTIC_CASES)
 
 
 def exact_joint(model, prompt, config: engine.DecodeConfig) -> np.ndarray:
-    vocab = model.config.vocab_size
-    probs = lambda seq: np.asarray(sampling.sampling_probs(
-        jnp.asarray(toy_lm.next_logits(model, np.asarray(seq))), config.temperature, config.top_k,
-        config.top_p), np.float64)
-    joint = np.zeros((vocab,) * 3)
-    p1 = probs(prompt)
-    for a in range(vocab):
-        p2 = probs(prompt + (a,))
-        for b in range(vocab):
-            joint[a, b] = p1[a] * p2[b] * probs(prompt + (a, b))
-    return (joint / joint.sum()).reshape(-1)
+    return _exact_joint(model, prompt, config, toy_lm)
 
 
 @pytest.mark.parametrize("name", sorted(STOCHASTIC_CASES))
@@ -181,17 +171,7 @@ def test_stochastic_speculative_decoding_matches_exact_joint(name):
                           jax.random.key(11))
     tokens = np.asarray(result.tokens)
     assert (np.asarray(result.num_tokens) == 3).all()
-    vocab = SMALL_TARGET.vocab_size
-    observed = np.bincount(tokens @ np.array([vocab**2, vocab, 1]), minlength=vocab**3).astype(float)
-    joint = exact_joint(target, prompt, config)
-    assert observed[joint == 0].sum() == 0
-    expected = joint * NUM_RUNS
-    big = expected >= 5
-    obs = np.append(observed[big], observed[~big].sum())
-    exp = np.append(expected[big], expected[~big].sum())
-    keep = exp > 0
-    g, pvalue = stats.power_divergence(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum(),
-                                       lambda_="log-likelihood")
+    pvalue, g = joint_g_test(tokens, exact_joint(target, prompt, config), SMALL_TARGET.vocab_size)
     assert pvalue > ALPHA, f"{name}: G={g:.1f} p={pvalue:.2e}"
     assert np.asarray(result.accepted).mean() > 0.3  # the draft is used, not bypassed
 

@@ -13,12 +13,11 @@ CI runs two cases that together cover every path; `-m slow` adds one case per me
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 from papers.ssd import saguaro, sampling, ssd, toy_lm
+from tests.tests_support import exact_joint as _exact_joint, joint_g_test as g_test
 
 TARGET = toy_lm.ToyConfig(vocab_size=6, context_mod=5, scale=1.0, seed=7)
 DRAFT = toy_lm.ToyConfig(vocab_size=6, context_mod=5, scale=1.0, seed=7, perturbation=0.8)
@@ -46,30 +45,7 @@ ALPHA = 1e-3 / (len(CASES) + len(SLOW_CASES) + 1)
 
 
 def exact_joint(model, prompt, config) -> np.ndarray:
-    vocab = model.config.vocab_size
-    probs = lambda seq: np.asarray(sampling.sampling_probs(
-        jnp.asarray(toy_lm.next_logits(model, np.asarray(seq))), config.temperature, config.top_k,
-        config.top_p), np.float64)
-    joint = np.zeros((vocab,) * 3)
-    p1 = probs(prompt)
-    for a in range(vocab):
-        p2 = probs(prompt + (a,))
-        for b in range(vocab):
-            joint[a, b] = p1[a] * p2[b] * probs(prompt + (a, b))
-    return (joint / joint.sum()).reshape(-1)
-
-
-def g_test(tokens: np.ndarray, joint: np.ndarray, vocab: int) -> tuple[float, float]:
-    observed = np.bincount(tokens @ np.array([vocab**2, vocab, 1]), minlength=vocab**3).astype(float)
-    if observed[joint == 0].sum():
-        return 0.0, np.inf
-    expected = joint * len(tokens)
-    big = expected >= 5
-    obs, exp = np.append(observed[big], observed[~big].sum()), np.append(expected[big], expected[~big].sum())
-    keep = exp > 0
-    g, pvalue = stats.power_divergence(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum(),
-                                       lambda_="log-likelihood")
-    return float(pvalue), float(g)
+    return _exact_joint(model, prompt, config, toy_lm)
 
 
 def run(config, seed=11):

@@ -30,6 +30,7 @@ import ml_collections
 from absl import logging
 
 from core import errors
+from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.1.0"
 CODE_SPLITS = ("train", "validation")
@@ -252,11 +253,6 @@ def config_fingerprint(config: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _move_into_place(tmp: str, out_dir: str, fingerprint: str) -> None:
     """Renames the finished build to out_dir. Never replaces a corpus: if another process finished the same
     build first, ours is dropped; anything else that appeared there meanwhile is an error."""
@@ -330,8 +326,8 @@ def build_corpus(config: ml_collections.ConfigDict, out_dir: str, replace: bool 
         manifest = dict(
             generator_version=GENERATOR_VERSION, config=config.to_dict(), config_fingerprint=fingerprint,
             sources=resolved, splits=counts, content_sha256=_content_sha256(splits),
-            tokenizer_sha256=_file_sha256(os.path.join(tmp, "tokenizer.json")),
-            token_stream_sha256={name: _file_sha256(os.path.join(tmp, f"tokens_{name}.bin")) for name in splits},
+            tokenizer_sha256=file_sha256(os.path.join(tmp, "tokenizer.json")),
+            token_stream_sha256={name: file_sha256(os.path.join(tmp, f"tokens_{name}.bin")) for name in splits},
             vocab_size=tokenizer.get_vocab_size(), build_seconds=round(time.perf_counter() - start, 1))
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+
+from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.0.0"
 KINDS = ("random", "medium", "medium_replay", "expert", "play")
@@ -152,14 +153,6 @@ class OfflineEpisodes(tfds.core.GeneratorBasedBuilder):
                       "terminal": bool(e.terminal[i]), "timeout": not bool(e.terminal[i]), "episode_id": i}
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_dataset(episodes: Episodes, env_name: str, kind: str, data_dir: str, manifest: dict[str, Any]) -> str:
     """Writes `<data_dir>/<env>_<kind>` (array_record + manifest.json) atomically: built in a temp dir beside
     it and renamed into place, so a crash never leaves a half-written dataset. Returns the directory."""
@@ -179,7 +172,7 @@ def write_dataset(episodes: Episodes, env_name: str, kind: str, data_dir: str, m
         builder.download_and_prepare()
         built = os.fspath(builder.data_dir)
         # dataset_info.json and features.json carry no timestamps; the data files are hashed for the manifest
-        files = {name: _sha256(os.path.join(built, name)) for name in sorted(os.listdir(built)) if ".array_record" in name}
+        files = {name: file_sha256(os.path.join(built, name)) for name in sorted(os.listdir(built)) if ".array_record" in name}
         returns = episodes.returns
         payload = {
             "generator": "papers.dmpc.data.OfflineEpisodes", "generator_version": GENERATOR_VERSION,

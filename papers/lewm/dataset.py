@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ from PIL import Image
 
 from core.envs import make_env
 from core.envs import rollout as rollout_lib
+from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.0.0"
 FRAME_FORMATS = ("png", "raw")
@@ -157,14 +157,6 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
                 }
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
     directory = os.path.dirname(path)
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
@@ -189,7 +181,7 @@ def build(config: EpisodesConfig, data_dir: str) -> str:
                                                         "resolution", "frame_format", "stop_on_success")},
             "env": repr(make_env(config.env)), "backend": jax.default_backend(),
             "counts": {"episodes": len(source), "steps": steps, "frames": steps + len(source)},
-            "files": {name: _sha256(os.path.join(path, name)) for name in data_files},
+            "files": {name: file_sha256(os.path.join(path, name)) for name in data_files},
         })
     return path
 
