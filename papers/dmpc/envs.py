@@ -71,11 +71,15 @@ def gymnasium_asset(file_name: str) -> str:
     return path
 
 
-def load_mj_model(name: str, ankle_gear_scale: float = 1.0) -> mujoco.MjModel:
-    """The CPU MuJoCo model of an env (the MJX env and the CPU reference test share it)."""
+def load_mj_model(name: str, ankle_gear_scale: float = 1.0,
+                  solver_iterations: tuple[int, int] | None = None) -> mujoco.MjModel:
+    """The CPU MuJoCo model of an env (the MJX env and the CPU reference test share it). `solver_iterations`
+    = (iterations, ls_iterations) overrides the XML's constraint solver budget (MuJoCo's defaults 100 / 50)."""
     if name not in SPECS:
         raise ValueError(f"Unknown locomotion env {name!r}; choose one of {ENV_NAMES}.")
     model = mujoco.MjModel.from_xml_path(gymnasium_asset(SPECS[name].xml))
+    if solver_iterations is not None:
+        model.opt.iterations, model.opt.ls_iterations = solver_iterations
     if ankle_gear_scale != 1.0:
         if name != "walker2d":
             raise ValueError("ankle_gear_scale (the broken ankle) exists only for walker2d.")
@@ -90,11 +94,13 @@ def load_mj_model(name: str, ankle_gear_scale: float = 1.0) -> mujoco.MjModel:
 class Locomotion(PipelineEnv):
     """One of ENV_NAMES on MJX with gymnasium v5 semantics (see module docstring)."""
 
-    def __init__(self, name: str, ankle_gear_scale: float = 1.0, backend: str = "mjx"):
+    def __init__(self, name: str, ankle_gear_scale: float = 1.0, backend: str = "mjx",
+                 solver_iterations: tuple[int, int] | None = None):
         self.name = name
         self.spec = SPECS[name] if name in SPECS else None
-        mj_model = load_mj_model(name, ankle_gear_scale)
+        mj_model = load_mj_model(name, ankle_gear_scale, solver_iterations)
         self.ankle_gear_scale = ankle_gear_scale
+        self.solver_iterations = solver_iterations
         super().__init__(sys=mjcf.load_model(mj_model), backend=backend, n_frames=SPECS[name].frame_skip)
 
     def reset(self, rng: jax.Array) -> State:
@@ -145,10 +151,10 @@ class Locomotion(PipelineEnv):
         return f"Locomotion({self.name!r}, ankle_gear_scale={self.ankle_gear_scale})"
 
 
-def make_env(name: str, ankle_gear_scale: float = 1.0) -> Locomotion:
+def make_env(name: str, ankle_gear_scale: float = 1.0, solver_iterations: tuple[int, int] | None = None) -> Locomotion:
     if name not in SPECS:
         raise ValueError(f"Unknown locomotion env {name!r}; choose one of {ENV_NAMES}.")
-    return Locomotion(name, ankle_gear_scale)
+    return Locomotion(name, ankle_gear_scale, solver_iterations=solver_iterations)
 
 
 # Novel rewards: functions of (next observation, action), so the planner scores predicted states with them and
