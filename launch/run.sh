@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point that creates the environment itself, then runs a job:
 #   bash launch/run.sh demo    every implemented paper's smoke pipeline on CPU, then a results table
-#   bash launch/run.sh test    the test suite (CPU, 8 fake devices; excludes gpu and slow markers)
+#   bash launch/run.sh test    the test suite (CPU, 8 fake devices; excludes gpu and slow markers; 2 workers,
+#                              PYTEST_WORKERS=0 for one process)
 # Extra arguments go to the job (e.g. `bash launch/run.sh test -k train`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,11 @@ case "$job" in
   demo) exec "$venv/bin/python" -m launch.demo "$@" ;;
   test)
     set +e
-    "$venv/bin/python" -m pytest -q "$@"
+    # Two workers, whole files each (module fixtures are built once): most of the suite is single-threaded XLA
+    # compilation, so a second process nearly halves the wall time on a 2-core machine. PYTEST_WORKERS=0: serial.
+    workers=${PYTEST_WORKERS:-2}
+    if [ "$workers" = 0 ]; then "$venv/bin/python" -m pytest -q "$@"
+    else "$venv/bin/python" -m pytest -q -n "$workers" --dist loadfile "$@"; fi
     rc=$?
     if [ $rc -eq 5 ]; then echo "pytest found no tests: treating as failure" >&2; exit 1; fi
     exit $rc ;;
