@@ -38,6 +38,86 @@ def next_token_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax
     return losses.mean(), {}
 
 
+def make_next_token_loss(chunk_length: int = 0) -> Callable:
+    """The LM training loss: `next_token_loss` (chunk_length 0) or the same mean NLL through
+    `chunked_token_nll`, which never holds more than [B, chunk_length, V] logits."""
+    if chunk_length < 0:
+        raise ValueError(f"loss.chunk_length must be >= 0 (0: whole-sequence logits), got {chunk_length}.")
+    if chunk_length == 0:
+        return next_token_loss
+
+    def chunked_next_token_loss(model, batch, rng):
+        del rng
+        tokens = batch["tokens"]
+        hidden = model.final_hidden(tokens[:, :-1])
+        return chunked_token_nll(hidden, model.output_projection(), tokens[:, 1:], chunk_length).mean(), {}
+
+    return chunked_next_token_loss
+
+
+def _chunks(x: jax.Array, chunk_length: int) -> jax.Array:
+    """[B, T, ...] -> [T/c, B, c, ...] (T padded with zeros to a multiple of c); the batch axis keeps its
+    sharding, so each chunk's matmul stays local to the data-parallel shard."""
+    batch, length = x.shape[:2]
+    pad = -length % chunk_length
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    x = x.reshape(batch, (length + pad) // chunk_length, chunk_length, *x.shape[2:])
+    return jnp.moveaxis(x, 1, 0)
+
+
+def _unchunk(x: jax.Array, length: int) -> jax.Array:
+    x = jnp.moveaxis(x, 0, 1)
+    return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
+
+
+def _chunk_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
+    # Inputs in the compute dtype (bf16 on GPU), products accumulated and returned in f32.
+    return jnp.einsum("bcd,dv->bcv", hidden, head, preferred_element_type=jnp.float32)
+
+
+def _chunked_nll_fwd(hidden, head, labels, chunk_length):
+    def one(args):
+        h, y = args
+        logits = _chunk_logits(h, head)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        return lse - jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0], lse
+
+    nll, lse = jax.lax.map(one, (_chunks(hidden, chunk_length), _chunks(labels, chunk_length)))
+    length = hidden.shape[1]
+    return _unchunk(nll, length), (hidden, head, labels, _unchunk(lse, length))
+
+
+def _chunked_nll_bwd(chunk_length, residuals, g):
+    hidden, head, labels, lse = residuals
+
+    def one(head_grad, args):
+        h, y, lse_c, g_c = args
+        # Recompute the chunk's logits instead of storing [B, T, V]; d nll / d logits = softmax - onehot.
+        probs = jnp.exp(_chunk_logits(h, head) - lse_c[..., None])
+        dlogits = (probs - jax.nn.one_hot(y, head.shape[1], dtype=probs.dtype)) * g_c[..., None]
+        dlogits = dlogits.astype(h.dtype)
+        dh = jnp.einsum("bcv,dv->bcd", dlogits, head, preferred_element_type=jnp.float32).astype(h.dtype)
+        head_grad = head_grad + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
+        return head_grad, dh
+
+    xs = tuple(_chunks(a, chunk_length) for a in (hidden, labels, lse, g.astype(jnp.float32)))
+    head_grad, dh = jax.lax.scan(one, jnp.zeros(head.shape, jnp.float32), xs)
+    return _unchunk(dh, hidden.shape[1]), head_grad.astype(head.dtype), None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def chunked_token_nll(hidden: jax.Array, head: jax.Array, labels: jax.Array, chunk_length: int) -> jax.Array:
+    """Per-token NLL f32[B, T] of `labels` under softmax(hidden @ head), over sequence chunks of
+    `chunk_length`: forward and backward each hold one chunk's f32 logits [B, c, V], never [B, T, V]
+    (the backward recomputes them from the saved hidden states and log-normalisers). Matmuls take the
+    inputs' dtype and accumulate in f32; the gradient w.r.t. the logits is cast to the hidden dtype for the
+    backward matmuls, as autodiff of the plain bf16 path does."""
+    return _chunked_nll_fwd(hidden, head, labels, chunk_length)[0]
+
+
+chunked_token_nll.defvjp(_chunked_nll_fwd, _chunked_nll_bwd)
+
+
 def distillation_loss(teacher: nnx.Module, temperature: float = 1.0, hard_weight: float = 0.0) -> Callable:
     """KL(teacher || student) on next-token distributions (plus optional hard-label CE): drafts and students."""
 
@@ -136,5 +216,6 @@ def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Train
         return result
 
     identity = {k: manifest[k] for k in ("tokenizer_sha256", "content_sha256", "vocab_size")}
-    return train_lib.train(config, workdir, model, next_token_loss, train_batches, eval_fn=eval_fn, mesh=mesh,
+    loss_fn = make_next_token_loss(config.get("loss", {}).get("chunk_length", 0))
+    return train_lib.train(config, workdir, model, loss_fn, train_batches, eval_fn=eval_fn, mesh=mesh,
                            identity=identity)

@@ -181,12 +181,19 @@ class Transformer(nnx.Module):
         return jnp.take(self.embed[...], tokens, axis=0)
 
     def _logits(self, x):
-        x = self.final_norm(x)
+        return self._project(self.final_norm(x))
+
+    def _project(self, x):
         if self.config.tie_embeddings:
             return jnp.einsum("btd,vd->btv", x, self.embed[...])
         return x @ self.lm_head[...]
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def output_projection(self) -> jax.Array:
+        """The [d_model, vocab] logit matrix (the embedding transposed when tied), for fused losses."""
+        return self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
+
+    def final_hidden(self, tokens: jax.Array) -> jax.Array:
+        """Final-normed hidden states [B, L, d]: `model(tokens)` is these times `output_projection()`."""
         if tokens.ndim != 2:
             raise ValueError(f"Expected tokens of shape [batch, length], got {tokens.shape}.")
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -194,7 +201,10 @@ class Transformer(nnx.Module):
         for layer in self.layers:
             x = x + layer.attention(layer.attention_norm(x), positions)
             x = x + layer.mlp(layer.mlp_norm(x))
-        return self._logits(x)
+        return self.final_norm(x)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self._project(self.final_hidden(tokens))
 
     def forward_cached(self, tokens, positions, cache: KVCache, ancestor_mask):
         """Runs tokens[B, T] at RoPE positions[B, T], writing their KV at slots lengths + i."""
