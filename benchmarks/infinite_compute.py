@@ -113,6 +113,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="", help="train only these sizes, comma-separated (one share per GPU)")
     parser.add_argument("--checkpoint_dir", default="", help="member checkpoints (default <workdir>/checkpoints)")
     parser.add_argument("--skip_analysis", action="store_true", help="train only (another process fits)")
+    parser.add_argument("--stages", default="", help="run only these sweep stages, comma-separated, from "
+                        "standard,search1,distill,ensembles,data_law,search2 (default all)")
+    parser.add_argument("--update_keys", default="",
+                        help="comma-separated top-level keys (e.g. distill_retention) to replace in the existing "
+                        "results JSON instead of rewriting it (a partial sweep keeps the full run's figures)")
     args = parser.parse_args()
     from core import metrics
     from papers.infinite_compute import data as data_lib
@@ -129,7 +134,7 @@ def main() -> None:
         data_lib.ensure_fixed_token_set(config)
         sweep = sweep_lib.Sweep(config, workdir, deadline=started + config.budget_seconds,
                                 sizes=[s for s in args.sizes.split(",") if s], checkpoint_dir=args.checkpoint_dir or None)
-        summary = sweep.run()
+        summary = sweep.run([s for s in args.stages.split(",") if s] or sweep_lib.STAGES)
         print(f"sweep: {summary}", flush=True)
         if args.skip_analysis:
             return
@@ -146,12 +151,18 @@ def main() -> None:
         data_efficiency=efficiency or None,
         distill_retention=result["distill_retention"],
         draft_acceptance_gain=None,
-        draft_acceptance_gain_reason=("not measured: the one GPU command is spent on the sweep; the distilled "
-                                      "students are in the checkpoints for a later SSD run"),
+        draft_acceptance_gain_reason=(
+            "not measured: the students are trained on the 4k-BPE fixed-token set (vocab 4096) while the SSD "
+            "pair (papers/ssd/pair.py, benchmarks/decode.py) uses the 32k tokenizer of data/corpus, and a draft "
+            "must share its target's vocabulary; it needs the distillation stage run on the pair's corpus at the "
+            "draft's size (or an SSD target on the 4k corpus)"),
         ordering_holds=_ordering(result),
         sizes=result["sizes"], ensembles=result["ensembles"], data_law=result["data_law"], notes=result["notes"],
         sweep=summary, figures=figures, wall_seconds=time.time() - started)
-    metrics.write_json(common.result_path(args, "infinite_compute"), payload)
+    path = common.result_path(args, "infinite_compute")
+    if args.update_keys:
+        payload = _updated(path, payload, [k for k in args.update_keys.split(",") if k])
+    metrics.write_json(path, payload)
     rows = [("standard (best finite)", result["asymptote_standard"], PAPER["asymptote_standard"]),
             ("regularized E", result["asymptote_regularized"], PAPER["asymptote_regularized"]),
             ("ensemble E (K->inf)", result["asymptote_ensemble"], PAPER["asymptote_ensemble"]),
@@ -167,6 +178,24 @@ def main() -> None:
             print(f"data efficiency {key:12s} {value:8.2f}x")
     print(f"wrote {common.result_path(args, 'infinite_compute')} and {len(figures)} figures "
           f"in {time.time() - started:.0f}s")
+
+
+def _updated(path: str, payload: dict, keys: list[str]) -> dict:
+    """The results JSON at `path` with only `keys` taken from this run's `payload` (and the update logged)."""
+    import json
+
+    unknown = [k for k in keys if k not in payload]
+    if unknown:
+        raise ValueError(f"--update_keys {unknown} are not keys of the results JSON; use e.g. distill_retention.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; run the full sweep first or drop --update_keys.")
+    with open(path, encoding="utf-8") as f:
+        existing = json.load(f)
+    existing.update({k: payload[k] for k in keys})
+    existing.setdefault("updates", []).append(dict(
+        keys=keys, command=payload["command"], date=payload["date"], workdir=payload["workdir"],
+        sweep=payload["sweep"], wall_seconds=payload["wall_seconds"]))
+    return existing
 
 
 def _ordering(result: dict) -> dict:

@@ -160,3 +160,35 @@ def test_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch):
     # Stored params restore onto a fresh skeleton (orbax, per member).
     restored = resumed and sweep_lib.Sweep(config, str(tmp_path / "run")).member_states("t", points[:1])
     assert restored.params["embed"].get_value().shape == (1, VOCAB, SIZE["d_model"])
+
+
+def test_distill_retention_is_the_papers_share_of_the_ensemble_gain():
+    from papers.infinite_compute import sweep as sweep_lib
+    # The paper's 300M figures (single 3.57, ensemble 3.32, student 3.36) give 0.84.
+    assert sweep_lib.distill_retention(3.57, 3.36, 3.32) == pytest.approx(0.84)
+    assert sweep_lib.distill_retention(4.0, 4.0, 3.5) == 0.0 and sweep_lib.distill_retention(4.0, 3.5, 3.5) == 1.0
+    assert sweep_lib.distill_retention(3.5, 3.4, 3.6) is None          # no ensemble gain: undefined
+    assert sweep_lib.distill_retention(4.0, float("inf"), 3.5) is None  # diverged student
+
+
+def test_sweep_stages_put_the_distillation_teacher_and_students_before_other_ensembles():
+    from papers.infinite_compute import sweep as sweep_lib
+
+    calls = []
+    sweep = sweep_lib.Sweep.__new__(sweep_lib.Sweep)     # no data: the stage methods are recorded, not run
+    sweep.config = __import__("ml_collections").ConfigDict(dict(distill=dict(size="s2"), regularized=dict(max_rounds=2)))
+    sweep.sizes, sweep.skipped, sweep.flops_done, sweep.seconds_done = ["s1", "s2"], [], 0.0, 0.0
+    sweep.store = recipe.PointStore.__new__(recipe.PointStore)
+    sweep.store.get = lambda name: None
+    sweep.standard = lambda: calls.append("standard")
+    sweep.regularized = lambda rounds: calls.append(f"search{rounds}")
+    sweep.ensembles = lambda sizes=None: calls.append(f"ensembles{sizes or ''}")
+    sweep.distill = lambda: calls.append("distill")
+    sweep.data_law = lambda: calls.append("data_law")
+    summary = sweep.run(sweep_lib.STAGES)
+    assert calls == ["standard", "search1", "ensembles['s2']", "distill", "ensembles", "data_law", "search2"]
+    calls.clear()
+    assert sweep.run(["distill", "standard"])["stages"] == ["standard", "distill"] and summary["skipped"] == []
+    assert calls == ["standard", "ensembles['s2']", "distill"]
+    with pytest.raises(ValueError, match="Unknown sweep stages"):
+        sweep.run(["distil"])

@@ -26,6 +26,11 @@ from papers.infinite_compute import recipe
 from papers.infinite_compute.recipe import Point
 
 
+# Stage names in run order (the order the budget respects): "distill" trains the distillation size's
+# ensemble (the teacher) and then the students; "ensembles" the other sizes' ensembles.
+STAGES = ("standard", "search1", "distill", "ensembles", "data_law", "search2")
+
+
 def _log(message: str) -> None:
     print(f"[infinite_compute] {message}", flush=True)
 
@@ -228,8 +233,8 @@ class Sweep:
         return [Point(size, "ensemble", plan["learning_rate"], plan["weight_decay"], plan["epochs"], seed=k)
                 for k in range(self.config.members)]
 
-    def ensembles(self) -> None:
-        for size in self.sizes:
+    def ensembles(self, sizes: Sequence[str] | None = None) -> None:
+        for size in self.sizes if sizes is None else [s for s in sizes if s in self.sizes]:
             points = self.ensemble_points(size)
             if points is None:
                 continue
@@ -283,6 +288,8 @@ class Sweep:
             return
         teachers = self.ensemble_points(d.size)
         if teachers is None or not all(self.store.has(p.id) for p in teachers):
+            _log(f"distillation: no finished {d.size} ensemble to teach (run the standard, search1 and distill "
+                 f"stages for {d.size} first)")
             return
         reg = self.store.get(f"ensemble_plan_{d.size}")   # the student takes the teachers' learning rate
         steps = int(round(d.epochs * self.num_real / self.config.data.batch_size))
@@ -316,20 +323,41 @@ class Sweep:
                                         snap(std["epochs"] * factor, g.epochs), train_tokens=tokens))
         self.run_points(points)
 
-    def run(self) -> dict:
+    def run(self, stages: Sequence[str] = STAGES) -> dict:
+        """Runs `stages` (a subset of STAGES, always in STAGES' order) and returns what finished and what
+        the budget skipped. A stage whose inputs are missing from the workdir does nothing."""
+        unknown = sorted(set(stages) - set(STAGES))
+        if unknown:
+            raise ValueError(f"Unknown sweep stages {unknown}; choose from {list(STAGES)}.")
         started = time.time()
-        # Priority order under the budget: every deliverable gets its points before the second search round.
-        self.standard()
-        self.regularized(rounds=1)
-        self.ensembles()
-        self.distill()
-        self.data_law()
-        certificates = self.regularized(rounds=self.config.regularized.max_rounds)
-        return dict(certificates=certificates, skipped=self.skipped, seconds=time.time() - started,
+        # Priority order under the budget: every deliverable gets its points before the second search round;
+        # the distillation teacher's ensemble and the students come before the other sizes' ensembles (the
+        # H200 run's budget cut the students when they came after every ensemble).
+        steps = dict(standard=self.standard, search1=lambda: self.regularized(rounds=1),
+                     distill=lambda: (self.ensembles([self.config.distill.size]), self.distill()),
+                     ensembles=self.ensembles, data_law=self.data_law,
+                     search2=lambda: self.regularized(rounds=self.config.regularized.max_rounds))
+        for stage in STAGES:
+            if stage in stages:
+                steps[stage]()
+        certificates = {size: self.store.get(f"regsearch_{size}") for size in self.sizes}
+        return dict(stages=[s for s in STAGES if s in stages], certificates=certificates, skipped=self.skipped,
+                    seconds=time.time() - started,
                     achieved_flops_per_s=self.flops_done / max(self.seconds_done, 1e-9))
 
 
+
 # ------------------------------------------------------------------------------------------- analysis
+
+def distill_retention(single_loss: float, student_loss: float, ensemble_loss: float) -> float | None:
+    """The paper's retained share of the ensemble's gain, (single - student) / (single - ensemble): 1 when the
+    student matches its teacher ensemble, 0 when it is no better than the single model; None when the
+    ensemble does not beat the single model (no gain to retain)."""
+    gain = single_loss - ensemble_loss
+    if not (np.isfinite(gain) and gain > 0 and np.isfinite(student_loss)):
+        return None
+    return float((single_loss - student_loss) / gain)
+
 
 def analyze(config, workdir: str) -> dict:
     """Fits and headline numbers from the stored points (works on a partial sweep: missing parts are None)."""
@@ -472,8 +500,13 @@ def analyze(config, workdir: str) -> dict:
         table = {f"{r['synthetic']}@{r['synthetic_fraction']:g}": r["validation_loss"] for r in students}
         ens_students = {k: v for k, v in table.items() if k.startswith("ensemble")}
         best_key = min(ens_students, key=ens_students.get) if ens_students else None
-        out["distill_retention"] = None if best_key is None else dict(
-            value=(reg_loss - ens_students[best_key]) / (reg_loss - ens_loss), student=best_key,
+        value = None if best_key is None else distill_retention(reg_loss, ens_students[best_key], ens_loss)
+        if best_key is not None and value is None:
+            out["notes"].append(f"distill retention undefined: the ensemble ({ens_loss:.3f}) does not beat the "
+                                f"single model ({reg_loss:.3f})")
+        out["distill_retention"] = None if value is None else dict(
+            value=value, definition="(single - student) / (single - ensemble); single = the best regularised "
+            f"model of size {d.size}, ensemble = its K-member teacher", student=best_key,
             student_loss=ens_students[best_key], ensemble_loss=ens_loss, regularized_single_loss=reg_loss,
             all_students=table, self_distill_teacher_loss=teacher_self)
     return out
