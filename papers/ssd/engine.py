@@ -256,43 +256,63 @@ def _draft_tree_layout(tree: TreeSpec) -> tuple[np.ndarray, np.ndarray]:
     return depths, mask
 
 
+def _level_tables(tree: TreeSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(level_nodes int32[D, W]: the nodes at each depth < D, padded by repeating the level's last node;
+    parent_slot int32[N]: where each node's parent sits in its own level's row of level_nodes)."""
+    depth = tree.max_depth
+    levels = [np.flatnonzero(tree.depths == d) for d in range(depth)]
+    width = max(len(nodes) for nodes in levels)
+    level_nodes = np.stack([np.pad(nodes, (0, width - len(nodes)), mode="edge") for nodes in levels]).astype(np.int32)
+    slot_in_level = np.zeros(tree.num_nodes, np.int32)
+    for nodes in levels:
+        slot_in_level[nodes] = np.arange(len(nodes))
+    return level_nodes, slot_in_level[np.maximum(np.asarray(tree.parents), 0)]
+
+
 def _tree_round(lm, target, draft, loop: _Loop, key, config):
     tree = config.tree
     depth = tree.max_depth
     key_draft, key_verify = jax.random.split(key)
-    parents = np.maximum(np.asarray(tree.parents), 0)
     sibling_rank = np.zeros(tree.num_nodes, np.int32)
     for node in range(1, tree.num_nodes):
         sibling_rank[node] = list(tree.children[tree.parents[node]]).index(node)
     draft_depths, draft_mask = _draft_tree_layout(tree)
+    level_nodes, parent_slot = _level_tables(tree)
     node_depths = jnp.asarray(tree.depths)
     use_topk = config.greedy or config.tree_children == "topk"
     batch = loop.root.shape[0]
 
     # Draft the tree one level per forward; deeper (not yet drafted) nodes are placeholders that the
-    # ancestor mask hides from the nodes being expanded.
+    # ancestor mask hides from the nodes being expanded. Only the level's own nodes (at most W of the N)
+    # are expanded: their logits rows are gathered first, so the per-level top-k / softmax / sampling
+    # work is [B, W, V], not [B, N, V] (the top-k as a 2-D [B*W, V] call, the shape XLA's GPU TopK
+    # kernel takes).
     def expand(level, carry):
         nodes, _, draft_cache = carry
         feed = jnp.concatenate([loop.pending[:, None], nodes], 1)
         logits, draft_cache = lm.verify_tree(draft, feed, jnp.asarray(draft_depths), jnp.asarray(draft_mask),
                                               draft_cache)
         logits = logits[:, 1:]
+        level_logits = jnp.take(logits, jnp.asarray(level_nodes)[level], axis=1)      # [B, W, V]
         if use_topk:
-            ranked = jax.lax.top_k(logits, int(tree.children.shape[1]))[1].astype(jnp.int32)
-            children = ranked[:, parents, sibling_rank]
-            probs = jnp.zeros((batch, tree.num_nodes, 1), jnp.float32)
+            width, vocab = level_logits.shape[1:]
+            ranked = jax.lax.top_k(level_logits.reshape(batch * width, vocab), int(tree.children.shape[1]))[1]
+            children = ranked.reshape(batch, width, -1).astype(jnp.int32)[:, parent_slot, sibling_rank]
         else:
-            probs = sampling.sampling_probs(logits, config.temperature, config.top_k, config.top_p)
-            children = sampling.sample(jax.random.fold_in(key_draft, level), probs[:, parents])
+            level_probs = sampling.sampling_probs(level_logits, config.temperature, config.top_k, config.top_p)
+            children = sampling.sample(jax.random.fold_in(key_draft, level), level_probs[:, parent_slot])
         nodes = jnp.where(node_depths == level + 1, children, nodes)
-        return nodes, probs, draft_cache
+        return nodes, (None if use_topk else logits.astype(jnp.float32)), draft_cache
 
     nodes = jnp.zeros((batch, tree.num_nodes), jnp.int32).at[:, 0].set(loop.root)
-    vocab = 1 if use_topk else int(draft.config.vocab_size)
-    init = (nodes, jnp.zeros((batch, tree.num_nodes, vocab), jnp.float32), loop.draft_cache)
+    # Sampled children: the last level's logits (f32, as sampling_probs reads them) give every q at the end.
+    last_logits = None if use_topk else jnp.zeros((batch, tree.num_nodes, draft.config.vocab_size), jnp.float32)
+    init = (nodes, last_logits, loop.draft_cache)
     # After the last level every node above the leaves has its final token, so the last forward's
     # distributions are the q of every non-leaf node, and its KV is right for every node we may keep.
-    nodes, draft_probs, draft_cache = jax.lax.fori_loop(0, depth, expand, init)
+    nodes, last_logits, draft_cache = jax.lax.fori_loop(0, depth, expand, init)
+    draft_probs = None if use_topk else sampling.sampling_probs(last_logits, config.temperature, config.top_k,
+                                                                 config.top_p)
 
     logits, target_cache = lm.verify_tree(target, nodes, node_depths, jnp.asarray(tree.ancestor_mask),
                                            loop.target_cache)
@@ -301,7 +321,7 @@ def _tree_round(lm, target, draft, loop: _Loop, key, config):
     else:
         target_probs = sampling.sampling_probs(logits, config.temperature, config.top_k, config.top_p)
         path, n, next_token = sampling.verify_tree(
-            key_verify, target_probs, None if use_topk else draft_probs, nodes, tree)
+            key_verify, target_probs, draft_probs, nodes, tree)
 
     n = jnp.where(loop.done, 0, n)
     keep = jnp.where(loop.done, 0, 1 + n)
