@@ -3,6 +3,8 @@
     python -m benchmarks.decode                 # GPU: corpus, train target + draft, measure (one command)
     python -m benchmarks.decode --quick         # GPU: the ~2-minute variant (configs/ssd/decode.py:quick)
     python -m benchmarks.decode --smoke         # CPU: tiny sizes, checks the script runs
+    python -m benchmarks.decode --workdir W --skip_hf --budget_s 470   # split run, command 1: train + sweep
+    python -m benchmarks.decode --workdir W --hf_only                  # command 2: our AR + the HF peer, merged
 
 Training resumes from --workdir's checkpoints (papers.ssd.pair), so on a warm GPU machine a second command
 (e.g. after the 10-minute limit) skips straight to decoding and reports the first run's training figures.
@@ -13,8 +15,11 @@ Training resumes from --workdir's checkpoints (papers.ssd.pair), so on a warm GP
    at batch 1 and a batch sweep, T = 0 and T = 1; acceptance rate, tokens per target forward, c =
    t_draft/t_target (AR ms/token of each model alone), the best K, AR against the streaming bandwidth
    (measured at the start and spec; key `roofline`), and the SD speedup over AR at T = 0, batch 1 (`speedup`).
-3. HF peer: exports both models with core.interop.hf_llama and times transformers' greedy AR with a static
-   cache and assisted generation (`assistant_model`), checking that greedy outputs agree with ours.
+3. HF peer (benchmarks/hf_peer.py): exports both models with core.interop.hf_llama and times transformers'
+   greedy AR with its static cache compiled by torch.compile (its default, the fair peer) at batch 1 and 8,
+   and assisted generation with our draft, warm-up excluded; `ours_over_hf_compiled` = our AR tokens/s over
+   that at batch 1 (`_by_batch` for each). The uncompiled static cache is kept as a labelled extra.
+   `ms_per_round` per row is wall / while-loop iterations (the slowest row sets the iterations).
 Writes benchmarks/results/decode.json after every phase, so a run cut short still leaves its figures.
 """
 
@@ -90,7 +95,7 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     result, *caches = generate(ts, ds, *caches, jnp.asarray(prompt_sets[0]), lengths, jax.random.key(seed))
     jax.block_until_ready(result)
     compile_s = time.perf_counter() - t0
-    tokens, rounds, accepted, wall, outputs = 0, 0, 0, 0.0, []
+    tokens, rounds, accepted, iterations, wall, outputs = 0, 0, 0, 0, 0.0, []
     # A compile inside the timed calls would make the figures meaningless: no_compiles raises.
     with common.no_compiles(config.mode):
         for rep in range(repeats):
@@ -102,6 +107,7 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
                 wall += time.perf_counter() - t0
                 tokens += int(np.asarray(result.num_tokens).sum())
                 rounds += int(np.asarray(result.rounds).sum())
+                iterations += int(np.asarray(result.rounds).max())   # the while loop runs until the last row is done
                 accepted += int(np.asarray(result.accepted).sum())
                 if rep == repeats - 1:
                     outputs.append(np.asarray(result.tokens))
@@ -109,7 +115,8 @@ def run_decode(models, config, prompt_sets, repeats: int, seed: int = 0, dtype=N
     per_round = config.tokens_per_round - 1
     out = dict(mode=config.mode, batch=batch, temperature=config.temperature, compile_s=compile_s,
                tokens_per_s=tokens / wall, ms_per_token_per_seq=1e3 * wall * batch / tokens,
-               tokens_per_step=(tokens - batch * calls) / max(rounds, 1), calls=calls)
+               tokens_per_step=(tokens - batch * calls) / max(rounds, 1), calls=calls,
+               ms_per_round=1e3 * wall / max(iterations, 1), loop_iterations_per_call=iterations / calls)
     if speculative:
         out.update(acceptance=accepted / max(rounds * per_round, 1), draft_len=per_round)
     out["last_tokens"] = np.concatenate(outputs)
@@ -130,8 +137,12 @@ class Sweep:
         self.target_state, self.dtype = ts, dtype
         self.prompts, self.dc, self.report, self.deadline, self.device = prompts, dc, report, deadline, device
         self.rows, self.outputs, self.skipped = {}, {}, []
+        self.hf_batches = ()
+        self.rows_key = "decode"      # the report key the rows are written under
 
     def record(self, name, config, batch, draft_alone=False):
+        if name in self.rows:     # measured earlier (e.g. AR at the peer's batch sizes)
+            return self.rows[name]
         if time.perf_counter() > self.deadline:
             self.skipped.append(name)
             self.report.update(skipped=self.skipped)
@@ -145,7 +156,7 @@ class Sweep:
         print(f"{name:22s} b={batch:3d} T={config.temperature:.1f} {row['tokens_per_s']:9.1f} tok/s "
               f"{row['tokens_per_step']:.2f} tok/step acc={row.get('acceptance', float('nan')):.3f} "
               f"(compile {row['compile_s']:.0f}s)", flush=True)
-        self.report.update(decode=list(self.rows.values()))
+        self.report.update(**{self.rows_key: list(self.rows.values())})
         return self.rows[name]
 
 
@@ -169,8 +180,9 @@ def decode_phases(sweep: Sweep, hf_fn=None):
     sweep.record("tree_T0_b1", tree_cfg(0.0), 1)
     summarize(sweep)
     scan_ar_diagnostic(sweep)
-    if hf_fn is not None and "ar_T0_b1" in sweep.outputs:
-        hf_fn(sweep.outputs["ar_T0_b1"])
+    if hf_fn is not None:
+        peer_phase(sweep, hf_fn)
+        summarize(sweep)
     best_k = lambda: max((k for k in ks if f"chain_K{k}_T0_b1" in sweep.rows),
                          key=lambda k: sweep.rows[f"chain_K{k}_T0_b1"]["tokens_per_s"])
     sweep.record("ar_T1_b1", ar(1.0), 1)
@@ -188,6 +200,17 @@ def decode_phases(sweep: Sweep, hf_fn=None):
                 sweep.record(f"chain_K{best_k()}_T0_b{batch}", chain(best_k(), 0.0), batch)
             sweep.record(f"tree_T0_b{batch}", tree_cfg(0.0), batch)
     return summarize(sweep)
+
+
+def peer_phase(sweep: Sweep, hf_fn) -> None:
+    """Our greedy AR at every batch the HF peer runs (hc.batches), then the peer."""
+    from papers.ssd import engine
+
+    for batch in sweep.hf_batches:
+        if batch <= len(sweep.prompts):
+            sweep.record(f"ar_T0_b{batch}", engine.DecodeConfig("ar", sweep.dc.max_new_tokens), batch)
+    if "ar_T0_b1" in sweep.outputs:
+        hf_fn({1: sweep.outputs["ar_T0_b1"]})
 
 
 def scan_ar_diagnostic(sweep: Sweep) -> None:
@@ -256,7 +279,9 @@ def summarize(sweep: Sweep) -> dict:
         tree_acceptance_T0=get("tree_T0_b1", "acceptance"),
         roofline=common.against_device(weight_bytes / (ar_s / 1e3), sweep.device, "bytes") if ar_s else None,
         target_weight_bytes=weight_bytes,
-        greedy_identical_to_ar=identical, batch_sweep_tokens_per_s=batch_sweep)
+        greedy_identical_to_ar=identical, batch_sweep_tokens_per_s=batch_sweep,
+        ms_per_round_by_batch={name: row["ms_per_round"] for name, row in rows.items() if row["temperature"] == 0},
+        **peer_ratios(rows, sweep.report.data.get("hf")))
     sweep.report.update(**summary)
     return summary
 
@@ -321,54 +346,42 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
-def hf_peer(target, draft, prompts, ours_greedy, hc, workdir: str, report: common.Report, hf_compile: bool):
-    import numpy as np
-    import torch
-    import transformers
-
+def hf_peer(target, draft, prompts, ours_greedy: dict, hc, workdir: str, report: common.Report) -> None:
+    """Exports both models (core.interop.hf_llama) and measures transformers on them (benchmarks.hf_peer):
+    compiled static cache at hc.batches, assisted generation with our draft, uncompiled as a labelled extra.
+    `ours_greedy`: batch -> our greedy AR tokens for the first prompts; the ratios are made in summarize()."""
+    from benchmarks import hf_peer as hf_lib
     from core.interop import hf_llama
 
-    paths = {}
-    for name, model in (("target", target), ("draft", draft)):
-        paths[name] = os.path.join(workdir, f"hf_{name}")
-        hf_llama.export(model, paths[name])
-    load = lambda p: transformers.LlamaForCausalLM.from_pretrained(p, dtype=torch.bfloat16).cuda().eval()
-    hf_target, hf_draft = load(paths["target"]), load(paths["draft"])
-    prompts = prompts[:hc.num_prompts]
-    new = hc.max_new_tokens
+    reason = hf_lib.available()
+    if reason:
+        print(reason, flush=True)
+        report.update(hf=dict(skipped=reason))
+        return
+    paths = {name: hf_llama.export(model, os.path.join(workdir, f"hf_{name}"))
+             for name, model in (("target", target), ("draft", draft))}
+    count = max(hc.num_prompts, max(hc.batches))
+    result = hf_lib.measure(paths["target"], paths["draft"], prompts[:count], hc.max_new_tokens,
+                            batches=tuple(hc.batches), ours_greedy=ours_greedy.get(1))
+    report.update(hf=dict(result, num_prompts=count,
+                          note="compiled = transformers' static cache with its default torch.compile, the peer; "
+                               "extra_uncompiled (disable_compile=True) is not a fair peer"))
 
-    def time_generate(**kwargs):
-        outs, wall, tokens = [], 0.0, 0
-        for prompt in prompts:
-            ids = torch.tensor(prompt[None], device="cuda")
-            hf_target.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, **kwargs)  # warm-up
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = hf_target.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0, **kwargs)
-            torch.cuda.synchronize()
-            wall += time.perf_counter() - t0
-            outs.append(out[0, ids.shape[1]:].cpu().numpy())
-            tokens += outs[-1].size
-        return tokens / wall, np.stack(outs)
 
-    with torch.inference_mode():
-        ar_tps, ar_out = time_generate(cache_implementation="static", disable_compile=True)
-        assisted_tps, assisted_out = time_generate(assistant_model=hf_draft)
-        compiled = {}
-        if hf_compile:   # torch.compile of the static-cache forward: minutes of compilation
-            t0 = time.perf_counter()
-            compiled_tps, compiled_out = time_generate(cache_implementation="static")
-            compiled = dict(hf_ar_compiled_tokens_per_s=compiled_tps, hf_compiled_wall_s=time.perf_counter() - t0,
-                            hf_compiled_identical_to_ours=float((compiled_out == ours_greedy[:len(prompts), :new]).all(-1).mean()))
-    ours = ours_greedy[:len(prompts), :new]
-    report.update(hf=dict(
-        transformers=transformers.__version__, torch=torch.__version__,
-        hf_ar_tokens_per_s=ar_tps, hf_assisted_tokens_per_s=assisted_tps,
-        hf_assisted_speedup=assisted_tps / ar_tps,
-        hf_greedy_identical_to_ours=float((ar_out == ours).all(-1).mean()),
-        hf_greedy_first_divergence=[int(np.argmax(a != b)) if (a != b).any() else -1 for a, b in zip(ar_out, ours)],
-        hf_assisted_identical_to_hf_ar=float((assisted_out == ar_out).all(-1).mean()),
-        batch=1, max_new_tokens=new, num_prompts=len(prompts), **compiled))
+def peer_ratios(rows: dict, hf: dict | None) -> dict:
+    """ours AR tokens/s over transformers' compiled static cache (and over its assisted generation), by
+    batch; `ours_over_hf_compiled` is batch 1 (the issue's key)."""
+    by_batch, assisted = {}, {}
+    for batch, row in ((hf or {}).get("compiled") or {}).items():
+        ours = rows.get(f"ar_T0_b{batch}", {}).get("tokens_per_s")
+        if ours and row.get("tokens_per_s"):
+            by_batch[batch] = ours / row["tokens_per_s"]
+    for batch, row in ((hf or {}).get("assisted") or {}).items():
+        ours = rows.get(f"ar_T0_b{batch}", {}).get("tokens_per_s")
+        if ours and row.get("tokens_per_s"):
+            assisted[batch] = ours / row["tokens_per_s"]
+    return dict(ours_over_hf_compiled=by_batch.get("1"), ours_over_hf_compiled_by_batch=by_batch,
+                ours_ar_over_hf_assisted_by_batch=assisted)
 
 
 def main(argv=None):
@@ -376,8 +389,9 @@ def main(argv=None):
     parser.add_argument("--workdir", default="", help="scratch for checkpoints (default /tmp/bench_decode_<variant>)")
     parser.add_argument("--quick", action="store_true", help="the ~2-minute variant (configs/ssd/decode.py:quick)")
     parser.add_argument("--skip_hf", action="store_true", help="skip the transformers peer")
-    parser.add_argument("--hf_compile", action="store_true",
-                        help="also time transformers' compiled static cache (slow to compile)")
+    parser.add_argument("--hf_only", action="store_true",
+                        help="resume the pair from --workdir, time our AR at the peer's batches and the HF peer "
+                        "only, and merge them into the existing JSON (the second command of a split run)")
     parser.add_argument("--budget_s", type=float, default=1e9,
                         help="skip decode configs that would start after this many seconds")
     parser.add_argument("--target_steps", type=int, default=0, help="training steps of the target (0: the config's)")
@@ -400,8 +414,12 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     name = "decode_quick" if args.quick and not args.smoke else "decode"
-    report = common.Report(common.result_path(args, name),
-                           common.run_info("decode", args, device=device, config=config.to_dict()))
+    header = common.run_info("decode", args, device=device, config=config.to_dict())
+    path = common.result_path(args, name)
+    if args.hf_only and os.path.exists(path):   # keep the sweep of the first command, note this one
+        with open(path, encoding="utf-8") as f:
+            header = dict(json.load(f), hf_only_run=header)
+    report = common.Report(path, header)
     args.workdir = args.workdir or f"/tmp/bench_decode_{variant or 'full'}"
     t_start = time.perf_counter()
     target, draft = train_models(config, args.workdir, report)
@@ -409,16 +427,25 @@ def main(argv=None):
     prompts = held_out_prompts(config, max(dc.num_prompts, max(dc.batches)), dc.prompt_len)
     sweep = Sweep(target, draft, prompts, dc, report, deadline=t_start + args.budget_s, dtype=args.dtype,
                   device=device)
+    sweep.hf_batches = tuple(config.hf.batches) if config.hf.enabled and not args.skip_hf else ()
 
     def hf_fn(ours_greedy):
         if not config.hf.enabled or args.skip_hf:
             return
         try:
-            hf_peer(target, draft, prompts, ours_greedy, config.hf, args.workdir, report, args.hf_compile)
+            hf_peer(target, draft, prompts, ours_greedy, config.hf, args.workdir, report)
         except Exception as e:  # the peer is a comparison; its failure must not hide our figures
             report.update(hf=dict(error=f"{type(e).__name__}: {e}"))
         print(json.dumps(report.data.get("hf"), indent=1, default=str), flush=True)
 
+    if args.hf_only:   # the first command's rows and summary stay; the ratios use this command's AR rows
+        sweep.rows_key = "hf_only_ours_ar"
+        peer_phase(sweep, hf_fn)
+        ratios = peer_ratios(sweep.rows, report.data.get("hf"))
+        report.update(hf_only_wall_s=time.perf_counter() - t_start, **ratios)
+        print(json.dumps(ratios, indent=1), flush=True)
+        print("wrote", report.path)
+        return
     summary = decode_phases(sweep, hf_fn)
     if time.perf_counter() < sweep.deadline:
         f32_greedy_identity(sweep, target, draft)

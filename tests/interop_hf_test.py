@@ -53,3 +53,22 @@ def test_logits_match_transformers_llama(tmp_path):
     got = np.asarray(model(jnp.asarray(tokens)))
     print("max |logit difference| vs transformers:", np.abs(got - want).max())
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4)
+
+
+def test_hf_peer_times_compiled_assisted_and_uncompiled(tmp_path):
+    """benchmarks.hf_peer on tiny exports: every setting timed, batched assisted generation recorded as an
+    error (transformers refuses it), identity with our greedy tokens computed. Needs torch + transformers."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from benchmarks import hf_peer
+
+    hf_llama.export(tfm.Transformer(CONFIG, rngs=nnx.Rngs(0)), str(tmp_path / "t"))
+    hf_llama.export(tfm.Transformer(tfm.TransformerConfig(**{**CONFIG.__dict__, "n_layers": 1}),
+                                    rngs=nnx.Rngs(1)), str(tmp_path / "d"))
+    prompts = np.random.default_rng(0).integers(1, CONFIG.vocab_size, (2, 6))
+    result = hf_peer.measure(str(tmp_path / "t"), str(tmp_path / "d"), prompts, 4, batches=(1, 2),
+                             ours_greedy=np.zeros((2, 4), np.int64), device="cpu")
+    assert result["compiled"]["1"]["tokens_per_s"] > 0 and result["compiled"]["2"]["tokens_per_s"] > 0
+    assert result["assisted"]["1"]["tokens_per_s"] > 0 and "error" in result["assisted"]["2"]
+    assert 0.0 <= result["compiled"]["1"]["identical_to_ours"] <= 1.0
+    assert result["extra_uncompiled"]["1"]["tokens_per_s"] > 0

@@ -61,5 +61,7 @@ def get_config(arg=None):
         config.train.num_steps = config.optim.total_steps = 400
         config.draft_train.num_steps = 250
         config.decode.update(ks=(4,), batches=(1,), batch1_prompts=4, repeats=1, num_prompts=4)
-    config.hf = dict(enabled=not smoke and not args.quick, max_new_tokens=16 if smoke else 128, num_prompts=2 if smoke else 4)
+    # transformers on the same exported weights (benchmarks/hf_peer.py); skipped with a message without torch.
+    config.hf = dict(enabled=not args.quick, max_new_tokens=16 if smoke else 128, num_prompts=2 if smoke else 4,
+                     batches=(1, 2) if smoke else (1, 8))
     return config
