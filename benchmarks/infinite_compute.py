@@ -139,8 +139,8 @@ def main() -> None:
         if args.skip_analysis:
             return
     result = sweep_lib.analyze(config, workdir)
-    try:
-        figures = plot(result, config, os.path.join(args.out, name))
+    try:     # a partial run (--update_keys) leaves the full run's figures alone
+        figures = [] if args.update_keys else plot(result, config, os.path.join(args.out, name))
     except ImportError as error:      # matplotlib missing on the GPU image: redraw with --analyze_only
         figures = [f"not drawn: {error}"]
     efficiency = result.get("data_efficiency") or {}
