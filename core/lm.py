@@ -71,8 +71,9 @@ def _unchunk(x: jax.Array, length: int) -> jax.Array:
 
 
 def _chunk_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
-    # Inputs in the compute dtype (bf16 on GPU), products accumulated and returned in f32.
-    return jnp.einsum("bcd,dv->bcv", hidden, head, preferred_element_type=jnp.float32)
+    # Accumulated in f32 by the matmul, written in the compute dtype (half the bytes of f32, as the plain
+    # path's logits), upcast inside the fused softmax.
+    return jnp.einsum("bcd,dv->bcv", hidden, head).astype(jnp.float32)
 
 
 def _chunked_nll_fwd(hidden, head, labels, chunk_length):
@@ -108,10 +109,11 @@ def _chunked_nll_bwd(chunk_length, residuals, g):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def chunked_token_nll(hidden: jax.Array, head: jax.Array, labels: jax.Array, chunk_length: int) -> jax.Array:
     """Per-token NLL f32[B, T] of `labels` under softmax(hidden @ head), over sequence chunks of
-    `chunk_length`: forward and backward each hold one chunk's f32 logits [B, c, V], never [B, T, V]
-    (the backward recomputes them from the saved hidden states and log-normalisers). Matmuls take the
-    inputs' dtype and accumulate in f32; the gradient w.r.t. the logits is cast to the hidden dtype for the
-    backward matmuls, as autodiff of the plain bf16 path does."""
+    `chunk_length`: forward and backward each hold one chunk's logits [B, c, V], never [B, T, V] (the
+    backward recomputes them from the saved hidden states and log-normalisers). Numerics as the plain path
+    (`model(tokens).astype(f32)` + softmax cross-entropy): matmuls in the inputs' dtype with f32 accumulation,
+    logits rounded to that dtype, softmax in f32, the logits' gradient cast back for the backward matmuls;
+    only the head's gradient is summed over chunks in f32."""
     return _chunked_nll_fwd(hidden, head, labels, chunk_length)[0]
 
 
