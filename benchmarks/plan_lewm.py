@@ -3,6 +3,11 @@ episodes, 95% Wilson intervals), one-plan time and surprise p-values, in one com
 
     python -m benchmarks.plan_lewm --tworoom_minutes 4 --pusht_minutes 2     # GPU
     python -m benchmarks.plan_lewm --smoke                                   # CPU check
+    python -m benchmarks.plan_lewm --oracle --envs pusht,tworoom             # CEM over the true simulator
+
+`--oracle` trains nothing: it plans the protocol's episodes (eval.seed, Wilson intervals) with the same CEM but
+the true simulator as the model and a state cost (papers.lewm.planning.SIMULATOR), i.e. what the environment
+and protocol allow with a perfect model, and writes lewm_oracle.json (top-level `oracle.<env>`).
 
 The evaluation is papers.lewm.evaluate.evaluate_workdir (what launch/eval_lewm.py runs). The JSON
 (lewm.json) is rewritten after each environment, so a run cut short still reports what it finished.
@@ -48,7 +53,19 @@ def main(argv=None):
                         "command when the 10-minute limit cannot hold both); its per-env entries keep their own "
                         "date and command under `runs`")
     parser.add_argument("--workdir", default="/tmp/plan_lewm", help="scratch: checkpoints per env")
+    parser.add_argument("--oracle", action="store_true", help="CEM over the true simulator instead of a trained model")
+    parser.add_argument("--envs", default="pusht,tworoom", help="--oracle: comma list of environments")
+    parser.add_argument("--episodes", type=int, default=0, help="--oracle: episodes (0: the config's eval.num_episodes)")
+    parser.add_argument("--chunk", type=int, default=0, help="--oracle: episodes per jitted call (0: all at once)")
+    parser.add_argument("--max_minutes", type=float, default=0.0,
+                        help="--oracle: stop after the chunk that passes this (0: no limit); reports what finished")
+    parser.add_argument("--expert_max_action", type=float, default=0.0,
+                        help="Push-T: cap on the expert's |action| for the demos the episodes are cut from (0: config)")
+    parser.add_argument("--old_protocol", action="store_true",
+                        help="--oracle: eval.fixed_goal_ghost=False (the goal ghost the demo drew after its own success)")
     args = parser.parse_args(argv)
+    if args.oracle:
+        return run_oracle(args)
     from core import config as config_lib, metrics
     from papers.lewm import evaluate, train
 
@@ -96,6 +113,29 @@ def main(argv=None):
         print(json.dumps({k: out[k][env] for k in ("success", "plan_s", "surprise", "seconds")}, default=float),
               flush=True)
     print("wrote", path)
+
+
+def run_oracle(args) -> dict:
+    from core import config as config_lib, metrics
+    from papers.lewm import evaluate
+
+    out = common.run_info("plan_lewm_oracle", args, oracle={}, config={})
+    path = common.result_path(args, "lewm_oracle")
+    for env in filter(None, args.envs.split(",")):
+        config = common.load_config(f"lewm/{env}", "smoke" if args.smoke else "")
+        overrides = {"eval.fixed_goal_ghost": not args.old_protocol}
+        if args.expert_max_action and env == "pusht":
+            overrides["env.params.expert_max_action"] = args.expert_max_action
+        config = config_lib.apply_overrides(config, overrides)
+        report = evaluate.evaluate_oracle(config, args.episodes or None, chunk=args.chunk,
+                                          max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+        report.pop("results")
+        out["oracle"][env] = report
+        out["config"][env] = config.to_dict()
+        metrics.write_json(path, out)
+        print(env, json.dumps(report, default=float), flush=True)
+    print("wrote", path)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """LeWM evaluation: Wilson interval, planning with an oracle world model succeeds (and an untrained one
 does not crash), surprise flags teleports, and the smoke train -> plan -> surprise pipeline writes its files."""
 
+import functools
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -99,3 +101,65 @@ def test_smoke_train_then_plan_then_surprise_writes_results(tmp_path):
     assert 0.0 <= report["ci_low"] <= report["success"] <= report["ci_high"] <= 1.0
     assert report["plan_s"] > 0 and set(report["surprise"]) == {"colour", "teleport"}
     assert (tmp_path / "planning.gif").stat().st_size > 1000 and (tmp_path / "surprise.png").exists()
+
+
+@functools.lru_cache(maxsize=None)
+def eval_tasks(env_name, num_episodes=24):
+    """eval_task under the fixed and the old protocol (one program), on the full config's data window (the
+    smoke one is too short for the demos to finish their goals)."""
+    from core import envs
+    from papers.lewm import planning
+
+    config = config_lib.load_config(os.path.join(ROOT, f"configs/lewm/{env_name}.py"))
+    old_config = config_lib.apply_overrides(config, {"eval.fixed_goal_ghost": False})
+    env = envs.make_env(env_name)
+
+    def both(key):
+        k_data, k_start, _ = jax.random.split(key, 3)
+        return (planning.eval_task(env, config, k_data, k_start),
+                planning.eval_task(env, old_config, k_data, k_start))
+
+    tasks, old = jax.jit(jax.vmap(both))(evaluate.episode_keys(config, num_episodes))
+    return env, config, jax.device_get(tasks), jax.device_get(old)
+
+
+@pytest.mark.parametrize("env_name", ["pusht", "tworoom"])
+def test_evaluation_goal_ghost_is_fixed_within_an_episode(env_name):
+    env, _, tasks, old = eval_tasks(env_name)
+    goal_vector = jax.vmap(env.goal_vector)
+    changed = tasks.demo_goal_changed
+    assert changed.any() and not changed.all(), changed        # the demos do draw new goals: the check can fail
+    ghost = np.asarray(goal_vector(tasks.start))                                          # [E, G]
+    np.testing.assert_array_equal(np.asarray(goal_vector(tasks.goal)), ghost)
+    context = np.asarray(jax.vmap(goal_vector)(tasks.context))                            # [E, history, G]
+    np.testing.assert_array_equal(context, np.broadcast_to(ghost[:, None], context.shape))
+    # The old protocol shows the goal the demo drew after its own success, in exactly those episodes.
+    differs = np.any(np.asarray(goal_vector(old.goal)) != np.asarray(goal_vector(old.start)), -1)
+    assert differs.any() and not differs[~changed].any()
+    # Only the ghost changed: the goal's agent (and block) are the demo's.
+    np.testing.assert_array_equal(np.asarray(jax.vmap(env.goal_distance)(tasks.goal, old.goal)), 0.0)
+
+
+def test_replaying_the_demo_reaches_the_goal_and_the_simulator_cost_ranks_it_first():
+    from papers.lewm import planning
+
+    env, config, tasks, _ = eval_tasks("pusht")
+    tasks = jax.tree.map(lambda x: x[:4], tasks)
+
+    def replay_and_costs(task):
+        end = jax.lax.scan(lambda s, a: (env.step(s, a), None), task.start, task.demo_actions)[0]
+        plans = jnp.stack([task.demo_actions, jnp.zeros_like(task.demo_actions)]).reshape(2, config.eval.horizon, -1)
+        return env.is_success(end, task.goal), planning.simulator_cost(env, task.start, task.goal)(plans)
+
+    reached, costs = jax.device_get(jax.jit(jax.vmap(replay_and_costs))(tasks))
+    assert reached.all() and (costs[:, 0] < 1e-3).all() and (costs[:, 1] > 1.0).all(), costs
+
+
+def test_oracle_with_the_true_simulator_solves_tworoom_episodes():
+    config = smoke_config(**{"eval.cem_samples": 48, "eval.cem_elites": 6, "eval.cem_iters": 3})
+    report = evaluate.evaluate_oracle(config, num_episodes=6, chunk=3)
+    assert report["episodes"] == 6 and report["success"] >= 0.75, report
+    assert report["final_distance_mean"] < report["start_distance_mean"]
+    with pytest.raises(ValueError, match="simulator"):
+        from papers.lewm import planning
+        planning.make_episode_fn("simulater", None, config)

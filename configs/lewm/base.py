@@ -12,7 +12,8 @@ def lewm_config(env: str, smoke: bool) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     model = LeWMConfig.smoke() if smoke else LeWMConfig()
     config.model = dataclasses.asdict(model)
-    config.env = dict(name=env)
+    # Push-T: expert_max_action 1.0 moves the agent ~35 px per step, about 3x the paper's human demonstrations
+    config.env = dict(name=env, params=dict(expert_max_action=1.0) if env == "pusht" else {})
     # Push-T's contact solver makes fresh rollouts the bulk of a train step, so it trains on a simulated bank
     config.data = dict(batch_size=8 if smoke else 128, max_offset=20 if smoke else 80,
                        bank_episodes=(64 if smoke else 16384) if env == "pusht" else 0)
@@ -28,5 +29,8 @@ def lewm_config(env: str, smoke: bool) -> ml_collections.ConfigDict:
     config.eval = dict(num_episodes=4 if smoke else 50, budget=50, goal_offset=25, horizon=5,
                        cem_samples=16 if smoke else 300, cem_elites=4 if smoke else 30,
                        cem_iters=2 if smoke else 30, seed=42,
-                       compute_dtype="bfloat16")
+                       compute_dtype="bfloat16",
+                       # every frame of an episode shows the start's goal ghost (False: the old protocol, whose
+                       # goal frame showed the ghost the demo drew after reaching its own goal)
+                       fixed_goal_ghost=True)
     return config

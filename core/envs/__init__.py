@@ -33,6 +33,8 @@ be closed over or passed as a static argument to ``jax.jit``. Its methods are pu
     env.goal_vector(state)                 -> f32[G]  the task goal (TwoRoom: goal xy; Push-T: agent xy, block xy,
                                                block angle)
     env.from_vectors(state_vector, goal_vector=None) -> State  rebuild a state (e.g. from a dataset row)
+    env.with_goal_vector(state, goal_vector) -> State  the same state(s) with another task goal (the goal ghost
+                                               Push-T draws); broadcasts over leading axes
     PushT.block_errors(state, goal_state)  -> (position px, |angle| rad) of the block
 
 ``State`` is a ``flax.struct.dataclass`` pytree of f32 arrays (no Python scalars), so batches of states are

@@ -100,6 +100,8 @@ class PushT:
     action_repeat_prob: float = 0.0   # expert: repeat the previous action with this probability
     expert_gain: float = 2.0          # expert: action = gain * (waypoint - agent) / action_scale
     push_depth: float = 30.0          # expert: how far past the contact point it aims while pushing
+    expert_max_action: float = 1.0    # expert: |action| capped here (the agent's steady speed is 50 px/step x
+    #                                   |action|); below 1 it moves like slower, human-like demonstrations
 
     action_dim: int = 2
 
@@ -280,6 +282,13 @@ class PushT:
                           goal_agent_pos=g[:2], goal_block_pos=g[2:4], goal_block_angle=g[4],
                           block_colour=jnp.asarray(SLATE_GRAY, jnp.float32), last_action=jnp.zeros(2, jnp.float32))
 
+    def with_goal_vector(self, state: PushTState, goal_vector: Array) -> PushTState:
+        """`state` (any leading axes) with its task goal, the drawn goal ghost, replaced by `goal_vector`[5]."""
+        g = jnp.asarray(goal_vector, jnp.float32)
+        return state.replace(goal_agent_pos=jnp.broadcast_to(g[:2], state.goal_agent_pos.shape),
+                             goal_block_pos=jnp.broadcast_to(g[2:4], state.goal_block_pos.shape),
+                             goal_block_angle=jnp.broadcast_to(g[4], state.goal_block_angle.shape))
+
     def probe_targets(self, state: PushTState) -> dict[str, Array]:
         return {"agent_pos": state.agent_pos, "block_pos": state.block_pos, "block_angle": state.block_angle}
 
@@ -342,6 +351,7 @@ class PushT:
 
         k_noise, k_repeat = jax.random.split(key)
         action = self.expert_gain * (target - agent) / self.action_scale
+        action = action * jnp.minimum(1.0, self.expert_max_action / (jnp.linalg.norm(action) + 1e-6))
         action = action + self.action_noise * jax.random.normal(k_noise, (2,))
         repeat = jax.random.uniform(k_repeat) < self.action_repeat_prob
         return jnp.clip(jnp.where(repeat, state.last_action, action), -1.0, 1.0)

@@ -181,6 +181,10 @@ class TwoRoom:
                             goal_pos=jnp.asarray(goal, jnp.float32),
                             agent_colour=jnp.asarray(RED, jnp.float32), last_action=jnp.zeros(2, jnp.float32))
 
+    def with_goal_vector(self, state: TwoRoomState, goal_vector: Array) -> TwoRoomState:
+        """`state` (any leading axes) with its task goal replaced by `goal_vector`[2]."""
+        return state.replace(goal_pos=jnp.broadcast_to(jnp.asarray(goal_vector, jnp.float32), state.goal_pos.shape))
+
     def probe_targets(self, state: TwoRoomState) -> dict[str, Array]:
         return {"agent_pos": state.agent_pos}
 

@@ -19,6 +19,13 @@ from core.envs import rollout as rollout_lib
 Array = jax.Array
 
 
+def make_env(config: ml_collections.ConfigDict):
+    """The config's environment: env.name built with the static parameters env.params (e.g. Push-T's
+    expert_max_action, which sets the demonstrations' speed)."""
+    params = config.env.get("params")
+    return envs.make_env(config.env.name, **(dict(params) if params else {}))
+
+
 class Clips(NamedTuple):
     frames: Array          # uint8[B, num_frames, H, W, 3]
     actions: Array         # f32[B, num_frames, frameskip * A]; block t follows frames[:, t]
@@ -160,7 +167,7 @@ def make_batch_fn(config: ml_collections.ConfigDict, env=None):
     (`clips_from_bank`; same clip distribution, a finite dataset as in the paper, and no simulation
     in the step). Either way a batch is a pure function of (data seed, step), so resuming needs no data state.
     """
-    env = envs.make_env(config.env.name) if env is None else env
+    env = make_env(config) if env is None else env
     key = jax.random.key(config.train.data_seed)
     frames, frameskip = config.model.history + 1, config.model.frameskip
     batch, max_offset = config.data.batch_size, config.data.max_offset

@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from core import envs
 from papers.lewm import artifacts, planning, surprise
+from papers.lewm import data as lewm_data
 from papers.lewm.train import restore_model
 
 
@@ -28,11 +28,16 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def episode_keys(config: ml_collections.ConfigDict, num_episodes: int | None = None) -> jax.Array:
+    """The protocol's episode keys (eval.seed); the first k of a longer list are the same episodes."""
+    return jax.random.split(jax.random.key(config.eval.seed), num_episodes or config.eval.num_episodes)
+
+
 def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: int | None = None) -> Callable:
     """model state -> per-episode results: one jitted program (episodes vmapped, fixed keys from eval.seed),
     compiled once and reused for every checkpoint of the same architecture."""
-    env = envs.make_env(config.env.name)
-    keys = jax.random.split(jax.random.key(config.eval.seed), num_episodes or config.eval.num_episodes)
+    env = lewm_data.make_env(config)
+    keys = episode_keys(config, num_episodes)
 
     @jax.jit
     def run(state, keys):
@@ -45,10 +50,33 @@ def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: in
 def summarise(results: dict) -> dict:
     successes, trials = int(np.sum(results["success"])), len(results["success"])
     low, high = wilson_interval(successes, trials)
-    return dict(success=successes / trials, ci_low=low, ci_high=high, episodes=trials,
-                start_distance_mean=float(np.mean(results["start_distance"])),
-                final_distance_mean=float(np.mean(results["final_distance"])),
-                already_solved=float(np.mean(results["already_solved"])))    # start within reach of goal
+    summary = dict(success=successes / trials, successes=successes, ci_low=low, ci_high=high, episodes=trials,
+                   start_distance_mean=float(np.mean(results["start_distance"])),
+                   final_distance_mean=float(np.mean(results["final_distance"])),
+                   already_solved=float(np.mean(results["already_solved"])))    # start within reach of goal
+    for key in ("start_cost", "final_cost", "demo_goal_changed"):            # state cost (px + angle), diagnostic
+        if key in results:
+            summary[f"{key}_mean"] = float(np.mean(results[key]))
+    return summary
+
+
+def evaluate_oracle(config: ml_collections.ConfigDict, num_episodes: int | None = None, chunk: int = 0,
+                    max_seconds: float | None = None) -> dict:
+    """The protocol's episodes planned by CEM over the true simulator (planning.SIMULATOR, state cost): what
+    the environment and protocol allow with a perfect model. Episodes run `chunk` at a time (0: all at once),
+    in key order; with max_seconds the run stops after the chunk that passes it and reports the episodes it
+    finished. Returns the summary (with `seconds`) and the per-episode `results`."""
+    env = lewm_data.make_env(config)
+    keys = episode_keys(config, num_episodes)
+    chunk = chunk or len(keys)
+    run = jax.jit(jax.vmap(planning.make_episode_fn(planning.SIMULATOR, env, config)))
+    started, parts = time.perf_counter(), []
+    for first in range(0, len(keys), chunk):
+        parts.append(jax.device_get(run(keys[first:first + chunk])))
+        if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            break
+    results = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return dict(summarise(results), seconds=time.perf_counter() - started, results=results)
 
 
 def evaluate_success(model, config: ml_collections.ConfigDict, evaluator: Callable | None = None) -> dict:

@@ -8,6 +8,8 @@ arguments of the compiled program, not constants baked into it (one compile serv
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,37 +51,115 @@ def cem_settings(config: ml_collections.ConfigDict) -> dict:
                 num_iters=config.eval.cem_iters)
 
 
-def make_episode_fn(model, env, config: ml_collections.ConfigDict):
-    """key -> dict(success, already_solved, start_distance, final_distance, frames, goal_frame, start_frame):
-    one evaluation episode (distances: env.goal_distance, what the success test thresholds).
+class EvalTask(NamedTuple):
+    """One evaluation episode's start and goal, cut from an expert demonstration."""
+    start: Any                 # the start state; its task goal is the episode's goal ghost
+    goal: Any                  # the demo's state goal_offset steps after the start
+    context: Any               # states of the history frames (leading axis: history), the last one the start
+    past_actions: jax.Array    # [history - 1, frameskip * A] the demo's action blocks between the context frames
+    demo_actions: jax.Array    # [goal_offset, A] the demo's actions from the start to the goal (replaying them
+    #                            reaches the goal's agent and block exactly: the goal is reachable)
+    demo_goal_changed: jax.Array  # bool: the demo itself drew a new task goal between the first context frame
+    #                               and the goal (it reached its own); the task's states do not show that
 
-    The start is a uniformly random step in [history span, history span + data.max_offset] of an expert
-    rollout (goals resampled on success, like the training clips), so starts come from the data
-    distribution; success is checked after every env step (the paper stops an episode at success).
+
+def eval_task(env, config: ml_collections.ConfigDict, k_data: jax.Array, k_start: jax.Array) -> EvalTask:
+    """The start is a uniformly random step in [history span, history span + data.max_offset] of an expert
+    rollout (goals resampled on success, like the training clips, so the demo keeps moving), the goal the
+    demo's state eval.goal_offset steps later.
+
+    With eval.fixed_goal_ghost (default) every state of the task carries the start's task goal: a demo that
+    reached its own goal inside the window drew a new one, and a goal frame showing that ghost could not be
+    produced by any action (the old protocol; False reproduces it). Without resampling instead, the expert
+    parks on its goal and a sizeable share of Push-T episodes start already solved (README), which the
+    paper's data (episodes end at success) does not have.
+    """
+    frameskip, history = config.model.frameskip, config.model.history
+    lead = (history - 1) * frameskip                     # steps of context before the start
+    jitter, offset = config.data.max_offset, config.eval.goal_offset
+    demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, lead + jitter + offset,
+                               new_goal_on_success=True)
+    start = lead + jax.random.randint(k_start, (), 0, jitter + 1)
+    at = lambda t: jax.tree.map(lambda x: x[t], demo.states)
+    context_steps = start - lead + frameskip * jnp.arange(history)
+    start_state, goal, context = at(start), at(start + offset), at(context_steps)
+    first_goal = env.goal_vector(at(start - lead))
+    changed = jnp.any(env.goal_vector(goal) != first_goal) | jnp.any(env.goal_vector(start_state) != first_goal)
+    if config.eval.get("fixed_goal_ghost", True):
+        ghost = env.goal_vector(start_state)
+        goal, context = env.with_goal_vector(goal, ghost), env.with_goal_vector(context, ghost)
+    past = jax.lax.dynamic_slice_in_dim(demo.actions, start - lead, lead)
+    return EvalTask(start=start_state, goal=goal, context=context,
+                    past_actions=past.reshape(history - 1, frameskip * env.action_dim),
+                    demo_actions=jax.lax.dynamic_slice_in_dim(demo.actions, start, offset),
+                    demo_goal_changed=changed)
+
+
+def state_distance(env, state, goal, px_per_radian: float = 60.0) -> jax.Array:
+    """The oracle's cost between true states: env.goal_distance (px; Push-T: the 4-vector of agent and block
+    positions), plus for Push-T px_per_radian × the block-angle error (the success test's two parts)."""
+    distance = env.goal_distance(state, goal)
+    if hasattr(env, "block_errors"):
+        distance = distance + px_per_radian * env.block_errors(state, goal)[1]
+    return distance
+
+
+def simulator_cost(env, state, goal):
+    """plans[N, H, frameskip*A] -> state_distance after executing each plan in the true simulator from
+    `state` (terminal cost, as the latent one)."""
+    def cost(plans):
+        actions = plans.reshape(plans.shape[0], -1, env.action_dim)
+
+        def final(actions):
+            return jax.lax.scan(lambda s, a: (env.step(s, a), None), state, actions)[0]
+
+        return jax.vmap(lambda a: state_distance(env, final(a), goal))(actions)
+    return cost
+
+
+def plan_with_simulator(env, state, goal, key, *, horizon: int, block_dim: int, num_samples: int,
+                        num_elites: int, num_iters: int):
+    """The oracle: the same CEM as `plan`, with the true simulator as the model and a state cost."""
+    mean, _ = cem.cem(simulator_cost(env, state, goal), jnp.zeros((horizon, block_dim)), 1.0, key,
+                      num_samples=num_samples, num_elites=num_elites, num_iters=num_iters)
+    return mean
+
+
+SIMULATOR = "simulator"
+
+
+def make_episode_fn(model, env, config: ml_collections.ConfigDict):
+    """key -> dict(success, already_solved, start_distance, final_distance, frames, goal_frame, start_frame,
+    demo_goal_changed): one evaluation episode (distances: env.goal_distance, what the success test
+    thresholds). `model` is a LeWM (CEM on the latent cost from pixels) or SIMULATOR (the oracle: CEM on the
+    true simulator with `state_distance`). Plans of horizon blocks are executed whole, then replanned, until
+    the eval.budget steps are spent; success is checked after every env step (the paper stops an episode at
+    success). The task is `eval_task`'s.
     """
     frameskip, history, horizon = config.model.frameskip, config.model.history, config.eval.horizon
     action_dim = config.model.action_dim
-    lead = (history - 1) * frameskip                     # steps of context before the start
-    jitter, offset, budget = config.data.max_offset, config.eval.goal_offset, config.eval.budget
     steps_per_plan = horizon * frameskip
-    num_plans = -(-budget // steps_per_plan)
+    num_plans = -(-config.eval.budget // steps_per_plan)
     settings = cem_settings(config)
+    oracle = isinstance(model, str)
+    if oracle and model != SIMULATOR:
+        raise ValueError(f"model must be a LeWM or {SIMULATOR!r}, got {model!r}.")
 
     def episode(key):
         k_data, k_start, k_plan = jax.random.split(key, 3)
-        demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, lead + jitter + offset,
-                                   new_goal_on_success=True)
-        start = lead + jax.random.randint(k_start, (), 0, jitter + 1)
-        at = lambda t: jax.tree.map(lambda x: x[t], demo.states)
-        goal = at(start + offset)
-        z_goal = model.encode(env.render(goal)[None])[0]
-        context = start - lead + frameskip * jnp.arange(history)
-        z_hist = model.encode(jax.vmap(env.render)(at(context))[None])[0]
-        past = jax.lax.dynamic_slice_in_dim(demo.actions, start - lead, lead)
-        past = past.reshape(history - 1, frameskip * action_dim)
-        state, success, shown = at(start), jnp.array(False), []
+        task = eval_task(env, config, k_data, k_start)
+        goal = task.goal
+        if not oracle:
+            z_goal = model.encode(env.render(goal)[None])[0]
+            z_hist = model.encode(jax.vmap(env.render)(task.context)[None])[0]
+            past = task.past_actions
+        state, success, shown = task.start, jnp.array(False), []
         for i in range(num_plans):
-            blocks = plan(model, z_hist, past, z_goal, jax.random.fold_in(k_plan, i), **settings)
+            k = jax.random.fold_in(k_plan, i)
+            if oracle:
+                blocks = plan_with_simulator(env, state, goal, k, **settings)
+            else:
+                blocks = plan(model, z_hist, past, z_goal, k, **settings)
             actions = blocks.reshape(steps_per_plan, action_dim)
 
             def step(state, action):
@@ -91,13 +171,15 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
             boundary = jax.tree.map(lambda x: x[frameskip - 1::frameskip], states)     # after each block
             block_frames = jax.vmap(env.render)(boundary)
             shown.append(block_frames)
-            z_new = model.encode(block_frames[None])[0]
-            z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
-            past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
-        start_frame = env.render(at(start))
-        return dict(success=success, already_solved=env.is_success(at(start), goal),
-                    start_distance=env.goal_distance(at(start), goal), final_distance=env.goal_distance(state, goal),
+            if not oracle:
+                z_new = model.encode(block_frames[None])[0]
+                z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
+                past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
+        start_frame = env.render(task.start)
+        return dict(success=success, already_solved=env.is_success(task.start, goal),
+                    start_distance=env.goal_distance(task.start, goal), final_distance=env.goal_distance(state, goal),
+                    start_cost=state_distance(env, task.start, goal), final_cost=state_distance(env, state, goal),
                     frames=jnp.concatenate([start_frame[None]] + shown, 0), goal_frame=env.render(goal),
-                    start_frame=start_frame)
+                    start_frame=start_frame, demo_goal_changed=task.demo_goal_changed)
 
     return episode

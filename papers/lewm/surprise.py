@@ -10,7 +10,6 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
-from core import envs
 from core.envs import rollout as env_rollout
 from papers.lewm import data as lewm_data
 
@@ -20,7 +19,7 @@ CONDITIONS = ("unperturbed", "colour", "teleport")
 def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int = 32, num_frames: int = 12,
                     perturb_frame: int = 6, seed: int = 0) -> np.ndarray:
     """errors[condition, episode, frame] = Σ_d (ẑ_t - z_t)² for frames ≥ history (NaN before)."""
-    env = envs.make_env(config.env.name)
+    env = lewm_data.make_env(config)
     fs, h = config.model.frameskip, config.model.history
     if not h <= perturb_frame < num_frames:
         raise ValueError(f"perturb_frame must lie in [history={h}, num_frames={num_frames}).")
