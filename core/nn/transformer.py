@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kernels_pallas.fused_gemv import ops as fused_gemv_ops
 from kernels_pallas.tree_attention import ops as tree_attention_ops
 
 
@@ -49,6 +50,7 @@ class TransformerConfig:
     tie_embeddings: bool = True
     attention_impl: str = "xla"        # training attention: "xla" or "cudnn" (GPU, bf16)
     cache_attention: str = "auto"      # cached attention backend: "auto" (Pallas on GPU), "pallas", "reference"
+    decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", or "pallas" (norm/SwiGLU/residual fused in)
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -57,6 +59,8 @@ class TransformerConfig:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.attention_impl not in ("xla", "cudnn"):
             raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}.")
+        if self.decode_kernel not in ("xla", "pallas"):
+            raise ValueError(f"decode_kernel must be 'xla' or 'pallas', got {self.decode_kernel!r}.")
 
 
 def param_count(config: TransformerConfig) -> int:
@@ -290,6 +294,10 @@ def _rms_norm(x, scale, eps):
     return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + eps) * scale.astype(jnp.float32)).astype(x.dtype)
 
 
+def _swiglu(gate_up: jax.Array, mlp_dim: int) -> jax.Array:
+    return jax.nn.silu(gate_up[:, :mlp_dim]) * gate_up[:, mlp_dim:]
+
+
 def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
                 cache: KVCache) -> tuple[jax.Array, KVCache]:
     """One token per sequence with inference_params; same cache layout and semantics as decode()."""
@@ -297,18 +305,26 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
     batch = tokens.shape[0]
     positions = cache.lengths[:, None]
     x = jnp.take(params["embed"], tokens, axis=0)                        # [B, d]
+    if config.decode_kernel == "pallas":   # norm + GEMV (+ SwiGLU / residual) in one kernel each
+        eps = config.norm_eps
+        norm_matmul = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, eps=eps)
+        swiglu = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, swiglu=True, eps=eps)
+        add_matmul = lambda x, h, w: fused_gemv_ops.fused_gemv(h, w, residual=x)
+    else:
+        norm_matmul = lambda x, scale, w: _rms_norm(x, scale, config.norm_eps) @ w
+        swiglu = lambda x, scale, w: _swiglu(_rms_norm(x, scale, config.norm_eps) @ w, m)
+        add_matmul = lambda x, h, w: x + h @ w
     ks, vs = [], []
     for p, k_cache, v_cache in zip(params["layers"], cache.k, cache.v):
-        qkv = _rms_norm(x, p["attention_norm"], config.norm_eps) @ p["wqkv"]
+        qkv = norm_matmul(x, p["attention_norm"], p["wqkv"])
         q = rope(qkv[:, : h * hd].reshape(batch, 1, h, hd), positions, config.rope_theta)
         k = rope(qkv[:, h * hd: (h + kv) * hd].reshape(batch, 1, kv, hd), positions, config.rope_theta)
         v = qkv[:, (h + kv) * hd:].reshape(batch, 1, kv, hd)
         k_cache, v_cache = _write(k_cache, k, cache.lengths), _write(v_cache, v, cache.lengths)
         out = tree_attention_ops.tree_attention(q, k_cache, v_cache, cache.lengths, _causal(1),
                                                 backend=config.cache_attention)
-        x = x + out.reshape(batch, h * hd).astype(x.dtype) @ p["wo"]
-        gate_up = _rms_norm(x, p["mlp_norm"], config.norm_eps) @ p["w_gate_up"]
-        x = x + (jax.nn.silu(gate_up[:, :m]) * gate_up[:, m:]) @ p["w_down"]
+        x = add_matmul(x, out.reshape(batch, h * hd).astype(x.dtype), p["wo"])
+        x = add_matmul(x, swiglu(x, p["mlp_norm"], p["w_gate_up"]), p["w_down"])
         ks.append(k_cache)
         vs.append(v_cache)
     logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]

@@ -1,0 +1,30 @@
+"""Plain-jnp reference of the fused decode GEMVs (kernel.py): what XLA runs in core.nn.transformer.decode_step.
+
+fused_gemv(x[B, d], w[d, n or 2m], norm_scale=None, residual=None, swiglu=False, eps):
+  h = rms_norm(x) * norm_scale (computed in f32, cast back to x's dtype) when norm_scale is given, else x
+  y = h @ w                                  (f32 accumulation, x's dtype out)
+  swiglu: w = [gate | up] (m columns each)  -> y = silu(h @ gate) * (h @ up)
+  residual: y = residual + y
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + eps) * scale.astype(jnp.float32)
+    return normed.astype(x.dtype)
+
+
+def fused_gemv(x: jax.Array, w: jax.Array, norm_scale: jax.Array | None = None, residual: jax.Array | None = None,
+               *, swiglu: bool = False, eps: float = 1e-5) -> jax.Array:
+    h = x if norm_scale is None else rms_norm(x, norm_scale, eps)
+    y = jnp.dot(h, w, preferred_element_type=jnp.float32)
+    if swiglu:
+        half = w.shape[1] // 2
+        y = jax.nn.silu(y[:, :half]) * y[:, half:]
+    y = y.astype(x.dtype)
+    return y if residual is None else residual + y
