@@ -7,8 +7,14 @@ the bandwidth measured at the start (benchmarks.common.measure_device) and the d
 per token are every layer matrix + the LM head (the embedding lookup reads one row) and the KV read is the
 attended prefix, averaged over the generated tokens.
 
-    python -m benchmarks.decode_roofline                 # GPU: 1.2B and 350M configs
+    python -m benchmarks.decode_roofline                 # GPU: 1.2B and 350M configs, every variant
+    python -m benchmarks.decode_roofline --configs 1.2B  # GPU: the issue's `roofline.1.2B` (~3 rows)
     python -m benchmarks.decode_roofline --smoke         # CPU: a tiny config, checks the script runs
+
+Variants (`--variants`, cached attention / decode GEMVs): "pallas/xla" (Pallas cached attention, XLA's
+matmuls with separate norm / SwiGLU / residual kernels), "pallas/pallas" (the same attention with
+kernels_pallas.fused_gemv: norm + QKV, norm + gate/up + SwiGLU, o-proj + residual, down + residual, one kernel
+each), "reference/xla" (jnp attention). `roofline.<config>` is the best variant of each config.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ def measure(name: str, config: tfm.TransformerConfig, args, device: dict) -> dic
     weights, kv = weight_bytes_per_token(params), kv_bytes_per_token(config, args.prompt_len, args.max_new_tokens)
     roofline = common.against_device((weights + kv) / (ms_per_token / 1e3), device, "bytes")
     return dict(name=name, params=tfm.param_count(config), cache_attention=config.cache_attention,
+                decode_kernel=config.decode_kernel, variant=f"{config.cache_attention}/{config.decode_kernel}",
                 ms_per_token=ms_per_token, ms_per_token_median=1e3 * float(np.median(times)) / args.max_new_tokens,
                 floor_ms_measured=ms_per_token * roofline["vs_measured"],
                 floor_ms_spec=ms_per_token * roofline["vs_spec"] if roofline["vs_spec"] else None,
@@ -94,8 +101,8 @@ def measure(name: str, config: tfm.TransformerConfig, args, device: dict) -> dic
 def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--configs", default="1.2B,350M")
-    parser.add_argument("--cache_attention", default="pallas,reference",
-                        help="cached-attention backends to compare (Pallas kernel / jnp reference)")
+    parser.add_argument("--variants", default="pallas/xla,pallas/pallas,reference/xla",
+                        help="cache_attention/decode_kernel pairs to compare, comma-separated")
     parser.add_argument("--prompt_len", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--cache_slots", type=int, default=1024)
@@ -104,18 +111,20 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     names = ["smoke"] if args.smoke else args.configs.split(",")
-    backends = ["reference"] if args.smoke else args.cache_attention.split(",")
+    variants = (["reference/xla", "reference/pallas"] if args.smoke   # CPU: the Pallas GEMV in interpret mode
+                else args.variants.split(","))
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
     rows = []
     path = common.result_path(args, "decode_roofline")
     write = lambda: metrics.write_json(path, make_result(args, names, rows, device))   # after every row: a cut run keeps them
     for name in names:
-        for backend in backends:
-            config = dataclasses.replace(CONFIGS[name], cache_attention=backend)
+        for variant in variants:
+            attention, gemv = variant.split("/")
+            config = dataclasses.replace(CONFIGS[name], cache_attention=attention, decode_kernel=gemv)
             row = measure(name, config, args, device)
             rows.append(row)
-            print(f"{name:>6} {backend:>9}  {row['params'] / 1e6:7.0f}M params  {row['ms_per_token']:.3f} ms/token"
+            print(f"{name:>6} {variant:>13}  {row['params'] / 1e6:7.0f}M params  {row['ms_per_token']:.3f} ms/token"
                   f"  floor {row['floor_ms_measured']:.3f} ms  roofline {row['roofline']['vs_measured']:.1%} of "
                   f"measured  compile {row['compile_s']:.0f}s", flush=True)
             write()
@@ -127,7 +136,10 @@ def make_result(args, names, rows, device) -> dict:
             for name in names if any(r["name"] == name for r in rows)}
     return common.run_info("decode_roofline", args, device=device,
                            settings=dict(batch=1, dtype="bfloat16"),
-                           roofline={name: r["roofline"] for name, r in best.items()}, rows=rows)
+                           roofline={name: r["roofline"] for name, r in best.items()},
+                           best_variant={name: r["variant"] for name, r in best.items()},
+                           roofline_by_variant={f"{r['name']} {r['variant']}": r["roofline"]["vs_measured"]
+                                                for r in rows}, rows=rows)
 
 
 if __name__ == "__main__":
