@@ -8,8 +8,9 @@
 1. Throughput: the target and draft configs in bf16 on random tokens (compile excluded), through
    core.train.setup_training; MFU against both the bf16 matmul peak measured at the start
    (benchmarks.common.measure_device) and the device's spec, per device. The target is also timed with
-   the plain (unchunked) cross-entropy, and, on several devices, on one device (the scaling). `--profile`
-   records a profiler trace of a few target steps (kernel and collective shares in the JSON).
+   the plain (unchunked) cross-entropy and the other chunk-gradient mode, and, on several devices, on one
+   device (the scaling). `--profile` records a profiler trace of a few target steps (kernel and
+   collective shares in the JSON).
 2. Learning speed: builds the offline corpus on the machine, trains the draft and then the target for a
    fixed wall-clock budget each (core.lm.train_lm), and records validation loss against GPU-minutes.
 Writes benchmarks/results/train_lm.json and a loss-vs-minutes PNG.
@@ -46,7 +47,7 @@ def measure_throughput(config, steps: int, device: dict, devices=None, trace_dir
 
     cfg = lm.model_config(config)
     mesh = sharding.make_mesh(config.get("mesh"), devices)
-    loss_fn = lm.make_next_token_loss(config.loss.chunk_length)
+    loss_fn = lm.make_next_token_loss(config.loss.chunk_length, config.loss.chunk_gradient)
     setup = train.setup_training(config, tfm.Transformer(cfg, rngs=nnx.Rngs(0)), loss_fn, mesh=mesh, seed=0)
     rng = np.random.default_rng(0)
     batch = {"tokens": rng.integers(0, cfg.vocab_size, (config.data.batch_size, config.data.seq_len + 1),
@@ -69,7 +70,7 @@ def measure_throughput(config, steps: int, device: dict, devices=None, trace_dir
     achieved = flops_per_token(cfg, config.data.seq_len) * tokens / step_s
     num_devices = setup.mesh.devices.size
     result = dict(params=tfm.param_count(cfg), batch_size=config.data.batch_size, seq_len=config.data.seq_len,
-                  loss_chunk_length=config.loss.chunk_length, num_devices=num_devices,
+                  loss=config.loss.to_dict(), num_devices=num_devices,
                   mesh=dict(zip(setup.mesh.axis_names, setup.mesh.devices.shape)),
                   step_s=step_s, compile_s=compile_s, tokens_per_s=tokens / step_s,
                   achieved_tflops=achieved / 1e12,
@@ -135,8 +136,10 @@ def main(argv=None):
                         help="how the devices share the step: data parallel, or fully sharded parameters")
     parser.add_argument("--loss_chunk", type=int, default=-1,
                         help="positions per chunk of the target's cross-entropy (0: plain; -1: the config's)")
+    parser.add_argument("--loss_chunk_gradient", default="", choices=("", "forward", "recompute"),
+                        help="how the chunked loss is differentiated (default: the config's)")
     parser.add_argument("--no_baselines", action="store_true",
-                        help="skip the target's plain-loss and one-device timings")
+                        help="skip the target's plain-loss, other chunk mode and one-device timings")
     parser.add_argument("--profile", action="store_true",
                         help="record a profiler trace of 3 target steps under <out>/train_lm_trace")
     parser.add_argument("--workdir", default="", help="scratch for the curves' checkpoints (default: a new temp "
@@ -152,7 +155,8 @@ def main(argv=None):
     target = common.load_config("lm/target", "smoke" if args.smoke else "")
     draft = common.load_config("lm/draft", "smoke" if args.smoke else "")
     mesh = {"mesh.data": -1, "mesh.fsdp": 1} if args.mesh == "data" else {"mesh.data": 1, "mesh.fsdp": -1}
-    overrides = dict(mesh, **({} if args.loss_chunk < 0 else {"loss.chunk_length": args.loss_chunk}))
+    overrides = dict(mesh, **({} if args.loss_chunk < 0 else {"loss.chunk_length": args.loss_chunk}),
+                     **({"loss.chunk_gradient": args.loss_chunk_gradient} if args.loss_chunk_gradient else {}))
     if not args.smoke:
         overrides.update({"data.batch_size": args.batch_size * jax.device_count(),
                           "model.attention_impl": args.attention})
@@ -166,9 +170,12 @@ def main(argv=None):
     results["throughput_target"] = measure_throughput(target, steps, device, trace_dir=trace_dir)
     print(json.dumps({k: v for k, v in results["throughput_target"].items() if k != "profile"}, indent=1))
     if not args.no_baselines:
-        if target.loss.chunk_length:
+        if target.loss.chunk_length:        # the chunked loss against the plain one and the other gradient mode
             plain = config_lib.apply_overrides(target, {"loss.chunk_length": 0})
             results["throughput_target_plain_loss"] = measure_throughput(plain, steps, device)
+            other = next(m for m in ("forward", "recompute") if m != target.loss.chunk_gradient)
+            other_config = config_lib.apply_overrides(target, {"loss.chunk_gradient": other})
+            results[f"throughput_target_chunk_{other}"] = measure_throughput(other_config, steps, device)
         if jax.device_count() > 1:
             one = config_lib.apply_overrides(target, {"data.batch_size": target.data.batch_size // jax.device_count()})
             results["throughput_target_one_device"] = measure_throughput(one, steps, device, jax.devices()[:1])
@@ -202,7 +209,8 @@ def main(argv=None):
     if results["learning"]:
         _plot(results, common.result_path(args, "train_lm", "png"))
     print(f"{'config':17} {'params':>12} {'tokens/s':>12} {'MFU meas.':>9} {'MFU spec':>8} {'final val loss':>15}")
-    for key in ("draft", "target", "target_plain_loss", "target_one_device"):
+    for key in ("draft", "target", "target_plain_loss", "target_chunk_forward", "target_chunk_recompute",
+                "target_one_device"):
         if f"throughput_{key}" not in results:
             continue
         t = results[f"throughput_{key}"]

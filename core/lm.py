@@ -38,21 +38,78 @@ def next_token_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax
     return losses.mean(), {}
 
 
-def make_next_token_loss(chunk_length: int = 0) -> Callable:
-    """The LM training loss: `next_token_loss` (chunk_length 0) or the same mean NLL through
-    `chunked_token_nll`, which never holds more than [B, chunk_length, V] logits."""
+CHUNK_GRADIENTS = ("recompute", "forward")
+
+
+def make_next_token_loss(chunk_length: int = 0, chunk_gradient: str = "recompute") -> Callable:
+    """The LM training loss: `next_token_loss` (chunk_length 0) or the same mean NLL over sequence chunks,
+    never holding more than [B, chunk_length, V] logits. chunk_gradient "recompute": `chunked_token_nll`
+    (the backward recomputes each chunk's logits); "forward": `chunked_mean_nll` (the gradient is formed
+    in the forward pass, one pass over the logits and no recomputed matmul)."""
     if chunk_length < 0:
         raise ValueError(f"loss.chunk_length must be >= 0 (0: whole-sequence logits), got {chunk_length}.")
+    if chunk_gradient not in CHUNK_GRADIENTS:
+        raise ValueError(f"loss.chunk_gradient must be one of {CHUNK_GRADIENTS}, got {chunk_gradient!r}.")
     if chunk_length == 0:
         return next_token_loss
 
     def chunked_next_token_loss(model, batch, rng):
         del rng
         tokens = batch["tokens"]
-        hidden = model.final_hidden(tokens[:, :-1])
-        return chunked_token_nll(hidden, model.output_projection(), tokens[:, 1:], chunk_length).mean(), {}
+        hidden, head, labels = model.final_hidden(tokens[:, :-1]), model.output_projection(), tokens[:, 1:]
+        if chunk_gradient == "forward":
+            return chunked_mean_nll(hidden, head, labels, chunk_length), {}
+        return chunked_token_nll(hidden, head, labels, chunk_length).mean(), {}
 
     return chunked_next_token_loss
+
+
+def _mean_nll_and_unit_grads(hidden, head, labels, chunk_length):
+    """Mean NLL and its gradients w.r.t. hidden and head (for an upstream gradient of 1), in one pass."""
+    batch, length = labels.shape
+    real = _chunks(jnp.ones(labels.shape, jnp.float32), chunk_length)     # 0 on the padding
+
+    def one(head_grad, args):
+        h, y, w = args
+        logits = _chunk_logits(h, head)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        nll = (lse - jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]) * w
+        probs = jnp.exp(logits - lse[..., None])
+        scale = w / (batch * length)
+        dlogits = ((probs - jax.nn.one_hot(y, head.shape[1], dtype=probs.dtype)) * scale[..., None]).astype(h.dtype)
+        dh = jnp.einsum("bcv,dv->bcd", dlogits, head, preferred_element_type=jnp.float32).astype(h.dtype)
+        head_grad = head_grad + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
+        return head_grad, (nll.sum(), dh)
+
+    xs = (_chunks(hidden, chunk_length), _chunks(labels, chunk_length), real)
+    head_grad, (sums, dh) = jax.lax.scan(one, jnp.zeros(head.shape, jnp.float32), xs)
+    return sums.sum() / (batch * length), _unchunk(dh, length), head_grad
+
+
+def _mean_nll_plain_primal(hidden, head, labels, chunk_length):
+    # Not differentiated (e.g. evaluation): the loss alone, without forming gradients.
+    return chunked_token_nll(hidden, head, labels, chunk_length).mean()
+
+
+def _mean_nll_fwd(hidden, head, labels, chunk_length):
+    loss, d_hidden, d_head = _mean_nll_and_unit_grads(hidden, head, labels, chunk_length)
+    return loss, (d_hidden, d_head.astype(head.dtype))
+
+
+def _mean_nll_bwd(chunk_length, residuals, g):
+    d_hidden, d_head = residuals
+    return (g * d_hidden).astype(d_hidden.dtype), (g * d_head).astype(d_head.dtype), None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def chunked_mean_nll(hidden: jax.Array, head: jax.Array, labels: jax.Array, chunk_length: int) -> jax.Array:
+    """Mean over [B, T] of the NLL of `labels` under softmax(hidden @ head), like `chunked_token_nll`'s
+    mean, but differentiated by forming the gradients during the forward pass (one pass over each chunk's
+    logits; the backward only scales the saved d hidden [B, T, d] and d head [d, V]). Same numerics."""
+    return _mean_nll_plain_primal(hidden, head, labels, chunk_length)
+
+
+chunked_mean_nll.defvjp(_mean_nll_fwd, _mean_nll_bwd)
 
 
 def _chunks(x: jax.Array, chunk_length: int) -> jax.Array:
@@ -218,6 +275,7 @@ def train_lm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Train
         return result
 
     identity = {k: manifest[k] for k in ("tokenizer_sha256", "content_sha256", "vocab_size")}
-    loss_fn = make_next_token_loss(config.get("loss", {}).get("chunk_length", 0))
+    loss_config = config.get("loss", {})
+    loss_fn = make_next_token_loss(loss_config.get("chunk_length", 0), loss_config.get("chunk_gradient", "recompute"))
     return train_lib.train(config, workdir, model, loss_fn, train_batches, eval_fn=eval_fn, mesh=mesh,
                            identity=identity)

@@ -26,15 +26,19 @@ def _plain_mean_nll(hidden, head, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def _chunked_mean_nll(chunk_length):
+def _chunked_mean_nll(chunk_length, gradient="recompute"):
+    if gradient == "forward":
+        return lambda hidden, head, labels: lm.chunked_mean_nll(hidden, head, labels, chunk_length)
     return lambda hidden, head, labels: lm.chunked_token_nll(hidden, head, labels, chunk_length).mean()
 
 
-@pytest.mark.parametrize("chunk_length", [8, 37, 64])    # 37 = T; 8 and 64 need padding
-def test_f32_loss_and_gradients_equal_the_plain_path(chunk_length):
+@pytest.mark.parametrize("chunk_length,gradient", [(8, "recompute"), (37, "recompute"), (8, "forward"),
+                                                   (64, "forward")])
+def test_f32_loss_and_gradients_equal_the_plain_path(chunk_length, gradient):
+    """37 = T; 8 and 64 need padding (which must not count in the mean)."""
     hidden, head, labels = _inputs(jnp.float32)
     grad = lambda f: jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(hidden, head, labels)
-    loss, (d_hidden, d_head) = grad(_chunked_mean_nll(chunk_length))
+    loss, (d_hidden, d_head) = grad(_chunked_mean_nll(chunk_length, gradient))
     want_loss, (want_hidden, want_head) = grad(_plain_mean_nll)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(d_hidden, want_hidden, rtol=1e-5, atol=1e-7)
@@ -61,14 +65,15 @@ def test_bf16_is_as_close_to_f32_as_the_plain_bf16_path():
     reference = jax.jit(jax.value_and_grad(_plain_mean_nll, argnums=(0, 1)))(
         hidden.astype(jnp.float32), head.astype(jnp.float32), labels)
     results = {name: jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(hidden, head, labels)
-               for name, f in (("plain", _plain_mean_nll), ("chunked", _chunked_mean_nll(16)))}
-    assert results["chunked"][1][0].dtype == jnp.bfloat16 and results["chunked"][1][1].dtype == jnp.bfloat16
+               for name, f in (("plain", _plain_mean_nll), ("recompute", _chunked_mean_nll(16)),
+                               ("forward", _chunked_mean_nll(16, "forward")))}
     for name, (loss, grads) in results.items():
+        assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.bfloat16, name
         assert abs(float(loss) - float(reference[0])) < 1e-2, name
         for got, want in zip(grads, reference[1]):
             assert _relative_error(got, want) < 2e-2, name
-    for got, plain, want in zip(results["chunked"][1], results["plain"][1], reference[1]):
-        assert _relative_error(got, want) <= 1.5 * _relative_error(plain, want) + 1e-3
+        for got, plain, want in zip(grads, results["plain"][1], reference[1]):
+            assert _relative_error(got, want) <= 1.5 * _relative_error(plain, want) + 1e-3, name
 
 
 def test_model_loss_and_parameter_gradients_equal_next_token_loss():
@@ -79,8 +84,8 @@ def test_model_loss_and_parameter_gradients_equal_next_token_loss():
     batch = {"tokens": jax.random.randint(jax.random.key(2), (3, 21), 0, cfg.vocab_size)}
     graphdef, params = nnx.split(model)
     grad = lambda f: jax.jit(jax.value_and_grad(lambda p: f(nnx.merge(graphdef, p), batch, None)[0]))(params)
-    loss, grads = grad(lm.make_next_token_loss(8))
     want_loss, want_grads = grad(lm.make_next_token_loss(0))
+    loss, grads = grad(lm.make_next_token_loss(8, "forward"))   # the target config's mode
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, want_grads)
 
@@ -88,6 +93,8 @@ def test_model_loss_and_parameter_gradients_equal_next_token_loss():
 def test_negative_chunk_length_is_one_clear_error():
     with pytest.raises(ValueError, match="chunk_length must be >= 0"):
         lm.make_next_token_loss(-1)
+    with pytest.raises(ValueError, match="chunk_gradient must be one of"):
+        lm.make_next_token_loss(8, "backward")
 
 
 def test_compiled_chunked_gradient_needs_less_temporary_memory():
@@ -99,7 +106,9 @@ def test_compiled_chunked_gradient_needs_less_temporary_memory():
         compiled = jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(hidden, head, labels).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    plain, chunked = temp_bytes(_plain_mean_nll), temp_bytes(_chunked_mean_nll(32))
+    plain = temp_bytes(_plain_mean_nll)
     logits_bytes = 4 * 256 * 2048 * 4
     assert plain >= logits_bytes, (plain, logits_bytes)
-    assert chunked < plain / 3, (chunked, plain)
+    for gradient in lm.CHUNK_GRADIENTS:
+        chunked = temp_bytes(_chunked_mean_nll(32, gradient))
+        assert chunked < plain / 3, (gradient, chunked, plain)

@@ -32,9 +32,10 @@ def lm_config(size: str, smoke: bool) -> ml_collections.ConfigDict:
     config.optim = train.optim_config(
         learning_rate=3e-3 if smoke else 3e-4, warmup_steps=5 if smoke else 500, total_steps=steps,
         weight_decay=0.1)
-    # Positions per chunk of the fused output-projection + cross-entropy (core.lm.chunked_token_nll);
-    # 0 = whole-sequence logits (f32 [B, T, V] held for the backward).
-    config.loss = dict(chunk_length=0)
+    # Positions per chunk of the fused output-projection + cross-entropy (core.lm.make_next_token_loss);
+    # 0 = whole-sequence logits (f32 [B, T, V] held for the backward). chunk_gradient: "recompute" (the
+    # backward recomputes each chunk's logits) or "forward" (gradients formed in the forward pass).
+    config.loss = dict(chunk_length=0, chunk_gradient="forward")
     config.mesh = sharding.mesh_config(data=-1, fsdp=1, tensor=1)
     config.eval = dict(num_batches=2 if smoke else 20)
     config.sample = dict(prompt="def ", max_new_tokens=24 if smoke else 64, temperature=0.8, seed=0)
