@@ -208,14 +208,14 @@ def main(argv=None):
     metrics.write_json(common.result_path(args, "train_lm"), results)
     if results["learning"]:
         _plot(results, common.result_path(args, "train_lm", "png"))
-    print(f"{'config':17} {'params':>12} {'tokens/s':>12} {'MFU meas.':>9} {'MFU spec':>8} {'final val loss':>15}")
+    print(f"{'config':23} {'params':>12} {'tokens/s':>12} {'MFU meas.':>9} {'MFU spec':>8} {'final val loss':>15}")
     for key in ("draft", "target", "target_plain_loss", "target_chunk_forward", "target_chunk_recompute",
                 "target_one_device"):
         if f"throughput_{key}" not in results:
             continue
         t = results[f"throughput_{key}"]
         spec = t["mfu"]["vs_spec"]
-        print(f"{key:17} {t['params']:12,d} {t['tokens_per_s']:12,.0f} {t['mfu']['vs_measured']:9.3f} "
+        print(f"{key:23} {t['params']:12,d} {t['tokens_per_s']:12,.0f} {t['mfu']['vs_measured']:9.3f} "
               f"{'-' if spec is None else f'{spec:.3f}':>8} {results['learning'].get(key, {}).get('final_val_loss')}")
 
 
