@@ -362,7 +362,8 @@ def hf_peer(target, draft, prompts, ours_greedy: dict, hc, workdir: str, report:
              for name, model in (("target", target), ("draft", draft))}
     count = max(hc.num_prompts, max(hc.batches))
     result = hf_lib.measure(paths["target"], paths["draft"], prompts[:count], hc.max_new_tokens,
-                            batches=tuple(hc.batches), ours_greedy=ours_greedy.get(1))
+                            batches=tuple(hc.batches), ours_greedy=ours_greedy.get(1),
+                            slow_prompts=hc.num_prompts)
     report.update(hf=dict(result, num_prompts=count,
                           note="compiled = transformers' static cache with its default torch.compile, the peer; "
                                "extra_uncompiled (disable_compile=True) is not a fair peer"))

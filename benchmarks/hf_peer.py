@@ -80,9 +80,10 @@ def time_generate(model, prompts: np.ndarray, batch: int, max_new_tokens: int, d
 
 def measure(target_dir: str, draft_dir: str, prompts: np.ndarray, max_new_tokens: int,
             batches=(1, 8), ours_greedy: np.ndarray | None = None, uncompiled: bool = True,
-            device: str | None = None) -> dict:
+            device: str | None = None, slow_prompts: int = 4) -> dict:
     """Figures of every setting (module docstring) by batch; `ours_greedy` [n, >= max_new_tokens], our greedy
-    AR tokens for the same prompts, gives the fraction of sequences identical to transformers' greedy."""
+    AR tokens for the same prompts, gives the fraction of sequences identical to transformers' greedy. The
+    slow settings (assisted, uncompiled) at batch 1 use only the first `slow_prompts` prompts."""
     import torch
     import transformers
 
@@ -111,11 +112,12 @@ def measure(target_dir: str, draft_dir: str, prompts: np.ndarray, max_new_tokens
                                                         cache_implementation="static"))
         # Whether transformers actually compiled (it compiles on CUDA only unless told otherwise).
         result["compiled"].setdefault(str(batch), {})["torch_compile_active"] = hasattr(target, "_compiled_call")
+    few = lambda batch: prompts[:max(batch, slow_prompts)]
     for batch in batches:
-        record("assisted", batch, lambda: time_generate(target, prompts, batch, max_new_tokens, device, warmup=1,
+        record("assisted", batch, lambda: time_generate(target, few(batch), batch, max_new_tokens, device, warmup=1,
                                                         assistant_model=draft))
     if uncompiled:
-        record("extra_uncompiled", 1, lambda: time_generate(target, prompts, 1, max_new_tokens, device, warmup=1,
+        record("extra_uncompiled", 1, lambda: time_generate(target, few(1), 1, max_new_tokens, device, warmup=1,
                                                            cache_implementation="static", disable_compile=True))
     return result
 
