@@ -1,13 +1,30 @@
-"""GPU benchmark: D-MPC from nothing on MJX (PPO experts -> D4RL-style datasets -> models -> planners), one command.
+"""GPU benchmark: D-MPC from nothing on MJX (PPO experts -> D4RL-style datasets -> models -> planners), in
+stages that each fit one 10-minute command on a machine that may be lost between commands.
 
-    python -m benchmarks.dmpc            # one H200: three env workers in parallel (halfcheetah, hopper, walker2d)
-    python -m benchmarks.dmpc --smoke    # CPU: the toy env, seconds to minutes
+    python -m benchmarks.dmpc --smoke                       # CPU: the toy env through all three stages
+    python -m benchmarks.dmpc --envs hopper:experts,walker2d:experts --export $OUT
 
-Each worker runs papers.dmpc.pipeline.run_env for its env and writes <workdir>/<env>.json; the parent merges
-them into benchmarks/results/dmpc.json (rewritten as workers finish, so a run cut short keeps what finished)
-with `normalized_mean` (D-MPC over the medium / medium-replay datasets, own-reference normalised; D4RL-reference
-normalised numbers are beside it), `mbop_normalized_mean`, `bc_normalized_mean`, the ablations, `ankle_before`,
-`ankle_after` and `plan_ms_per_step` (D-MPC planner batched over 50 episodes), and a GIF of a walker episode.
+Stages, per env (`--envs env:stage,...`; an env without a stage gets `--stage`, default auto; auto starts at
+most one worker per GPU):
+  experts   brax PPO until --ppo_budget_s (or num_timesteps); the snapshots go to <keep>/<env>/expert.pkl as
+            they are taken (a killed PPO still leaves them); then one MJX step vs CPU MuJoCo.
+  evaluate  (or evaluate/medium, evaluate/medium_replay: one dataset's models and planners; the other rows stay)
+            every snapshot scored in one rollout; references; medium / medium_replay re-generated from the
+            snapshots (deterministic: same snapshots and seed, same episodes; their sha256 go in the JSON);
+            models trained; D-MPC, its two ablations, MBOP-style and BC on 50 episodes per dataset (+ the
+            novel-reward D-MPCs on walker2d, whose first-dataset model goes to <keep>/walker2d/model.npz).
+  ankle     walker2d only: the broken-ankle experiment from model.npz (play data, dynamics-only fine-tune,
+            before / after), the planner's ms per step batched over 50 episodes, a GIF of a walker episode.
+  auto      the first of experts / evaluate / ankle that this env has not done (from <keep>).
+Workers (one process per env) go round-robin over the visible GPUs, one per GPU is the fast case; workers
+still running at --worker_timeout_s are killed. <keep> (default runs/dmpc_keep) holds only small files (the
+PPO snapshots, per-env result JSONs, one model: < 30 MB): `--export DIR` copies it and the results to DIR at
+the end, and carrying it back into the next command resumes there. Large things (datasets, checkpoints,
+compile cache) stay in --workdir and are re-made when lost. Every command merges all per-env JSONs in <keep>
+into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished medium / medium-replay datasets,
+own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
+the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
+The command sequence and expected times are in papers/dmpc/README.md (GPU section).
 """
 
 from __future__ import annotations
@@ -15,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,51 +40,102 @@ import time
 from benchmarks import common
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
+STAGES = ("experts", "evaluate", "ankle")
+ADAPTATION_ENV = "walker2d"     # configs/dmpc/locomotion.py's adaptation_env (GPU); the parent reads no config
 
 
-def worker(env_name: str, smoke: bool, workdir: str, out_json: str, gif_path: str | None) -> dict:
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+
+
+def next_stage(env_name: str, keep: str) -> str | None:
+    """The first stage this env has not done, judged from the files in `keep`."""
+    if not os.path.exists(os.path.join(keep, env_name, "expert.pkl")):
+        return "experts"
+    result = _read_json(os.path.join(keep, f"{env_name}.json"))
+    if len(result.get("datasets", {})) < 2:
+        return "evaluate"
+    if env_name in (ADAPTATION_ENV, "toy") and "broken_ankle" not in result:
+        return "ankle"
+    return None
+
+
+def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, gif_path: str | None,
+              ppo_budget_s: float | None) -> dict:
+    """One stage for one env in this process; merges its numbers into <keep>/<env>.json (after every step)."""
     import jax
-    from flax import nnx
 
-    from core import diffusion
     from papers.dmpc import envs as envs_lib
-    from papers.dmpc import figures, pipeline, planning
+    from papers.dmpc import experts, figures, pipeline, planning
 
     config = common.load_config("dmpc/locomotion", f"env={env_name}", "smoke" if smoke else "")
-    def save(result):
-        os.makedirs(os.path.dirname(out_json), exist_ok=True)
-        with open(out_json + ".tmp", "w") as f:
-            json.dump(dict(result, config=config.to_dict()), f, indent=1, default=float)
-        os.replace(out_json + ".tmp", out_json)
+    json_path = os.path.join(keep, f"{env_name}.json")
+    expert_file = os.path.join(keep, env_name, "expert.pkl")
+    model_file = os.path.join(keep, env_name, "model.npz")
+    result = _read_json(json_path)
+    log = lambda s: print(s, flush=True)
 
-    trained = {}
-    result = pipeline.run_env(env_name, config, os.path.join(workdir, env_name),
-                              log=lambda s: print(s, flush=True), models_out=trained, checkpoint_fn=save)
-    save(result)
-    if env_name == config.adaptation_env:
-        model = trained[config.datasets[0]]
-        graphdef, state = nnx.split(model)
-        schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
-        policy = planning.make_policy(graphdef, "dmpc", config.plan, schedule)
+    def save(update):
+        result.update(update)
+        result.setdefault("stage_seconds", {})
+        _write_json(json_path, dict(result, config=config.to_dict()))
+
+    started = time.perf_counter()
+    if stage == "experts":
         env = envs_lib.make(env_name)
-        resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
-        histories = jax.numpy.repeat(resets.obs[:, None], config.model.history, 1)
-        result["plan_ms_per_step"] = planning.plan_ms_per_step(policy, state, histories)
-        result["plan_batch_episodes"] = config.eval.num_episodes
-        if gif_path:
-            import numpy as np
-            qpos = np.asarray(result["first_episode_qpos"]["dmpc"])
-            figures.episode_gif(env_name, qpos[: min(len(qpos), 300)], gif_path)
-            result["gif"] = gif_path
-        save(result)
-    if env_name in envs_lib.ENV_NAMES:
-        from papers.dmpc import checks
-        result["mjx_vs_cpu_step"] = checks.mjx_vs_cpu_step(env_name)
-    save(result)
+        run = experts.train_expert(env, config.ppo, config.seed, log, path=expert_file, budget_s=ppo_budget_s)
+        save({"ppo_training": {"snapshots": len(run.snapshots), "env_steps": run.snapshots[-1][0],
+                               "seconds": run.seconds, "finished": run.finished}})
+        if env_name in envs_lib.ENV_NAMES:
+            from papers.dmpc import checks
+            save({"mjx_vs_cpu_step": checks.mjx_vs_cpu_step(env_name)})
+    elif stage.split("/")[0] in ("evaluate", "ankle"):
+        stage, _, dataset = stage.partition("/")
+        if dataset:                                   # evaluate/medium: that dataset only
+            if dataset not in config.datasets:
+                raise ValueError(f"Unknown dataset {dataset!r}; choose from {tuple(config.datasets)}.")
+            config.datasets = (dataset,)
+        trained = {}
+        previous = {k: v for k, v in result.items() if k != "config"}
+        out = pipeline.run_env(env_name, config, os.path.join(workdir, env_name), log=log, models_out=trained,
+                               checkpoint_fn=lambda partial: save(partial), stages=(stage,),
+                               expert_file=expert_file, model_file=model_file, previous=previous,
+                               train_if_missing=smoke)
+        save(out)
+        if stage == "ankle" and trained:
+            from core import diffusion
+            from flax import nnx
+            model = trained[config.datasets[0]]
+            graphdef, state = nnx.split(model)
+            policy = planning.make_policy(graphdef, "dmpc", config.plan, diffusion.cosine_schedule(config.model.diffusion_steps))
+            env = envs_lib.make(env_name)
+            resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
+            histories = jax.numpy.repeat(resets.obs[:, None], config.model.history, 1)
+            save({"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
+                  "plan_batch_episodes": config.eval.num_episodes})
+            if gif_path and "first_episode_qpos" in result:
+                import numpy as np
+                qpos = np.asarray(result["first_episode_qpos"]["dmpc"])
+                figures.episode_gif(env_name, qpos[: min(len(qpos), 300)], gif_path)
+                save({"gif": gif_path})
+    else:
+        raise ValueError(f"Unknown stage {stage!r}; choose one of {STAGES}, evaluate/<dataset> or auto.")
+    result["stage_seconds"][stage] = time.perf_counter() - started
+    save({})
     return result
 
 
-def summarize(per_env: dict, smoke: bool) -> dict:
+def summarize(per_env: dict) -> dict:
     """The headline keys over every (env, dataset) that finished."""
     import numpy as np
     rows = [(env, kind, r) for env, res in per_env.items() for kind, r in res.get("datasets", {}).items()]
@@ -111,66 +180,114 @@ def _visible_gpus() -> int:
     return max(1, sum(line.startswith("GPU ") for line in listing.splitlines()))
 
 
+def parse_tasks(envs: str, default_stage: str, keep: str, max_auto: int) -> list[tuple[str, str]]:
+    """'hopper:evaluate,walker2d' -> [(env, stage)]; 'auto' resolves from <keep> (at most `max_auto` auto tasks,
+    e.g. one per GPU, in --envs order); envs with nothing left to do drop out."""
+    tasks = []
+    for item in (e for e in envs.split(",") if e):
+        env_name, _, stage = item.partition(":")
+        stage = stage or default_stage
+        if env_name not in ENVS + ("toy",):
+            raise ValueError(f"Unknown env {env_name!r} in --envs; choose from {ENVS}.")
+        if stage == "auto":
+            stage = next_stage(env_name, keep)
+            if stage is None:
+                print(f"{env_name}: every stage done (in {keep}); nothing to run", flush=True)
+                continue
+            if max_auto <= 0:
+                continue
+            max_auto -= 1
+        if stage.split("/")[0] not in STAGES:
+            raise ValueError(f"Unknown stage {stage!r} for {env_name}; choose from {STAGES} or auto.")
+        tasks.append((env_name, stage))
+    return tasks
+
+
+def export(args, paths: list[str]) -> None:
+    """Copies <keep> and the result files to --export (e.g. $OUT), so the next command can carry them back."""
+    if not args.export:
+        return
+    shutil.copytree(args.keep, os.path.join(args.export, os.path.basename(os.path.normpath(args.keep))),
+                    dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
+    os.makedirs(os.path.join(args.export, "results"), exist_ok=True)
+    for path in paths:
+        if os.path.exists(path):
+            shutil.copy2(path, os.path.join(args.export, "results", os.path.basename(path)))
+
+
 def main(argv=None):
     parser = common.arg_parser(__doc__)
-    parser.add_argument("--envs", default=",".join(ENVS), help="comma list (the smoke run uses the toy env)")
-    parser.add_argument("--workdir", default="runs/dmpc_bench")
-    parser.add_argument("--worker", default="", help="internal: run one env in this process")
-    parser.add_argument("--worker_timeout_s", type=float, default=520.0)
+    parser.add_argument("--envs", default=",".join(ENVS), help="comma list of env or env:stage (smoke: toy)")
+    parser.add_argument("--stage", default="auto", help=f"stage for envs given without one: {STAGES} or auto")
+    parser.add_argument("--workdir", default="", help="large, re-makeable files (default runs/dmpc_bench[_smoke])")
+    parser.add_argument("--keep", default="", help="small files carried between commands (default runs/dmpc_keep"
+                                                   "[_smoke])")
+    parser.add_argument("--export", default="", help="copy <keep> and the results here at the end (e.g. $OUT)")
+    parser.add_argument("--ppo_budget_s", type=float, default=330.0,
+                        help="PPO stops at its first snapshot past this many seconds")
+    parser.add_argument("--worker_timeout_s", type=float, default=480.0,
+                        help="workers still running then are killed (their files so far are kept)")
     parser.add_argument("--mem_fraction", type=float, default=0.0,
                         help="GPU memory per worker (0: 0.8 / workers sharing a GPU)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to spread the workers over (0: all visible)")
+    parser.add_argument("--worker", default="", help="internal: env:stage to run in this process")
     args = parser.parse_args(argv)
-    if not args.worker and not args.smoke:
-        # the parent only merges JSON: it must not preallocate the GPU memory its workers need
-        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    suffix = "_smoke" if args.smoke else ""
+    args.workdir = args.workdir or f"runs/dmpc_bench{suffix}"
+    args.keep = args.keep or f"runs/dmpc_keep{suffix}"
     gif = common.result_path(args, "dmpc_walker", "gif")
     if args.worker:
-        worker(args.worker, args.smoke, args.workdir, os.path.join(args.workdir, f"{args.worker}.json"),
-               gif if args.worker == "walker2d" or args.smoke else None)
+        env_name, stage = args.worker.split(":")
+        run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s)
         return
-
-    envs = ["toy"] if args.smoke else [e for e in args.envs.split(",") if e]
+    if not args.smoke:
+        # the parent only merges JSON: it must not preallocate the GPU memory its workers need
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     report = common.Report(common.result_path(args, "dmpc"), common.run_info("dmpc", args))
     started = time.perf_counter()
-    per_env = {}
-    for e in ENVS:    # envs finished by an earlier command (e.g. one env per 10-minute command) are merged too
-        path = os.path.join(args.workdir, f"{e}.json")
-        if e not in envs and os.path.exists(path):
-            with open(path) as f:
-                per_env[e] = json.load(f)
+    names = ("toy",) if args.smoke else ENVS
+
+    def merge():
+        per_env = {e: r for e in names if (r := _read_json(os.path.join(args.keep, f"{e}.json")))}
+        report.update(per_env=per_env, seconds=time.perf_counter() - started, **summarize(per_env))
+
     if args.smoke:
-        per_env["toy"] = worker("toy", True, args.workdir, os.path.join(args.workdir, "toy.json"), gif)
+        # the toy env through the same three stages, in this process (the GPU runs each in its own command),
+        # from nothing each time: it is a check of the stage structure, not a run to resume
+        for path in (args.workdir, args.keep):
+            shutil.rmtree(path, ignore_errors=True)
+        for stage in STAGES:
+            run_stage("toy", stage, True, args.workdir, args.keep, gif, None)
+            merge()
     else:
-        # One process per env: their compiles run on separate CPU cores and their MJX programs share the GPU.
-        # a persistent compile cache makes a re-run (resuming a cut-short run) skip the compiles it already paid
         # Workers go round-robin over the GPUs: processes sharing one GPU are time-sliced, which costs MJX's many
-        # small kernels dearly (three workers on one H200 ran PPO at ~6k env steps/s against ~50k alone).
+        # small kernels dearly (three PPO workers on one H200 ran several times slower than one alone).
         gpus = args.gpus or _visible_gpus()
-        per_gpu = math.ceil(len(envs) / gpus)
+        tasks = parse_tasks(args.envs, args.stage, args.keep, max_auto=gpus)
+        per_gpu = max(1, math.ceil(len(tasks) / gpus))
         procs = {}
-        for i, e in enumerate(envs):
+        for i, (e, stage) in enumerate(tasks):
             env_vars = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction or 0.8 / per_gpu),
                             XLA_PYTHON_CLIENT_PREALLOCATE="true", CUDA_VISIBLE_DEVICES=str(i % gpus),
                             JAX_COMPILATION_CACHE_DIR=os.path.abspath(os.path.join(args.workdir, "jax_cache")))
-            procs[e] = subprocess.Popen([sys.executable, "-m", "benchmarks.dmpc", "--worker", e, "--workdir",
-                                         args.workdir, "--out", args.out], env=env_vars)
+            print(f"{e}: stage {stage} on GPU {i % gpus}", flush=True)
+            procs[f"{e}:{stage}"] = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.dmpc", "--worker", f"{e}:{stage}", "--workdir", args.workdir,
+                 "--keep", args.keep, "--out", args.out, "--ppo_budget_s", str(args.ppo_budget_s)], env=env_vars)
         deadline = time.time() + args.worker_timeout_s
         while procs:
-            for e, p in list(procs.items()):
+            for task, p in list(procs.items()):
                 if p.poll() is not None or time.time() > deadline:
                     if p.poll() is None:
                         p.kill()
-                        print(f"{e}: worker killed at the {args.worker_timeout_s:.0f}s limit", flush=True)
-                    procs.pop(e)
-                    path = os.path.join(args.workdir, f"{e}.json")
-                    if os.path.exists(path):
-                        with open(path) as f:
-                            per_env[e] = json.load(f)
-                    report.update(per_env=per_env, seconds=time.perf_counter() - started,
-                                  **summarize(per_env, args.smoke))
+                        print(f"{task}: worker killed at the {args.worker_timeout_s:.0f}s limit", flush=True)
+                    elif p.returncode:
+                        print(f"{task}: worker failed (exit {p.returncode})", flush=True)
+                    procs.pop(task)
+                    merge()
             time.sleep(2)
-    report.update(per_env=per_env, seconds=time.perf_counter() - started, **summarize(per_env, args.smoke))
+    merge()
+    export(args, [report.path, gif])
     d = report.data
     print(f"{'metric':32s} {'measured':>10s} {'paper':>8s}")
     for key in ("normalized_mean", "mbop_normalized_mean", "bc_normalized_mean", "ankle_before", "ankle_after"):
@@ -179,7 +296,10 @@ def main(argv=None):
     for key in ("onestep_normalized_mean", "gaussian_normalized_mean", "plan_ms_per_step"):
         value = d.get(key)
         print(f"{key:32s} {('%.2f' % value) if value is not None else '-':>10s}")
-    print(f"wrote {report.path}")
+    for e, res in d.get("per_env", {}).items():
+        print(f"{e}: next stage {next_stage(e, args.keep) or 'none (done)'}; "
+              f"stage seconds {({k: round(v) for k, v in res.get('stage_seconds', {}).items()})}")
+    print(f"wrote {report.path}" + (f"; exported {args.keep} to {args.export}" if args.export else ""))
 
 
 if __name__ == "__main__":

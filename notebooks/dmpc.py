@@ -15,11 +15,13 @@
 
 # %% [markdown]
 # # D-MPC: diffusion model predictive control (smoke config)
-# The whole experiment from nothing on the toy runner env (CPU): a brax PPO expert, `medium` and
-# `medium_replay` datasets written as TFDS array_record, the diffusion proposal / dynamics / value heads and
-# the baselines trained by `core.train`, then D-MPC, its ablations, MBOP-style and BC planners scored, novel
-# rewards swapped in at planning time, and the defect (broken-ankle analogue) fine-tune. The MJX locomotion
-# numbers come from `python -m benchmarks.dmpc` on a GPU (papers/dmpc/README.md).
+# The whole experiment from nothing on the toy runner env (CPU), on the `lite` smoke config: a brax PPO
+# expert, its snapshots scored in one rollout, the `medium` dataset written as TFDS array_record, the
+# diffusion proposal / dynamics / value heads and the baselines trained by `core.train`, then D-MPC,
+# MBOP-style and BC planners scored, novel rewards swapped in at planning time, and the defect (broken-ankle
+# analogue) fine-tune. The full smoke config adds `medium_replay` and the two ablations
+# (tests/dmpc_pipeline_test.py); the MJX locomotion numbers come from `python -m benchmarks.dmpc` on a GPU
+# (papers/dmpc/README.md).
 
 # %%
 import os
@@ -38,8 +40,17 @@ from configs.dmpc import locomotion
 from papers.dmpc import pipeline
 
 workdir = os.environ.get("DMPC_WORKDIR", "runs/notebook_dmpc")
-config = locomotion.get_config("smoke")
+config = locomotion.get_config("smoke,lite=True")
 result = pipeline.run_env(config.env, config, workdir)
+
+# %% [markdown]
+# The PPO snapshots' returns (stochastic policy, scored after training), and the ones picked as expert and
+# medium.
+
+# %%
+snapshots = result["ppo"]["snapshots"]
+print([(s["env_steps"], round(s["eval_return"], 1)) for s in snapshots])
+print("expert", result["ppo"]["expert_snapshot"], "medium", result["ppo"]["medium_snapshot"])
 
 # %% [markdown]
 # Normalised scores (100 = this run's expert, 0 = uniform random), mean over the evaluation episodes.

@@ -78,3 +78,22 @@ def test_segments_gather_history_actions_and_future():
     np.testing.assert_array_equal(batch["actions"][1], episodes.actions[0, 1:4])
     with pytest.raises(ValueError, match="planning horizon"):
         Segments(episodes, history=1, horizon=7)
+
+
+def test_collect_mixture_gives_each_group_its_own_policy():
+    import jax
+    import jax.numpy as jnp
+    from papers.dmpc import envs
+    env = envs.make("toy")
+    policy_fn = lambda params, obs, key: jnp.broadcast_to(params["a"], obs.shape[:-1] + (2,))
+    params = [{"a": jnp.array([0.1, 0.0])}, {"a": jnp.array([-0.3, 0.2])}, {"a": jnp.array([0.5, -0.5])}]
+    groups = [(2, 3), (0, 5), (2, 2), (1, 4)]             # 14 episodes in chunks of 8: padding is dropped
+    out = data_lib.collect_mixture(env, policy_fn, params, groups, jax.random.key(0), max_steps=6, chunk=8)
+    assert [len(g.lengths) for g in out] == [3, 5, 2, 4]
+    for (policy, _), episodes in zip(groups, out):
+        first = episodes.actions[:, 0]
+        np.testing.assert_allclose(first, np.broadcast_to(np.asarray(params[policy]["a"]), first.shape))
+    again = data_lib.collect_mixture(env, policy_fn, params, groups, jax.random.key(0), max_steps=6, chunk=8)
+    np.testing.assert_array_equal(out[3].observations, again[3].observations)
+    with pytest.raises(ValueError, match="out of range"):
+        data_lib.collect_mixture(env, policy_fn, params, [(3, 1)], jax.random.key(0), max_steps=6, chunk=8)

@@ -53,3 +53,14 @@ def test_one_mjx_step_matches_cpu_mujoco(name):
     from papers.dmpc import checks
     diff = checks.mjx_vs_cpu_step(name)
     assert diff["qpos"] < 1e-5 and diff["qvel"] < 1e-3, diff
+
+
+def test_mjx_envs_use_the_cheap_solver_budget_and_none_keeps_the_xml():
+    assert envs.SOLVER_ITERATIONS == (4, 8)
+    for ankle in (1.0, 0.25):
+        model = envs.load_mj_model("walker2d", ankle_gear_scale=ankle)
+        assert (model.opt.iterations, model.opt.ls_iterations) == envs.SOLVER_ITERATIONS
+    xml = envs.load_mj_model("hopper", solver_iterations=None)
+    assert (xml.opt.iterations, xml.opt.ls_iterations) == (100, 50)
+    env = envs.make("walker2d", 0.25)          # the broken-ankle MJX env gets the same budget
+    assert (int(env.sys.opt.iterations), int(env.sys.opt.ls_iterations)) == envs.SOLVER_ITERATIONS

@@ -80,3 +80,20 @@ def test_every_head_learns_on_segments():
     last = {k: float(v) for k, v in metrics.items()}
     for head in ("proposal", "dynamics", "value", "onestep", "gaussian", "bc"):
         assert last[head] < first[head] * 0.7, (head, first[head], last[head])
+
+
+def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):
+    import pytest
+    dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1)
+    model = models.DMPCModels(dims, nnx.Rngs(0))
+    model.obs_mean[...] = model.obs_mean[...] + 1.5             # statistics travel with the weights
+    path = str(tmp_path / "model.npz")
+    models.save_params(model, path)
+    back = models.load_params(models.DMPCModels(dims, nnx.Rngs(1)), path)
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(back))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=8, depth=1)
+    with pytest.raises(ValueError, match="another shape"):
+        models.load_params(models.DMPCModels(other, nnx.Rngs(0)), path)
+    with pytest.raises(FileNotFoundError, match="evaluate stage"):
+        models.load_params(model, str(tmp_path / "missing.npz"))

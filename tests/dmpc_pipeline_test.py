@@ -1,35 +1,78 @@
-"""The whole D-MPC pipeline end to end on the smoke config (toy env, CPU): PPO expert -> TFDS datasets ->
-models -> five planners -> novel rewards -> defect fine-tune, through papers.dmpc.demo.smoke_pipeline."""
+"""The whole D-MPC pipeline end to end on the smoke config (toy env, CPU), through the stages the GPU benchmark
+runs as separate commands: PPO expert (stopped by its budget, then resumed from its file) -> snapshots scored
+-> TFDS datasets -> models -> five planners + novel rewards -> (from the saved model alone) defect fine-tune."""
 
 import json
 import math
 import os
 
+import numpy as np
+import pytest
+
 from configs.dmpc import locomotion
 from papers.dmpc import data as data_lib
-from papers.dmpc import demo, pipeline
+from papers.dmpc import demo, experts, pipeline
 
 
-def test_smoke_pipeline_end_to_end(tmp_path):
+def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     config = locomotion.get_config("smoke")
-    rows = demo.smoke_pipeline(config, str(tmp_path))
-    names = [name for name, _ in rows]
-    assert any(n.startswith("medium:") for n in names) and any(n.startswith("medium_replay:") for n in names)
-    assert any("before -> after" in n for n in names)
-    for _, value in rows:
-        assert all(math.isfinite(float(v)) for v in value.replace("->", "/").split("/"))
-    # the datasets were written with manifests and read back; the fine-tune data too
+    env = pipeline.envs_lib.make(config.env)
+    keep = tmp_path / "keep"
+    expert_file, model_file = str(keep / "expert.pkl"), str(keep / "model.npz")
+
+    # experts stage: a zero budget stops PPO at its first snapshot (the file is written before the stop) ...
+    stopped = experts.train_expert(env, config.ppo, config.seed, log=lambda s: None, path=expert_file, budget_s=0.0)
+    assert not stopped.finished and [s for s, _ in stopped.snapshots] == [0] and os.path.exists(expert_file)
+    # ... and the next command resumes from that file and runs to num_timesteps
+    run = experts.train_expert(env, config.ppo, config.seed, log=lambda s: None, path=expert_file)
+    steps = [s for s, _ in run.snapshots]
+    assert run.finished and steps[0] == 0 and steps == sorted(set(steps)) and steps[-1] >= config.ppo.num_timesteps
+    assert len(steps) == config.ppo.num_evals
+
+    # evaluate stage: no PPO here (train_if_missing=False), everything from the snapshot file
+    result = pipeline.run_env(config.env, config, str(tmp_path / "work"), log=lambda s: None, stages=("evaluate",),
+                              expert_file=expert_file, model_file=model_file, train_if_missing=False)
+    assert set(result["datasets"]) == {"medium", "medium_replay"} and "broken_ankle" not in result
+    for row in result["datasets"].values():
+        for method in config.methods:
+            assert math.isfinite(row[method]["normalized_own"]["mean"])
+        assert set(row["novel_rewards"]) >= {"dmpc", "dmpc_backward", "dmpc_jump"}
+    returns = [s["eval_return"] for s in result["ppo"]["snapshots"]]
+    assert len(returns) == len(steps) and result["ppo"]["expert_snapshot"] == int(np.argmax(returns))
+    assert result["ppo"]["medium_snapshot"] <= result["ppo"]["expert_snapshot"]
     for kind in ("medium", "medium_replay"):
-        manifest = data_lib.read_manifest(os.path.join(tmp_path, "data", f"toy_{kind}"))
+        manifest = data_lib.read_manifest(os.path.join(tmp_path, "work", "data", f"toy_{kind}"))
         assert manifest["env"] == "toy" and manifest["counts"]["episodes"] >= config.data.medium_episodes
         assert manifest["reference_returns"]["expert"] > manifest["reference_returns"]["random"]
-    assert data_lib.read_manifest(os.path.join(tmp_path, "data_broken_ankle", "toy_play"))["gear_scale"] == 0.25
-    json.dumps(rows)
+        assert manifest["files"] == result["datasets"][kind]["dataset_sha256"]
+    assert os.path.getsize(model_file) > 0
+
+    # ankle stage, as a later command would run it: the saved model and the evaluate stage's JSON only
+    previous = json.loads(json.dumps(result))
+    ankle = pipeline.run_env(config.env, config, str(tmp_path / "work"), log=lambda s: None, stages=("ankle",),
+                             expert_file=expert_file, model_file=model_file, previous=previous)
+    assert ankle["datasets"] == previous["datasets"]
+    assert data_lib.read_manifest(os.path.join(tmp_path, "work", "data_broken_ankle", "toy_play"))["gear_scale"] == 0.25
+    rows = demo.table_rows(ankle, config)
+    assert any(n.startswith("medium:") for n, _ in rows) and any(n.startswith("medium_replay:") for n, _ in rows)
+    assert any("before -> after" in n for n, _ in rows)
+    for _, value in rows:
+        assert all(math.isfinite(float(v)) for v in value.replace("->", "/").split("/"))
 
 
-def test_unknown_env_is_refused():
-    import pytest
+def test_unknown_env_and_missing_snapshots_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Unknown env"):
         locomotion.get_config("env=ant")
     with pytest.raises(ValueError, match="Unknown locomotion env"):
         pipeline.envs_lib.make("ant")
+    config = locomotion.get_config("smoke")
+    with pytest.raises(FileNotFoundError, match="run the experts stage first"):
+        pipeline.run_env(config.env, config, str(tmp_path), stages=("evaluate",), train_if_missing=False)
+    with pytest.raises(ValueError, match="Unknown stages"):
+        pipeline.run_env(config.env, config, str(tmp_path), stages=("plan",))
+
+
+def test_lite_config_is_the_demo_cut():
+    full, lite = locomotion.get_config("smoke"), locomotion.get_config("smoke,lite=True")
+    assert demo.lite(full).to_dict() == lite.to_dict()
+    assert set(lite.methods) < set(full.methods) and set(lite.datasets) < set(full.datasets)

@@ -1,6 +1,7 @@
 """Offline locomotion datasets made the D4RL way, on MJX: rollouts of behaviour policies, stored as TFDS.
 
     episodes = collect(env, policy_fn, params, key, num_episodes, max_steps)    # numpy, one jitted scan
+    groups = collect_mixture(env, policy_fn, [params_a, params_b], [(0, n_a), (1, n_b)], key, max_steps, chunk)
     path = write_dataset(episodes, name, data_dir, manifest)                     # array_record + manifest
     source = load_dataset(path, env_name=..., obs_dim=...)                       # checks what it loads
     arrays = to_padded(source)                                                   # for the segment sampler
@@ -50,20 +51,33 @@ class Episodes:
     def returns(self) -> np.ndarray:
         return self.rewards.sum(1)
 
+    def select(self, rows) -> "Episodes":
+        return Episodes(*(a[rows] for a in dataclasses.astuple(self)))
+
     def concat(self, other: "Episodes") -> "Episodes":
         return Episodes(*(np.concatenate([a, b]) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
 
 @functools.lru_cache(maxsize=32)
-def _collector(env, policy_fn: PolicyFn, num_episodes: int, max_steps: int):
-    """One compiled program per (env, policy network, sizes); params and key are arguments."""
+def _collector(env, policy_fn: PolicyFn, num_episodes: int, max_steps: int, per_episode_params: bool = False):
+    """One compiled program per (env, policy network, sizes); params and key are arguments. With
+    `per_episode_params` the params argument is (params stacked over a leading axis, index [num_episodes]) and
+    episode i acts with params[index[i]]: many behaviour policies share one rollout (one pass of sequential
+    MJX steps, whose latency, not the batch size, sets the cost on a GPU)."""
     def run(params, key):
         reset_key, act_key = jax.random.split(key)
         state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+        if per_episode_params:
+            stacked, index = params
+            params = jax.tree.map(lambda p: p[index], stacked)
+            single = lambda p, obs, k: policy_fn(p, obs[None], k)[0]
+            act = lambda obs, key: jax.vmap(single)(params, obs, jax.random.split(key, num_episodes))
+        else:
+            act = lambda obs, key: policy_fn(params, obs, key)
 
         def step(carry, key):
             state, alive = carry
-            action = jnp.clip(policy_fn(params, state.obs, key), -1.0, 1.0)
+            action = jnp.clip(act(state.obs, key), -1.0, 1.0)
             next_state = jax.vmap(env.step)(state, action)
             reward = jnp.where(alive, next_state.reward, 0.0)
             out = (state.obs, action, reward, state.pipeline_state.q, state.pipeline_state.qd, alive)
@@ -80,6 +94,15 @@ def _collector(env, policy_fn: PolicyFn, num_episodes: int, max_steps: int):
     return jax.jit(run)
 
 
+def _episodes(parts, num_episodes: int, max_steps: int) -> Episodes:
+    obs, actions, rewards, qpos, qvel, lengths, terminal = (np.concatenate(x)[:num_episodes] for x in zip(*parts))
+    valid = np.arange(max_steps)[None] < lengths[:, None]
+    actions = actions * valid[..., None]
+    return Episodes(obs.astype(np.float32), actions.astype(np.float32), rewards.astype(np.float32),
+                    qpos.astype(np.float32), qvel.astype(np.float32), lengths.astype(np.int64),
+                    terminal.astype(bool))
+
+
 def collect(env, policy_fn: PolicyFn, params: Any, key: jax.Array, num_episodes: int, max_steps: int,
             chunk: int = 100) -> Episodes:
     """`num_episodes` episodes of at most `max_steps` actions, run on device in vmapped `lax.scan`s of `chunk`
@@ -88,12 +111,28 @@ def collect(env, policy_fn: PolicyFn, params: Any, key: jax.Array, num_episodes:
     the post-termination states)."""
     parts = [jax.device_get(_collector(env, policy_fn, chunk, max_steps)(params, jax.random.fold_in(key, c)))
              for c in range(-(-num_episodes // chunk))]
-    obs, actions, rewards, qpos, qvel, lengths, terminal = (np.concatenate(x)[:num_episodes] for x in zip(*parts))
-    valid = np.arange(max_steps)[None] < lengths[:, None]
-    actions = actions * valid[..., None]
-    return Episodes(obs.astype(np.float32), actions.astype(np.float32), rewards.astype(np.float32),
-                    qpos.astype(np.float32), qvel.astype(np.float32), lengths.astype(np.int64),
-                    terminal.astype(bool))
+    return _episodes(parts, num_episodes, max_steps)
+
+
+def collect_mixture(env, policy_fn: PolicyFn, params_list: list, groups: list[tuple[int, int]], key: jax.Array,
+                    max_steps: int, chunk: int) -> list[Episodes]:
+    """For each group (policy index, n): n episodes acting with params_list[policy index], all groups in the
+    same rollouts of `chunk` episodes (one compile per env, policy network, len(params_list) and chunk; which
+    policy each episode uses is an argument). Returns one Episodes per group, in order."""
+    for policy, count in groups:
+        if not 0 <= policy < len(params_list) or count < 1:
+            raise ValueError(f"Group ({policy}, {count}) is out of range: policy indices go up to "
+                             f"{len(params_list) - 1} and each group needs at least one episode.")
+    stacked = jax.tree.map(lambda *p: np.stack([np.asarray(x) for x in p]), *params_list)
+    index = np.concatenate([np.full(count, policy) for policy, count in groups])
+    total = len(index)
+    padded = np.concatenate([index, np.zeros(-total % chunk, index.dtype)]).astype(np.int32)
+    program = _collector(env, policy_fn, chunk, max_steps, per_episode_params=True)
+    parts = [jax.device_get(program((stacked, padded[c * chunk:(c + 1) * chunk]), jax.random.fold_in(key, c)))
+             for c in range(len(padded) // chunk)]
+    every = _episodes(parts, total, max_steps)
+    bounds = np.cumsum([0] + [count for _, count in groups])
+    return [every.select(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def random_policy(action_dim: int) -> PolicyFn:

@@ -16,9 +16,11 @@ Denoisers are residual MLPs over the flattened chunk (the paper uses Transformer
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from core import diffusion
@@ -162,3 +164,31 @@ def set_statistics(model: DMPCModels, stats: dict) -> None:
     """Writes data statistics (from `segments.statistics`) into the model's Stat variables."""
     for name in ("obs_mean", "obs_std", "delta_std", "value_mean", "value_std"):
         getattr(model, name)[...] = jnp.asarray(stats[name], jnp.float32)
+
+
+def save_params(model: DMPCModels, path: str) -> None:
+    """Every variable of the model (weights and data statistics) to one .npz, atomically: small enough to carry
+    between GPU commands, unlike a training checkpoint with its optimiser state."""
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]
+    arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def load_params(model: DMPCModels, path: str) -> DMPCModels:
+    """Fills `model` (built with the same ModelDims) from `save_params`' file; a file of another shape is one
+    ValueError."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No saved D-MPC model at {path}; run the evaluate stage first.")
+    state = nnx.state(model)
+    pure = nnx.to_pure_dict(state)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(pure)
+    with np.load(path) as saved:
+        names = [jax.tree_util.keystr(p) for p, _ in leaves]
+        if sorted(saved.files) != sorted(names) or any(saved[n].shape != v.shape for n, (_, v) in zip(names, leaves)):
+            raise ValueError(f"{path} holds a model of another shape; rerun the evaluate stage with this config.")
+        values = [jnp.asarray(saved[n]) for n in names]
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
+    nnx.update(model, state)
+    return model

@@ -38,53 +38,68 @@ def _summary(values) -> dict:
     return {"mean": float(values.mean()), "sem": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0}
 
 
-def make_datasets(env, config, workdir: str, log: Callable = print) -> dict:
+def expert_path(workdir: str) -> str:
+    return os.path.join(workdir, "expert.pkl")
+
+
+def make_datasets(env, config, workdir: str, log: Callable = print, train_if_missing: bool = True,
+                  expert_file: str | None = None) -> dict:
     """Steps 1-2; returns {"paths": {kind: dir}, "reference": (R_random, R_expert), "expert_run": ExpertRun, ...}.
-    Resumable: the PPO snapshots are kept in workdir/expert.pkl and finished datasets are not rebuilt, so a
-    second command (e.g. after a time limit) continues where the first stopped."""
+    The PPO snapshots come from workdir/expert.pkl (trained here first when missing and `train_if_missing`);
+    datasets already on disk for the same snapshots are not rebuilt. Every snapshot is scored in one rollout
+    (`experts.evaluate_snapshots`), then the fresh expert episodes, `medium` and every `medium_replay` policy
+    share a second rollout: two passes of max_steps sequential env steps in all."""
     name, seed, T = env.name, config.seed, config.max_steps
     data_dir = os.path.join(workdir, "data")
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(seed)
-    expert_path = os.path.join(workdir, "expert.pkl")
-    if os.path.exists(expert_path):
-        run = experts.load_run(expert_path, env, config.ppo)
-        log(f"  {name}: PPO snapshots restored from {expert_path}")
+    path = expert_file or expert_path(workdir)
+    if os.path.exists(path):
+        run = experts.load_run(path, env, config.ppo)
+        log(f"  {name}: {len(run.snapshots)} PPO snapshots ({run.snapshots[-1][0]:,} env steps) from {path}")
+    elif train_if_missing:
+        run = experts.train_expert(env, config.ppo, seed, log, path=path)
     else:
-        run = experts.train_expert(env, config.ppo, seed, log)
-        experts.save_run(run, expert_path)
-    expert_params = run.snapshots[run.expert_index][2]
+        raise FileNotFoundError(f"No PPO snapshots at {path}; run the experts stage first "
+                                "(python -m benchmarks.dmpc --stage experts) or carry expert.pkl into this workdir.")
     paths = {kind: os.path.join(data_dir, f"{name}_{kind}") for kind in config.datasets}
+    steps = [s for s, _ in run.snapshots]
     done = all(os.path.exists(os.path.join(p, "manifest.json")) for p in paths.values())
     if done:
         manifest = data_lib.read_manifest(next(iter(paths.values())))
+        done = [s["env_steps"] for s in manifest["ppo_snapshots"]] == steps
+    if done:
         reference = (manifest["reference_returns"]["random"], manifest["reference_returns"]["expert"])
+        run.returns = np.array([s["eval_return"] for s in manifest["ppo_snapshots"]])
+        medium = run.medium_index(config.data.medium_fraction, reference[0])
     else:
-        random_eps = data_lib.collect(env, run.policy_fn, experts.random_params(expert_params),
-                                      jax.random.fold_in(key, 1), config.data.reference_episodes, T)
-        expert_eps = data_lib.collect(env, run.policy_fn, expert_params, jax.random.fold_in(key, 2),
-                                      config.data.reference_episodes, T)
-        reference = (float(random_eps.returns.mean()), float(expert_eps.returns.mean()))
-    medium = run.medium_index(config.data.medium_fraction, reference[0])
-    log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index}), "
-        f"medium snapshot {medium} (eval return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
-    common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
-              "ppo_snapshots": [{"env_steps": s, "eval_return": r} for s, r, _ in run.snapshots],
-              "reference_returns": {"random": reference[0], "expert": reference[1]}}
-    if "medium" in config.datasets and not os.path.exists(os.path.join(paths["medium"], "manifest.json")):
-        eps = data_lib.collect(env, run.policy_fn, run.snapshots[medium][2], jax.random.fold_in(key, 3),
-                               config.data.medium_episodes, T)
-        data_lib.write_dataset(eps, name, "medium", data_dir, {**common, "behaviour_snapshots": [medium]})
-    if "medium_replay" in config.datasets and not os.path.exists(os.path.join(paths["medium_replay"], "manifest.json")):
-        per = max(1, math.ceil(config.data.replay_episodes / (medium + 1)))
-        eps = None
-        for i in range(medium + 1):
-            part = data_lib.collect(env, run.policy_fn, run.snapshots[i][2], jax.random.fold_in(key, 100 + i), per, T)
-            eps = part if eps is None else eps.concat(part)
-        data_lib.write_dataset(eps, name, "medium_replay", data_dir,
-                               {**common, "behaviour_snapshots": list(range(medium + 1))})
+        d = config.data
+        experts.evaluate_snapshots(env, run, jax.random.fold_in(key, 1), d.snapshot_episodes, d.reference_episodes,
+                                   T, d.chunk)
+        random_return = float(run.returns_random)
+        medium = run.medium_index(d.medium_fraction, random_return)
+        per = max(1, math.ceil(d.replay_episodes / (medium + 1)))
+        groups = ([(run.expert_index, d.reference_episodes), (medium, d.medium_episodes)]
+                  + [(i, per) for i in range(medium + 1)])
+        expert_eps, medium_eps, *replay = experts.collect_from_snapshots(env, run, groups, jax.random.fold_in(key, 2),
+                                                                         T, d.chunk)
+        reference = (random_return, float(expert_eps.returns.mean()))
+        common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
+                  "ppo_snapshots": [{"env_steps": s, "eval_return": float(r)} for s, r in zip(steps, run.returns)],
+                  "snapshot_eval_episodes": d.snapshot_episodes,
+                  "reference_returns": {"random": reference[0], "expert": reference[1]}}
+        replay_eps = replay[0]
+        for part in replay[1:]:
+            replay_eps = replay_eps.concat(part)
+        built = {"medium": (medium_eps, [medium]), "medium_replay": (replay_eps, list(range(medium + 1)))}
+        for kind in config.datasets:
+            eps, behaviour = built[kind]
+            data_lib.write_dataset(eps, name, kind, data_dir, {**common, "behaviour_snapshots": behaviour})
+    log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index} of "
+        f"{len(steps)}), medium snapshot {medium} (return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
     return {"paths": paths, "reference": reference, "expert_run": run, "medium_snapshot": medium,
-            "expert_params": expert_params}
+            "expert_params": run.params(run.expert_index),
+            "dataset_sha256": {k: data_lib.read_manifest(p)["files"] for k, p in paths.items()}}
 
 
 def model_dims(env, config) -> models.ModelDims:
@@ -144,18 +159,63 @@ def _scores(returns, reference, env_name) -> dict:
 
 
 def run_env(env_name: str, config, workdir: str, log: Callable = print, models_out: dict | None = None,
-            checkpoint_fn: Callable[[dict], None] | None = None) -> dict:
-    """Steps 1-4 for one env; returns a JSON-able dict of every measured number (and the trained models per
-    dataset in `models_out` when given; `checkpoint_fn(partial_result)` after each dataset)."""
+            checkpoint_fn: Callable[[dict], None] | None = None, stages: tuple[str, ...] = ("evaluate", "ankle"),
+            expert_file: str | None = None, model_file: str | None = None, previous: dict | None = None,
+            train_if_missing: bool = True) -> dict:
+    """Steps 1-4 for one env; returns a JSON-able dict of every measured number.
+
+    stages: "evaluate" (datasets, models, every planner on every dataset, novel rewards on the adaptation env)
+    and/or "ankle" (the broken-ankle experiment, adaptation env only). The PPO snapshots are read from
+    `expert_file` (default workdir/expert.pkl; trained first when missing if `train_if_missing`).
+    `model_file`: the evaluate stage saves the model trained on config.ankle.dataset there (adaptation env) and
+    an ankle-only run loads it, with the references from `previous` (the evaluate stage's result), so a later
+    command needs no retraining. `models_out` receives the trained models per dataset;
+    `checkpoint_fn(partial_result)` runs after each dataset."""
     started = time.perf_counter()
+    unknown = set(stages) - {"evaluate", "ankle"}
+    if unknown:
+        raise ValueError(f"Unknown stages {sorted(unknown)}; choose from evaluate, ankle.")
     env = envs_lib.make(env_name)
-    made = make_datasets(env, config, workdir, log)
-    reference = made["reference"]
-    out = {"env": env_name, "reference_returns": {"random": reference[0], "expert": reference[1]},
-           "ppo": {"seconds": made["expert_run"].seconds,
-                   "snapshots": [{"env_steps": s, "eval_return": r} for s, r, _ in made["expert_run"].snapshots],
-                   "medium_snapshot": made["medium_snapshot"]},
-           "datasets": {}}
+    out = dict(previous or {}, env=env_name)
+    workdir_expert = expert_file or expert_path(workdir)
+    trained = {}
+    if "evaluate" in stages:
+        made = make_datasets(env, config, workdir, log, train_if_missing, expert_file=workdir_expert)
+        reference = made["reference"]
+        run = made["expert_run"]
+        out.update({"reference_returns": {"random": reference[0], "expert": reference[1]},
+                    "ppo": {"seconds": run.seconds, "finished": run.finished,
+                            "snapshots": [{"env_steps": s, "eval_return": float(r)}
+                                          for (s, _), r in zip(run.snapshots, run.returns)],
+                            "medium_snapshot": made["medium_snapshot"], "expert_snapshot": run.expert_index},
+                    "datasets": dict(out.get("datasets", {}))})      # rows of datasets not rerun stay
+        trained = _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn)
+        if model_file and env_name == config.adaptation_env and config.ankle.dataset in trained:
+            models.save_params(trained[config.ankle.dataset], model_file)
+    if "ankle" in stages and env_name == config.adaptation_env:
+        if config.ankle.dataset in trained:
+            model = trained[config.ankle.dataset]
+        else:
+            if not previous or "reference_returns" not in previous:
+                raise ValueError(f"The ankle stage of {env_name} needs the evaluate stage's result (reference "
+                                 "returns); run --stage evaluate first and keep its JSON.")
+            run = experts.load_run(workdir_expert, env, config.ppo)
+            ref = previous["reference_returns"]
+            expert_index = previous["ppo"]["expert_snapshot"]
+            made = {"reference": (ref["random"], ref["expert"]), "expert_run": run,
+                    "expert_params": run.params(expert_index)}
+            model = models.load_params(models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed)),
+                                       model_file or os.path.join(workdir, "model.npz"))
+            model.eval()
+        out["broken_ankle"] = broken_ankle_experiment(env_name, model, made, config, workdir, log)
+        if models_out is not None:
+            models_out.setdefault(config.ankle.dataset, model)
+    out["seconds"] = out.get("seconds", 0.0) + time.perf_counter() - started
+    return out
+
+
+def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn) -> dict:
+    env_name, reference = env.name, made["reference"]
     trained = {}
     for i, kind in enumerate(config.datasets):
         t0 = time.perf_counter()
@@ -178,11 +238,13 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
         results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config,
                                   reward_fns)
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
+               "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:
-            out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist() for m in ("dmpc", "bc")}
+            out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist()
+                                         for m in ("dmpc", "bc") if m in results}
         if reward_fns:
             row["novel_rewards"] = {p: {k: _summary(v) for k, v in r.items() if k != "first_episode_qpos"}
                                     for p, r in results.items() if p.startswith("dmpc") or p == "bc"}
@@ -191,10 +253,7 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")
         if checkpoint_fn is not None:
             checkpoint_fn(out)
-    if env_name == config.adaptation_env:
-        out["broken_ankle"] = broken_ankle_experiment(env_name, trained[config.datasets[0]], made, config, workdir, log)
-    out["seconds"] = time.perf_counter() - started
-    return out
+    return trained
 
 
 _NOVEL_OBJECTIVES: dict = {}

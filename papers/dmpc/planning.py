@@ -13,7 +13,6 @@ An objective is `objective(model, obs[S], states[N, F, S], actions[N, F, A]) -> 
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable
 
