@@ -14,7 +14,9 @@ attended prefix, averaged over the generated tokens.
 Variants (`--variants`, cached attention / decode GEMVs): "pallas/xla" (Pallas cached attention, XLA's
 matmuls with separate norm / SwiGLU / residual kernels), "pallas/pallas" (the same attention with
 kernels_pallas.fused_gemv: norm + QKV, norm + gate/up + SwiGLU, o-proj + residual, down + residual, one kernel
-each), "reference/xla" (jnp attention). `roofline.<config>` is the best variant of each config.
+each), "reference/xla" (jnp attention). `roofline.<config>` is the best variant of each config. Each row
+also has `profile`: kernels and device-busy µs per token and the top kernels per token (benchmarks.profiling),
+i.e. where the time beyond the weight reads goes.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def measure(name: str, config: tfm.TransformerConfig, args, device: dict) -> dic
         jax.block_until_ready(generate(params, cache, token))
         times.append(time.perf_counter() - start)
     ms_per_token = 1e3 * min(times) / args.max_new_tokens
+    profile = kernel_profile(generate, params, fresh_cache, token, args.max_new_tokens) if args.profile else None
     weights, kv = weight_bytes_per_token(params), kv_bytes_per_token(config, args.prompt_len, args.max_new_tokens)
     roofline = common.against_device((weights + kv) / (ms_per_token / 1e3), device, "bytes")
     return dict(name=name, params=tfm.param_count(config), cache_attention=config.cache_attention,
@@ -95,7 +98,25 @@ def measure(name: str, config: tfm.TransformerConfig, args, device: dict) -> dic
                 floor_ms_measured=ms_per_token * roofline["vs_measured"],
                 floor_ms_spec=ms_per_token * roofline["vs_spec"] if roofline["vs_spec"] else None,
                 roofline=roofline, weight_bytes=weights, kv_bytes=kv,
-                compile_s=compile_s, config=dataclasses.asdict(config))
+                compile_s=compile_s, profile=profile, config=dataclasses.asdict(config))
+
+
+def kernel_profile(generate, params, fresh_cache, token, num_tokens: int, top: int = 12) -> dict:
+    """Where a token's time goes, by device kernel (benchmarks.profiling over two whole generate calls):
+    kernels and device-busy µs per token, the rest being gaps between kernels, and the top kernels per token
+    with the JAX ops each XLA fusion holds. CPU has no device tracks: only the wall time is filled."""
+    from benchmarks import profiling
+
+    summary = profiling.device_summary(lambda: generate(params, fresh_cache(), token), repeats=2, top=top)
+    hlo = generate.lower(params, fresh_cache(), token).compile().as_text()
+    summary = profiling.describe_kernels(summary, hlo)
+    per_token = lambda v: v / num_tokens
+    return dict(kernels_per_token=per_token(summary["kernels_per_call"]),
+                device_busy_us_per_token=per_token(summary["device_busy_us_per_call"]),
+                kernel_us_per_token=per_token(summary["kernel_us_per_call"]),
+                wall_us_per_token=per_token(summary["wall_us_per_call"]),
+                top_kernels=[dict(k, count_per_token=per_token(k["count_per_call"]),
+                                  us_per_token=per_token(k["us_per_call"])) for k in summary["top_kernels"]])
 
 
 def main(argv=None):
@@ -107,6 +128,8 @@ def main(argv=None):
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--cache_slots", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no_profile", dest="profile", action="store_false",
+                        help="skip the per-kernel profile of each row (two more generate calls under the profiler)")
     args = parser.parse_args(argv)
     device = common.measure_device(args.smoke)
     common.print_device(device)
