@@ -78,3 +78,40 @@ def test_pusht_batches_come_from_a_simulated_bank_and_depend_only_on_the_step():
     assert first["actions"].shape == (8, 4, 10)
     np.testing.assert_array_equal(first["frames"], again["frames"])      # rebuilt bank, same batch
     assert not np.array_equal(first["actions"], other["actions"])
+
+
+@pytest.mark.slow
+def test_data_parallel_loss_and_gradient_equal_the_one_device_ones():
+    # mesh.data=-1 (the config) spreads each batch over every device; SIGReg and the projector's BatchNorm must
+    # still see the global batch, so the loss terms and the gradient on 8 fake devices match one device's.
+    # Per-device statistics would be far off (a BatchNorm over one sample per device; tests/sigreg_test.py shows
+    # SIGReg's). XLA:CPU's sharded program is not bitwise the same: forward terms agree to ~1e-4, the gradient
+    # (through a BatchNorm over 8 samples) to ~2e-3 of its norm.
+    from core import sharding
+
+    config = config_lib.load_config("configs/lewm/tworoom.py:smoke")
+    batch = jax.device_get(lewm_train.make_batch_fn(config)(0))
+    model = LeWM(lewm_train.model_config(config), rngs=nnx.Rngs(params=0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    loss_fn = lewm_train.make_loss_fn(config)
+
+    @jax.jit
+    def loss_and_grad(params, rest, batch):
+        def loss(params):
+            merged = nnx.merge(graphdef, params, jax.tree.map(jnp.asarray, rest))
+            return loss_fn(merged, batch, jax.random.key(3))
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    outputs = []
+    for mesh in (sharding.make_mesh(dict(data=1), devices=jax.devices()[:1]), sharding.make_mesh(config.mesh)):
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        placed = sharding.shard_batch(batch, mesh)
+        (_, metrics), grads = loss_and_grad(jax.device_put(params, replicated), jax.device_put(rest, replicated),
+                                            placed)
+        outputs.append(jax.device_get((metrics, grads)))
+    assert placed["frames"].sharding.spec[0] == ("data", "fsdp") and mesh.shape["data"] == 8
+    (one, grads_one), (eight, grads_eight) = outputs
+    for name in ("pred_loss", "sigreg", "emb_std_mean"):
+        np.testing.assert_allclose(eight[name], one[name], rtol=1e-3, err_msg=name)
+    flat_one, flat_eight = (np.concatenate([np.ravel(g) for g in jax.tree.leaves(t)]) for t in (grads_one, grads_eight))
+    assert np.linalg.norm(flat_eight - flat_one) <= 1e-2 * np.linalg.norm(flat_one)

@@ -54,3 +54,28 @@ def test_sharded_statistic_equals_the_global_one():
         in_specs=(P("data"), P()), out_specs=P(), check_vma=False))(sharded, key)
     np.testing.assert_allclose(under_jit, want, rtol=1e-5)
     np.testing.assert_allclose(float(in_shard_map), want, rtol=1e-5)
+
+
+def test_sharded_gradient_equals_the_global_one_and_a_per_device_statistic_would_not():
+    # Data-parallel training: the loss of a batch sharded over 8 devices must be the one-device SIGReg of the
+    # whole batch, gradient included. A per-device statistic (no cross-device mean of the ECF) is not.
+    z = jax.random.normal(jax.random.key(0), (4, 64, 32)) * 1.3 + 0.2        # [T, N, D], N sharded
+    key = jax.random.key(5)
+    loss = functools.partial(sigreg, key=key, num_slices=128)
+    want_value, want_grad = jax.value_and_grad(loss)(z)
+    mesh = sharding_lib.make_mesh(dict(data=8))
+    sharded = jax.device_put(z, jax.sharding.NamedSharding(mesh, P(None, "data")))
+    value, grad = jax.jit(jax.value_and_grad(loss))(sharded)
+    assert grad.sharding.spec == P(None, "data")                              # gradients stay sharded
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-4, atol=1e-7)
+
+    def explicit(z, axis_name):
+        return jax.shard_map(lambda z: loss(z, axis_name=axis_name), mesh=mesh, in_specs=P(None, "data"),
+                             out_specs=P(), check_vma=False)(z)
+
+    value, grad = jax.jit(jax.value_and_grad(lambda z: explicit(z, "data")))(sharded)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-4, atol=1e-7)
+    local = jax.jit(lambda z: explicit(z, None))(sharded)                     # one device's 8 rows
+    assert abs(float(local) - float(want_value)) > 0.05 * float(want_value)
