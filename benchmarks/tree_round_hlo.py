@@ -7,8 +7,13 @@ batch x nodes x vocabulary: sort, TopK custom calls, scatter, gather, copy, whil
 instructions. On a GPU this shows, e.g., whether a top-k became XLA's TopK kernel or a full sort, and
 whether whole KV caches are copied inside the round.
 
+With `--profile` each round also runs (random bf16 weights, caches holding `--context` tokens, donated and
+rebuilt per call) under benchmarks.profiling: wall and device-busy ms per round and the top kernels, i.e. the
+round's cost by kernel at each batch size.
+
     python -m benchmarks.tree_round_hlo              # the device's compiler (GPU: the real lowering), b = 1, 8, 32
-    python -m benchmarks.tree_round_hlo --smoke      # CPU, the smoke shapes
+    python -m benchmarks.tree_round_hlo --profile    # GPU: and where each round's time goes, by kernel
+    python -m benchmarks.tree_round_hlo --smoke --profile   # CPU, the smoke shapes
 """
 
 from __future__ import annotations
@@ -35,21 +40,55 @@ def abstract_model(model_config):
     return graphdef, jax.tree.map(cast, state)
 
 
-def compile_round(models, configs, decode: engine.DecodeConfig, batch: int, prompt_len: int):
-    (tg, ts), (dg, ds) = models
-    target_cache, draft_cache = jax.eval_shape(
-        lambda: engine.init_caches(configs[0], configs[1], decode, batch, prompt_len, jnp.bfloat16))
-    ints = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    loop = engine._Loop(target_cache, draft_cache, ints, ints,
-                        jax.ShapeDtypeStruct((batch, decode.max_new_tokens + decode.tokens_per_round), jnp.int32),
-                        ints, jax.ShapeDtypeStruct((batch,), bool), ints, ints, jax.ShapeDtypeStruct((), jnp.int32))
+def make_loop(configs, decode: engine.DecodeConfig, batch: int, prompt_len: int, context: int) -> engine._Loop:
+    """A round's loop state: caches holding `context` tokens per row, every row active."""
+    target_cache, draft_cache = engine.init_caches(configs[0], configs[1], decode, batch, prompt_len, jnp.bfloat16)
+    lengths = jnp.full((batch,), context, jnp.int32)
+    tokens = jnp.arange(batch, dtype=jnp.int32) % configs[0].vocab_size
+    zeros = jnp.zeros((batch,), jnp.int32)
+    return engine._Loop(tfm.rollback(target_cache, lengths), tfm.rollback(draft_cache, lengths - 1), tokens, tokens,
+                        jnp.zeros((batch, decode.max_new_tokens + decode.tokens_per_round), jnp.int32), zeros,
+                        jnp.zeros((batch,), bool), zeros, zeros, jnp.int32(0))
+
+
+def round_program(models, decode: engine.DecodeConfig):
+    (tg, _), (dg, _) = models
     round_fn = {"tree": engine._tree_round, "chain": engine._chain_round}[decode.mode]
 
     def one_round(ts, ds, loop, key):
         return round_fn(tfm, nnx.merge(tg, ts), nnx.merge(dg, ds), loop, key, decode)
 
+    return jax.jit(one_round, donate_argnums=2)
+
+
+def compile_round(models, configs, decode: engine.DecodeConfig, batch: int, prompt_len: int):
+    loop = jax.eval_shape(lambda: make_loop(configs, decode, batch, prompt_len, prompt_len))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    return jax.jit(one_round, donate_argnums=2).lower(ts, ds, loop, key).compile()
+    return round_program(models, decode).lower(models[0][1], models[1][1], loop, key).compile()
+
+
+def profile_round(program, states, configs, decode, batch: int, prompt_len: int, context: int) -> dict:
+    """Wall / device-busy ms per round of the compiled `program` and its top kernels (benchmarks.profiling),
+    random bf16 weights."""
+    from benchmarks import profiling
+
+    fresh = jax.jit(lambda: make_loop(configs, decode, batch, prompt_len, context))
+    key = jax.random.key(0)
+    summary = profiling.device_summary(lambda: program(*states, fresh(), key), repeats=5, top=10)
+    return dict(wall_ms_per_round=summary["wall_us_per_call"] / 1e3,
+                device_busy_ms_per_round=summary["device_busy_us_per_call"] / 1e3,
+                kernels_per_round=summary["kernels_per_call"],
+                top_kernels=[dict(name=k["name"], ms_per_round=k["us_per_call"] / 1e3, count=k["count_per_call"])
+                             for k in summary["top_kernels"]])
+
+
+def random_states(configs) -> tuple:
+    """bf16 weights of the target and draft, built and cast inside one jit each."""
+    def make(config, seed):
+        graphdef, state = nnx.split(tfm.Transformer(config, rngs=nnx.Rngs(seed)))
+        cast = lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        return jax.tree.map(cast, state)
+    return tuple(jax.jit(lambda c=c, i=i: make(c, i))() for i, c in enumerate(configs))
 
 
 def hlo_summary(compiled, top: int) -> dict:
@@ -73,6 +112,8 @@ def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--top", type=int, default=8, help="largest instructions listed per program")
+    parser.add_argument("--profile", action="store_true", help="also run each round under the profiler")
+    parser.add_argument("--context", type=int, default=128, help="tokens already in the caches (--profile)")
     args = parser.parse_args(argv)
     config = common.load_config("ssd/decode", "smoke" if args.smoke else "")
     vocab = 512 if args.smoke else 32768
@@ -84,12 +125,19 @@ def main(argv=None):
     decodes = {"tree_T0": engine.DecodeConfig("tree", dc.max_new_tokens, tree=tree, tree_children="topk"),
                "tree_T1": engine.DecodeConfig("tree", dc.max_new_tokens, tree=tree, temperature=1.0),
                f"chain_K{dc.ks[0]}_T0": engine.DecodeConfig("chain", dc.max_new_tokens, num_draft=dc.ks[0])}
+    states = random_states(configs) if args.profile else None
     rows = []
     for batch in ([1, 2] if args.smoke else [int(b) for b in args.batches.split(",")]):
         for name, decode in decodes.items():
             start = time.perf_counter()
             compiled = compile_round(models, configs, decode, batch, dc.prompt_len)
             row = dict(program=name, batch=batch, compile_s=time.perf_counter() - start, **hlo_summary(compiled, args.top))
+            if args.profile:
+                row["profile"] = profile_round(compiled, states, configs, decode, batch, dc.prompt_len,
+                                               min(args.context, dc.prompt_len + dc.max_new_tokens // 2))
+                print(f"    round: {row['profile']['wall_ms_per_round']:.3f} ms wall, "
+                      f"{row['profile']['device_busy_ms_per_round']:.3f} ms device busy, "
+                      f"{row['profile']['kernels_per_round']:.0f} kernels", flush=True)
             rows.append(row)
             print(f"{name:10s} b={batch:3d} {row['gflops']:9.2f} GFLOP {row['bytes_accessed_mb']:9.1f} MB {row['ops']}",
                   flush=True)
