@@ -346,10 +346,12 @@ def near_tie_gaps(target, prompts, outputs) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The Hugging Face peer.
 
-def hf_peer(target, draft, prompts, ours_greedy: dict, hc, workdir: str, report: common.Report) -> None:
+def hf_peer(target, draft, prompts, ours_greedy: dict, hc, workdir: str, report: common.Report,
+            rows: dict | None = None) -> None:
     """Exports both models (core.interop.hf_llama) and measures transformers on them (benchmarks.hf_peer):
     compiled static cache at hc.batches, assisted generation with our draft, uncompiled as a labelled extra.
-    `ours_greedy`: batch -> our greedy AR tokens for the first prompts; the ratios are made in summarize()."""
+    `ours_greedy`: batch -> our greedy AR tokens for the first prompts; `rows`: our decode rows, for the ratios
+    written after every setting (summarize() makes them again at the end of a full run)."""
     from benchmarks import hf_peer as hf_lib
     from core.interop import hf_llama
 
@@ -361,12 +363,13 @@ def hf_peer(target, draft, prompts, ours_greedy: dict, hc, workdir: str, report:
     paths = {name: hf_llama.export(model, os.path.join(workdir, f"hf_{name}"))
              for name, model in (("target", target), ("draft", draft))}
     count = max(hc.num_prompts, max(hc.batches))
-    result = hf_lib.measure(paths["target"], paths["draft"], prompts[:count], hc.max_new_tokens,
-                            batches=tuple(hc.batches), ours_greedy=ours_greedy.get(1),
-                            slow_prompts=hc.num_prompts)
-    report.update(hf=dict(result, num_prompts=count,
-                          note="compiled = transformers' static cache with its default torch.compile, the peer; "
-                               "extra_uncompiled (disable_compile=True) is not a fair peer"))
+    note = ("compiled = transformers' static cache with its default torch.compile, the peer; extra_uncompiled "
+            "(disable_compile=True) is not a fair peer")
+    write = lambda result: report.update(hf=dict(result, num_prompts=count, note=note),
+                                         **peer_ratios(rows or {}, result))
+    write(hf_lib.measure(paths["target"], paths["draft"], prompts[:count], hc.max_new_tokens,
+                         batches=tuple(hc.batches), ours_greedy=ours_greedy.get(1), slow_prompts=hc.num_prompts,
+                         on_update=write))
 
 
 def peer_ratios(rows: dict, hf: dict | None) -> dict:
@@ -434,7 +437,7 @@ def main(argv=None):
         if not config.hf.enabled or args.skip_hf:
             return
         try:
-            hf_peer(target, draft, prompts, ours_greedy, config.hf, args.workdir, report)
+            hf_peer(target, draft, prompts, ours_greedy, config.hf, args.workdir, report, sweep.rows)
         except Exception as e:  # the peer is a comparison; its failure must not hide our figures
             report.update(hf=dict(error=f"{type(e).__name__}: {e}"))
         print(json.dumps(report.data.get("hf"), indent=1, default=str), flush=True)

@@ -80,10 +80,11 @@ def time_generate(model, prompts: np.ndarray, batch: int, max_new_tokens: int, d
 
 def measure(target_dir: str, draft_dir: str, prompts: np.ndarray, max_new_tokens: int,
             batches=(1, 8), ours_greedy: np.ndarray | None = None, uncompiled: bool = True,
-            device: str | None = None, slow_prompts: int = 4) -> dict:
+            device: str | None = None, slow_prompts: int = 4, on_update=None) -> dict:
     """Figures of every setting (module docstring) by batch; `ours_greedy` [n, >= max_new_tokens], our greedy
     AR tokens for the same prompts, gives the fraction of sequences identical to transformers' greedy. The
-    slow settings (assisted, uncompiled) at batch 1 use only the first `slow_prompts` prompts."""
+    slow settings (assisted, uncompiled) at batch 1 use only the first `slow_prompts` prompts. `on_update(result)`
+    is called after every setting (so a run cut short keeps what it measured); batch 1 goes first."""
     import torch
     import transformers
 
@@ -104,16 +105,17 @@ def measure(target_dir: str, draft_dir: str, prompts: np.ndarray, max_new_tokens
             ours = ours_greedy[:len(outputs), :max_new_tokens]
             row["identical_to_ours"] = float((outputs == ours).all(-1).mean())
         result[section][str(batch)] = row
+        if on_update is not None:
+            on_update(result)
         print(f"hf {section:16s} b={batch}: {row['tokens_per_s']:9.1f} tok/s (warm-up {row['warmup_s']:.0f}s)",
               flush=True)
 
+    few = lambda batch: prompts[:max(batch, slow_prompts)]
     for batch in batches:
         record("compiled", batch, lambda: time_generate(target, prompts, batch, max_new_tokens, device,
                                                         cache_implementation="static"))
         # Whether transformers actually compiled (it compiles on CUDA only unless told otherwise).
         result["compiled"].setdefault(str(batch), {})["torch_compile_active"] = hasattr(target, "_compiled_call")
-    few = lambda batch: prompts[:max(batch, slow_prompts)]
-    for batch in batches:
         record("assisted", batch, lambda: time_generate(target, few(batch), batch, max_new_tokens, device, warmup=1,
                                                         assistant_model=draft))
     if uncompiled:
