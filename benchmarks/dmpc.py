@@ -24,7 +24,14 @@ compile cache) stay in --workdir and are re-made when lost. Every command merges
 into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished medium / medium-replay datasets,
 own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
 the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
-The command sequence and expected times are in papers/dmpc/README.md (GPU section).
+
+The sequence on nvidia-h200-x2 (expected times are estimates until it has run; see papers/dmpc/README.md),
+each command followed by copying $OUT/dmpc_keep back to runs/dmpc_keep and carrying that into the next:
+  1. python -m benchmarks.dmpc --envs hopper:experts,walker2d:experts --export $OUT          ~7-8 min
+  2. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:evaluate --export $OUT      ~7-8 min
+  3. python -m benchmarks.dmpc --envs walker2d:evaluate,halfcheetah:evaluate --export $OUT   ~8 min
+  4. python -m benchmarks.dmpc --envs walker2d:ankle --export $OUT                           ~4-5 min
+(or repeat `python -m benchmarks.dmpc --export $OUT`, the auto stages, until it prints "every stage done").
 """
 
 from __future__ import annotations

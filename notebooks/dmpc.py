@@ -18,10 +18,10 @@
 # The whole experiment from nothing on the toy runner env (CPU), on the `lite` smoke config: a brax PPO
 # expert, its snapshots scored in one rollout, the `medium` dataset written as TFDS array_record, the
 # diffusion proposal / dynamics / value heads and the baselines trained by `core.train`, then D-MPC,
-# MBOP-style and BC planners scored, novel rewards swapped in at planning time, and the defect (broken-ankle
-# analogue) fine-tune. The full smoke config adds `medium_replay` and the two ablations
-# (tests/dmpc_pipeline_test.py); the MJX locomotion numbers come from `python -m benchmarks.dmpc` on a GPU
-# (papers/dmpc/README.md).
+# MBOP-style and BC planners scored, and novel rewards swapped in at planning time. The full smoke run
+# (`python -m launch.train_dmpc --config configs/dmpc/locomotion.py:smoke`, tests/dmpc_pipeline_test.py) adds
+# `medium_replay`, the two ablations and the defect (broken-ankle analogue) fine-tune; the MJX locomotion
+# numbers come from `python -m benchmarks.dmpc` on a GPU (papers/dmpc/README.md).
 
 # %%
 import os
@@ -41,7 +41,7 @@ from papers.dmpc import pipeline
 
 workdir = os.environ.get("DMPC_WORKDIR", "runs/notebook_dmpc")
 config = locomotion.get_config("smoke,lite=True")
-result = pipeline.run_env(config.env, config, workdir)
+result = pipeline.run_env(config.env, config, workdir, stages=("evaluate",))
 
 # %% [markdown]
 # The PPO snapshots' returns (stochastic policy, scored after training), and the ones picked as expert and
@@ -70,12 +70,10 @@ fig.tight_layout()
 fig.savefig(os.path.join(workdir, "scores.png"))
 
 # %% [markdown]
-# Novel rewards at planning time (no retraining) and the defect fine-tune (dynamics only).
+# Novel rewards at planning time (no retraining): the return under each reward, for the D-MPC planning with
+# it and for the planners that ignore it.
 
 # %%
 first = result["datasets"][config.datasets[0]]
 for policy, r in first.get("novel_rewards", {}).items():
     print(policy, {k: round(v["mean"], 1) for k, v in r.items() if k.startswith("return")})
-ankle = result["broken_ankle"]
-print("defect: before", round(ankle["before"]["normalized_own"]["mean"], 1),
-      "after", round(ankle["after"]["normalized_own"]["mean"], 1))

@@ -76,3 +76,25 @@ def test_lite_config_is_the_demo_cut():
     full, lite = locomotion.get_config("smoke"), locomotion.get_config("smoke,lite=True")
     assert demo.lite(full).to_dict() == lite.to_dict()
     assert set(lite.methods) < set(full.methods) and set(lite.datasets) < set(full.datasets)
+
+
+def test_benchmark_stages_follow_the_carried_files(tmp_path):
+    from benchmarks import dmpc as bench
+    keep = str(tmp_path)
+    assert bench.next_stage("hopper", keep) == "experts"
+    os.makedirs(tmp_path / "hopper")
+    (tmp_path / "hopper" / "expert.pkl").write_bytes(b"x")
+    assert bench.next_stage("hopper", keep) == "evaluate"
+    for env_name in ("hopper", "walker2d"):
+        os.makedirs(tmp_path / env_name, exist_ok=True)
+        (tmp_path / env_name / "expert.pkl").write_bytes(b"x")
+        (tmp_path / f"{env_name}.json").write_text(json.dumps({"datasets": {"medium": {}, "medium_replay": {}}}))
+    assert bench.next_stage("hopper", keep) is None and bench.next_stage("walker2d", keep) == "ankle"
+    # auto: at most one task per GPU, explicit stages always run, envs with nothing left drop out
+    assert bench.parse_tasks("halfcheetah,hopper,walker2d", "auto", keep, max_auto=1) == [("halfcheetah", "experts")]
+    assert bench.parse_tasks("hopper:evaluate/medium,walker2d", "auto", keep, max_auto=2) == [
+        ("hopper", "evaluate/medium"), ("walker2d", "ankle")]
+    with pytest.raises(ValueError, match="Unknown stage"):
+        bench.parse_tasks("hopper:train", "auto", keep, max_auto=1)
+    with pytest.raises(ValueError, match="Unknown env"):
+        bench.parse_tasks("ant:experts", "auto", keep, max_auto=1)
