@@ -15,9 +15,21 @@ def test_reference_configuration_has_the_papers_parameter_count():
     assert param_count(LeWM(LeWMConfig(), rngs=nnx.Rngs(0))) == 18_034_478
 
 
-@pytest.fixture(scope="module")
-def small():
-    model = LeWM(LeWMConfig.smoke(dropout=0.0), rngs=nnx.Rngs(0))
+def test_official_predictor_options_keep_the_parameters_and_train_with_dropout():
+    official = LeWMConfig.smoke(predictor_layout="official", attention_dropout=0.1, predictor_pos_std=1.0)
+    model = LeWM(official, rngs=nnx.Rngs(0))
+    assert param_count(model) == param_count(LeWM(LeWMConfig.smoke(), rngs=nnx.Rngs(0)))
+    assert 0.7 < float(jnp.std(model.predictor_pos[...])) < 1.3          # unit-normal positions, as the official
+    for block in model.predictor:      # AdaLN-zero gates start at 0: open them so dropout can show
+        block.modulation.kernel[...] = 0.1 * jax.random.normal(jax.random.key(1), block.modulation.kernel.shape)
+    z, actions = jax.random.normal(jax.random.key(2), (2, 3, 64)), jnp.ones((2, 3, 10))
+    a, b = (model.predict(z, actions, dropout_key=jax.random.key(i)) for i in (0, 1))
+    assert a.shape == (2, 3, 64) and bool(jnp.all(jnp.isfinite(a))) and float(jnp.abs(a - b).max()) > 0
+
+
+@pytest.fixture(scope="module", params=["dit", "official"])
+def small(request):
+    model = LeWM(LeWMConfig.smoke(dropout=0.0, predictor_layout=request.param), rngs=nnx.Rngs(0))
     # Give the zero-initialised AdaLN modulations some weight so actions matter.
     for block in model.predictor:
         block.modulation.kernel[...] = 0.1 * jax.random.normal(jax.random.key(1), block.modulation.kernel.shape)

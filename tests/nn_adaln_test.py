@@ -21,3 +21,32 @@ def test_short_sequence_attention_keeps_bf16_and_its_gradients_match():
     ours = jax.grad(lambda q: short_sequence_attention(q, k, v, True).sum())(q)
     want = jax.grad(lambda q: jax.nn.dot_product_attention(q, k, v, is_causal=True).sum())(q)
     np.testing.assert_allclose(ours, want, atol=1e-5)
+
+
+def test_official_layout_normalises_after_the_modulation_and_keeps_the_parameters():
+    from flax import nnx
+
+    from core.nn.adaln import AdaLNZeroBlock
+    blocks = {layout: AdaLNZeroBlock(16, 2, 8, 32, 0.0, nnx.Rngs(0), layout=layout) for layout in ("dit", "official")}
+    shapes = {k: jax.tree.map(jnp.shape, nnx.state(b, nnx.Param)) for k, b in blocks.items()}
+    assert shapes["dit"] == shapes["official"]          # same parameters: checkpoints load in either layout
+    x = 3.0 * jax.random.normal(jax.random.key(1), (2, 3, 16)) + 1.0
+    shift, scale = (jax.random.normal(jax.random.key(i), (2, 3, 16)) for i in (2, 3))
+    official = blocks["official"]._modulated_norm(blocks["official"].norm1, x, shift, scale)
+    dit = blocks["dit"]._modulated_norm(blocks["dit"].norm1, x, shift, scale)
+    # LN_affine (identity at init) comes last: the branch input is normalised whatever the modulation does
+    np.testing.assert_allclose(official.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(official.var(-1), 1.0, atol=1e-3)
+    assert np.abs(dit.var(-1) - 1.0).max() > 0.5        # DiT's modulation rescales it
+    with pytest.raises(ValueError, match="layout"):
+        AdaLNZeroBlock(16, 2, 8, 32, 0.0, nnx.Rngs(0), layout="post")
+
+
+def test_attention_probability_dropout_is_unbiased_and_off_without_a_key():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 3, 2, 8)) for i in range(3))
+    plain = short_sequence_attention(q, k, v, True)
+    np.testing.assert_array_equal(short_sequence_attention(q, k, v, True, 0.5, None), plain)
+    dropped = jax.vmap(lambda key: short_sequence_attention(q, k, v, True, 0.5, key))(
+        jax.random.split(jax.random.key(9), 4000))
+    assert np.abs(dropped[0] - plain).max() > 0.1        # a single draw really drops
+    np.testing.assert_allclose(dropped.mean(0), plain, atol=0.08)   # inverted dropout: unbiased in expectation

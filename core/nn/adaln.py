@@ -20,7 +20,8 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 SHORT_SEQUENCE = 8
 
 
-def short_sequence_attention(q: jax.Array, k: jax.Array, v: jax.Array, causal: bool) -> jax.Array:
+def short_sequence_attention(q: jax.Array, k: jax.Array, v: jax.Array, causal: bool,
+                             probs_dropout: float = 0.0, key: jax.Array | None = None) -> jax.Array:
     """Attention over a few tokens ([B, N, heads, d], N <= SHORT_SEQUENCE) as broadcast products and sums.
 
     XLA's dot-based attention transposes q, k, v to [B, heads, N, d] and runs batched GEMMs that are almost
@@ -33,14 +34,32 @@ def short_sequence_attention(q: jax.Array, k: jax.Array, v: jax.Array, causal: b
     if causal:
         allowed = jnp.tril(jnp.ones((n, n), bool))[None, :, :, None]
         scores = jnp.where(allowed, scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=2)
+    probs = dropout(jax.nn.softmax(scores, axis=2), probs_dropout, key)
     return jnp.sum(probs[..., None] * v[:, None].astype(jnp.float32), axis=2).astype(q.dtype)
 
 
+LAYOUTS = ("dit", "official")
+
+
+def _layer_norm_no_affine(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, -1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
+    return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
 class AdaLNZeroBlock(nnx.Module):
+    """`layout` "dit": modulate(LN_affine(x)) before each branch (DiT). "official": LN_affine(modulate(LN(x)))
+    with a parameter-free LN first, as LeWM's official predictor block (its Attention / FeedForward open with
+    their own affine LayerNorm). Both layouts have the same parameters, so checkpoints load either way.
+    `attention_dropout` drops attention probabilities in training (the official code's dropout_p)."""
+
     def __init__(self, width: int, heads: int, head_dim: int, mlp_dim: int, dropout_rate: float,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, layout: str = "dit", attention_dropout: float = 0.0):
+        if layout not in LAYOUTS:
+            raise ValueError(f"AdaLNZeroBlock layout must be one of {LAYOUTS}, got {layout!r}.")
         self.heads, self.head_dim, self.dropout_rate = heads, head_dim, dropout_rate
+        self.layout, self.attention_dropout = layout, attention_dropout
         inner = heads * head_dim
         self.norm1 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
         self.qkv = nnx.Linear(width, 3 * inner, use_bias=False, rngs=rngs)
@@ -53,16 +72,24 @@ class AdaLNZeroBlock(nnx.Module):
 
     def __call__(self, x, condition, causal: bool = True, key: jax.Array | None = None):
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.modulation(jax.nn.silu(condition)), 6, -1)
-        keys = jax.random.split(key, 3) if key is not None else (None,) * 3
+        keys = jax.random.split(key, 4) if key is not None else (None,) * 4
         b, n, _ = x.shape
-        h = self.norm1(x) * (1 + scale1) + shift1
+        h = self._modulated_norm(self.norm1, x, shift1, scale1)
         q, k, v = jnp.split(self.qkv(h).reshape(b, n, 3, self.heads, self.head_dim), 3, axis=2)
         q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
         if n <= SHORT_SEQUENCE:
-            attended = short_sequence_attention(q, k, v, causal)
+            attended = short_sequence_attention(q, k, v, causal, self.attention_dropout, keys[3])
+        elif self.attention_dropout > 0 and keys[3] is not None:
+            raise ValueError(f"attention_dropout is implemented for sequences of at most {SHORT_SEQUENCE} tokens "
+                             f"(the predictor's history), got {n}.")
         else:
             attended = jax.nn.dot_product_attention(q, k, v, is_causal=causal)
         x = x + gate1 * dropout(self.out(attended.reshape(b, n, -1)), self.dropout_rate, keys[0])
-        h = self.norm2(x) * (1 + scale2) + shift2
+        h = self._modulated_norm(self.norm2, x, shift2, scale2)
         h = dropout(jax.nn.gelu(self.fc1(h), approximate=False), self.dropout_rate, keys[1])
         return x + gate2 * dropout(self.fc2(h), self.dropout_rate, keys[2])
+
+    def _modulated_norm(self, norm: nnx.LayerNorm, x, shift, scale):
+        if self.layout == "official":
+            return norm(_layer_norm_no_affine(x) * (1 + scale) + shift)
+        return norm(x) * (1 + scale) + shift

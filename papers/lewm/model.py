@@ -43,6 +43,11 @@ class LeWMConfig:
     predictor_mlp: int = 2048
     history: int = 3
     dropout: float = 0.1
+    # The official code's choices (papers/lewm/README.md, "Differences"): "official", 0.1, 1.0. Defaults keep
+    # the layout every measured LeWM number so far was trained with, until the two are compared on the GPU.
+    predictor_layout: str = "dit"
+    attention_dropout: float = 0.0
+    predictor_pos_std: float = 0.02
     action_dim: int = 2
     frameskip: int = 5
 
@@ -93,10 +98,12 @@ class LeWM(nnx.Module):
         self.encoder = ViT(vit, rngs)
         self.projector = ProjectorMLP(config.encoder_width, config.projector_hidden, d, rngs)
         self.action_embedder = ActionEmbedder(config.action_block_dim, d, rngs)
-        self.predictor_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, config.history, d)))
+        self.predictor_pos = nnx.Param(config.predictor_pos_std
+                                       * jax.random.normal(rngs.params(), (1, config.history, d)))
         self.predictor = nnx.List([
             AdaLNZeroBlock(d, config.predictor_heads, config.predictor_head_dim, config.predictor_mlp,
-                           config.dropout, rngs) for _ in range(config.predictor_depth)])
+                           config.dropout, rngs, layout=config.predictor_layout,
+                           attention_dropout=config.attention_dropout) for _ in range(config.predictor_depth)])
         self.predictor_norm = nnx.LayerNorm(d, epsilon=1e-6, rngs=rngs)
         self.pred_proj = ProjectorMLP(d, config.projector_hidden, d, rngs)
 
