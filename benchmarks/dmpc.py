@@ -45,6 +45,7 @@ import sys
 import time
 
 from benchmarks import common
+from core import metrics
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
 STAGES = ("experts", "evaluate", "ankle")
@@ -58,11 +59,6 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
-def _write_json(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1, default=float)
-    os.replace(path + ".tmp", path)
 
 
 def next_stage(env_name: str, keep: str) -> str | None:
@@ -95,7 +91,7 @@ def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, g
     def save(update):
         result.update(update)
         result.setdefault("stage_seconds", {})
-        _write_json(json_path, dict(result, config=config.to_dict()))
+        metrics.write_json(json_path, dict(result, config=config.to_dict()))
 
     started = time.perf_counter()
     if stage == "experts":

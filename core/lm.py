@@ -74,12 +74,8 @@ def _mean_nll_and_unit_grads(hidden, head, labels, chunk_length):
         logits = _chunk_logits(h, head)
         lse = jax.nn.logsumexp(logits, axis=-1)
         nll = (lse - jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]) * w
-        probs = jnp.exp(logits - lse[..., None])
-        scale = w / (batch * length)
-        dlogits = ((probs - jax.nn.one_hot(y, head.shape[1], dtype=probs.dtype)) * scale[..., None]).astype(h.dtype)
-        dh = jnp.einsum("bcv,dv->bcd", dlogits, head, preferred_element_type=jnp.float32).astype(h.dtype)
-        head_grad = head_grad + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
-        return head_grad, (nll.sum(), dh)
+        dh, d_head = _chunk_nll_grads(h, y, logits, lse, w / (batch * length), head)
+        return head_grad + d_head, (nll.sum(), dh)
 
     xs = (_chunks(hidden, chunk_length), _chunks(labels, chunk_length), real)
     head_grad, (sums, dh) = jax.lax.scan(one, jnp.zeros(head.shape, jnp.float32), xs)
@@ -133,6 +129,15 @@ def _chunk_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
     return jnp.einsum("bcd,dv->bcv", hidden, head).astype(jnp.float32)
 
 
+def _chunk_nll_grads(h, y, logits, lse, weight, head):
+    """Gradients of sum(weight * nll) over one chunk w.r.t. its hidden states (compute dtype) and the head (f32):
+    d nll / d logits = softmax - onehot, cast to the compute dtype for the two backward matmuls."""
+    probs = jnp.exp(logits - lse[..., None])
+    dlogits = ((probs - jax.nn.one_hot(y, head.shape[1], dtype=probs.dtype)) * weight[..., None]).astype(h.dtype)
+    dh = jnp.einsum("bcv,dv->bcd", dlogits, head, preferred_element_type=jnp.float32).astype(h.dtype)
+    return dh, jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
+
+
 def _chunked_nll_fwd(hidden, head, labels, chunk_length):
     def one(args):
         h, y = args
@@ -150,13 +155,9 @@ def _chunked_nll_bwd(chunk_length, residuals, g):
 
     def one(head_grad, args):
         h, y, lse_c, g_c = args
-        # Recompute the chunk's logits instead of storing [B, T, V]; d nll / d logits = softmax - onehot.
-        probs = jnp.exp(_chunk_logits(h, head) - lse_c[..., None])
-        dlogits = (probs - jax.nn.one_hot(y, head.shape[1], dtype=probs.dtype)) * g_c[..., None]
-        dlogits = dlogits.astype(h.dtype)
-        dh = jnp.einsum("bcv,dv->bcd", dlogits, head, preferred_element_type=jnp.float32).astype(h.dtype)
-        head_grad = head_grad + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
-        return head_grad, dh
+        # Recompute the chunk's logits instead of storing [B, T, V].
+        dh, d_head = _chunk_nll_grads(h, y, _chunk_logits(h, head), lse_c, g_c, head)
+        return head_grad + d_head, dh
 
     xs = tuple(_chunks(a, chunk_length) for a in (hidden, labels, lse, g.astype(jnp.float32)))
     head_grad, dh = jax.lax.scan(one, jnp.zeros(head.shape, jnp.float32), xs)
