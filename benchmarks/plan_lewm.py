@@ -4,6 +4,7 @@ episodes, 95% Wilson intervals), one-plan time and surprise p-values, in one com
     python -m benchmarks.plan_lewm --tworoom_minutes 4 --pusht_minutes 2     # GPU
     python -m benchmarks.plan_lewm --smoke                                   # CPU check
     python -m benchmarks.plan_lewm --oracle --envs pusht,tworoom             # CEM over the true simulator
+    python -m benchmarks.plan_lewm --envs reacher --previous benchmarks/results/lewm.json   # Reacher only (GPU)
 
 `--oracle` trains nothing: it plans the protocol's episodes (eval.seed, Wilson intervals) with the same CEM but
 the true simulator as the model and a state cost (papers.lewm.planning.SIMULATOR), i.e. what the environment
@@ -40,7 +41,7 @@ def keep_other_envs(out: dict, previous: dict, ran: set[str]) -> None:
 
 def main(argv=None):
     parser = common.arg_parser(__doc__)
-    for env, minutes in (("tworoom", 4.0), ("pusht", 2.0)):
+    for env, minutes in (("tworoom", 4.0), ("pusht", 2.0), ("reacher", 4.0)):
         parser.add_argument(f"--{env}_minutes", type=float, default=minutes, help=f"training budget of {env} (0: skip)")
     parser.add_argument("--steps_per_s", type=float, default=14.0, help="train steps/s (benchmarks.train_lewm)")
     parser.add_argument("--learning_rate", type=float, default=3e-4,
@@ -54,7 +55,8 @@ def main(argv=None):
                         "date and command under `runs`")
     parser.add_argument("--workdir", default="/tmp/plan_lewm", help="scratch: checkpoints per env")
     parser.add_argument("--oracle", action="store_true", help="CEM over the true simulator instead of a trained model")
-    parser.add_argument("--envs", default="pusht,tworoom", help="--oracle: comma list of environments")
+    parser.add_argument("--envs", default="pusht,tworoom", help="comma list of environments (trained: those with "
+                        "a positive --<env>_minutes)")
     parser.add_argument("--episodes", type=int, default=0, help="--oracle: episodes (0: the config's eval.num_episodes)")
     parser.add_argument("--chunk", type=int, default=0, help="--oracle: episodes per jitted call (0: all at once)")
     parser.add_argument("--max_minutes", type=float, default=0.0,
@@ -69,7 +71,8 @@ def main(argv=None):
     from core import config as config_lib, metrics
     from papers.lewm import evaluate, train
 
-    minutes = {env: getattr(args, f"{env}_minutes") for env in ("tworoom", "pusht")}
+    chosen = set(filter(None, args.envs.split(",")))
+    minutes = {env: getattr(args, f"{env}_minutes") for env in ("tworoom", "pusht", "reacher") if env in chosen}
     out = common.run_info("plan_lewm", args, success={}, note=args.note, success_vs_steps={}, plan_s={},
                           plan_s_per_env_step={}, surprise={}, seconds={}, config={})
     ran = {env for env, m in minutes.items() if m > 0}

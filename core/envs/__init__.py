@@ -1,8 +1,9 @@
-"""JAX-native pixel environments rendered on device (TwoRoom, Push-T) for LeWM-style world models.
+"""JAX-native pixel environments rendered on device (TwoRoom, Push-T, Reacher) for LeWM-style world models.
 
 Everything here is a pure function of arrays, so it jits, vmaps over environments and scans over time.
 
-Environment contract (``TwoRoom`` in ``core.envs.two_room``, ``PushT`` in ``core.envs.push_t``)
+Environment contract (``TwoRoom`` in ``core.envs.two_room``, ``PushT`` in ``core.envs.push_t``, ``Reacher`` in
+``core.envs.reacher``, a two-link arm whose goal is a joint configuration)
 -------------------------------------------------------------------------------------------------
 An environment is a frozen, hashable dataclass of *static* parameters (sizes, speeds, thresholds), so it can
 be closed over or passed as a static argument to ``jax.jit``. Its methods are pure:
@@ -58,9 +59,10 @@ Registry: ``ENVS`` maps one spelling of each name to its class; ``make_env(name,
 
 from core.envs import render, rollout
 from core.envs.push_t import PushT, PushTState
+from core.envs.reacher import Reacher, ReacherState
 from core.envs.two_room import TwoRoom, TwoRoomState
 
-ENVS = {"tworoom": TwoRoom, "pusht": PushT}
+ENVS = {"tworoom": TwoRoom, "pusht": PushT, "reacher": Reacher}
 
 
 def make_env(name: str, **params):
@@ -70,4 +72,4 @@ def make_env(name: str, **params):
     return ENVS[name](**params)
 
 
-__all__ = ["ENVS", "PushT", "PushTState", "TwoRoom", "TwoRoomState", "make_env", "render", "rollout"]
+__all__ = ["ENVS", "PushT", "PushTState", "Reacher", "ReacherState", "TwoRoom", "TwoRoomState", "make_env", "render", "rollout"]

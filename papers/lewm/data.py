@@ -133,6 +133,15 @@ def next_clips(env, states: Any, key: Array, num_frames: int = 4, frameskip: int
     return jax.tree.map(lambda x: x[:, -1], traj.states), Clips(frames, actions, clip_states)
 
 
+def action_statistics(batch_fn, num_batches: int, action_dim: int) -> tuple[Array, Array]:
+    """Per-column mean and std of the actions in the training batches 0..num_batches-1 (what the trainer
+    sees first; batches are pure functions of the step): the official code's StandardScaler, fitted on a sample
+    of the training data. A constant column gets std 1 (as sklearn's scaler), so the z-score stays finite."""
+    actions = jnp.concatenate([batch_fn(step)["actions"].reshape(-1, action_dim) for step in range(num_batches)])
+    mean, std = jnp.mean(actions, 0), jnp.std(actions, 0)
+    return mean, jnp.where(std < 1e-6, 1.0, std)
+
+
 VOE_VARIANTS = ("none", "colour", "teleport")
 
 

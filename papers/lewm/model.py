@@ -9,6 +9,9 @@ API (used by training, planning, surprise):
         causal: output t predicts the embedding of frame t + 1 from frames ≤ t and action blocks ≤ t
     model.rollout(z_hist[B, H, D], past_blocks[B, H-1, fA], plan_blocks[B, N, fA]) -> z_future[B, N, D]
         autoregressive over the plan with a sliding window of `history` frames
+    Action blocks are always raw (as the env takes them); with config.action_standardization the model z-scores
+    them per action column inside `predict` with statistics stored in the model (set_action_statistics, saved
+    in checkpoints), so CEM samples raw actions while the predictor sees standardised ones (the official code).
 Sizes of the reference configuration (2-D actions): 18,034,478 parameters.
 """
 
@@ -50,6 +53,9 @@ class LeWMConfig:
     predictor_pos_std: float = 0.02
     action_dim: int = 2
     frameskip: int = 5
+    # The official code z-scores actions with the training data's per-column statistics before the action
+    # encoder; off by default so the TwoRoom / Push-T models and numbers keep their meaning.
+    action_standardization: bool = False
 
     @classmethod
     def smoke(cls, **overrides) -> "LeWMConfig":
@@ -89,6 +95,23 @@ class ActionEmbedder(nnx.Module):
         return self.fc2(jax.nn.silu(self.fc1(self.pointwise(blocks))))
 
 
+class ActionStatistic(nnx.Variable):
+    """Per-column action mean / std of the training data: model state, saved with the weights, never trained
+    and never cast (precision.cast_params casts nnx.Param only)."""
+
+
+def standardize_actions(blocks: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """Action blocks [..., frameskip * A] z-scored per action column (mean, std: [A]), in f32."""
+    a = blocks.astype(jnp.float32).reshape(blocks.shape[:-1] + (-1, mean.shape[-1]))
+    return ((a - mean) / std).reshape(blocks.shape)
+
+
+def unstandardize_actions(blocks: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """The inverse of ``standardize_actions``."""
+    a = blocks.astype(jnp.float32).reshape(blocks.shape[:-1] + (-1, mean.shape[-1]))
+    return (a * std + mean).reshape(blocks.shape)
+
+
 class LeWM(nnx.Module):
     def __init__(self, config: LeWMConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -106,6 +129,24 @@ class LeWM(nnx.Module):
                            attention_dropout=config.attention_dropout) for _ in range(config.predictor_depth)])
         self.predictor_norm = nnx.LayerNorm(d, epsilon=1e-6, rngs=rngs)
         self.pred_proj = ProjectorMLP(d, config.projector_hidden, d, rngs)
+        if config.action_standardization:       # identity until set_action_statistics (absent when off, so
+            #                                     checkpoints without it keep their structure)
+            self.action_mean = ActionStatistic(jnp.zeros((config.action_dim,), jnp.float32))
+            self.action_std = ActionStatistic(jnp.ones((config.action_dim,), jnp.float32))
+
+    def set_action_statistics(self, mean: jax.Array, std: jax.Array) -> None:
+        """Stores the training data's per-column action mean and std (config.action_standardization only)."""
+        if not self.config.action_standardization:
+            raise ValueError("set_action_statistics needs model.action_standardization=True in the config.")
+        shape = (self.config.action_dim,)
+        self.action_mean.value = jnp.asarray(mean, jnp.float32).reshape(shape)
+        self.action_std.value = jnp.asarray(std, jnp.float32).reshape(shape)
+
+    def model_actions(self, action_blocks: jax.Array) -> jax.Array:
+        """Raw action blocks as the action encoder takes them: standardised when the config asks for it."""
+        if not self.config.action_standardization:
+            return action_blocks
+        return standardize_actions(action_blocks, self.action_mean[...], self.action_std[...])
 
     def _pixels(self, pixels):
         x = pixels.astype(jnp.float32) / 255.0 if pixels.dtype == jnp.uint8 else pixels.astype(jnp.float32)
@@ -128,7 +169,7 @@ class LeWM(nnx.Module):
         if steps > self.config.history:
             raise ValueError(f"The predictor takes at most {self.config.history} frames, got {steps}.")
         x = z_hist.astype(self.predictor_pos[...].dtype) + self.predictor_pos[...][:, :steps]
-        condition = self.action_embedder(action_blocks.astype(x.dtype))
+        condition = self.action_embedder(self.model_actions(action_blocks).astype(x.dtype))
         keys = (jax.random.split(dropout_key, len(self.predictor)) if dropout_key is not None
                 else [None] * len(self.predictor))
         for block, key in zip(self.predictor, keys):

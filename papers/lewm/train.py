@@ -13,7 +13,7 @@ from flax import nnx
 
 from core import train as train_lib
 from core.losses.sigreg import sigreg
-from papers.lewm.data import make_batch_fn
+from papers.lewm.data import action_statistics, make_batch_fn
 from papers.lewm.model import LeWM, LeWMConfig
 
 
@@ -40,7 +40,11 @@ def make_loss_fn(config: ml_collections.ConfigDict):
 
 def train_lewm(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
     model = LeWM(model_config(config), rngs=nnx.Rngs(params=config.train.seed))
-    return train_lib.train(config, workdir, model, make_loss_fn(config), make_batch_fn(config))
+    batches = make_batch_fn(config)
+    if model.config.action_standardization:   # statistics of the training data, saved with the weights
+        model.set_action_statistics(*action_statistics(batches, config.data.get("action_stats_batches", 8),
+                                                       model.config.action_dim))
+    return train_lib.train(config, workdir, model, make_loss_fn(config), batches)
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LeWM:
