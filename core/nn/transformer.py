@@ -33,6 +33,7 @@ from flax import nnx
 
 from kernels_pallas.fused_gemv import ops as fused_gemv_ops
 from kernels_pallas.tree_attention import ops as tree_attention_ops
+from kernels_pallas.tree_attention import reference as tree_attention_reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class TransformerConfig:
     attention_impl: str = "xla"        # training attention: "xla" or "cudnn" (GPU, bf16)
     cache_attention: str = "auto"      # cached attention backend: "auto" (Pallas on GPU), "pallas", "reference"
     decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", or "pallas" (norm/SwiGLU/residual fused in)
+    # Cached forwards (prefill / decode / verify / verify_tree): "default", or "invariant": every token's logits
+    # computed with one reduction order whatever the number of tokens in the call, the batch, the cache length
+    # and the token's slot in a tree (so greedy speculative decoding equals greedy AR bit for bit); slower.
+    numerics: str = "default"
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -61,6 +66,8 @@ class TransformerConfig:
             raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}.")
         if self.decode_kernel not in ("xla", "pallas"):
             raise ValueError(f"decode_kernel must be 'xla' or 'pallas', got {self.decode_kernel!r}.")
+        if self.numerics not in ("default", "invariant"):
+            raise ValueError(f"numerics must be 'default' or 'invariant', got {self.numerics!r}.")
 
 
 def param_count(config: TransformerConfig) -> int:
@@ -212,6 +219,8 @@ class Transformer(nnx.Module):
 
     def forward_cached(self, tokens, positions, cache: KVCache, ancestor_mask):
         """Runs tokens[B, T] at RoPE positions[B, T], writing their KV at slots lengths + i."""
+        if self.config.numerics == "invariant":
+            return _forward_cached_invariant(self, tokens, positions, cache, ancestor_mask)
         x = self._embed(tokens)
         ks, vs = [], []
         for layer, k_cache, v_cache in zip(self.layers, cache.k, cache.v):
@@ -222,6 +231,132 @@ class Transformer(nnx.Module):
             ks.append(k_cache)
             vs.append(v_cache)
         return self._logits(x), KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# numerics="invariant": batch-, length- and layout-invariant cached forward.
+#
+# A token's logits must not depend on how many tokens share the call (decode: 1, verify: K + 1, tree: N), on
+# the batch, on the cache length or on the slot a tree node sits in. XLA picks matmul algorithms (tiles,
+# split-K) per shape, and a reduction's grouping depends on its length, so:
+#   * every projection is kernels_pallas.fused_gemv with a fixed 16-row tile (row_block): each row is reduced
+#     by the same [16, block_k] x [block_k, block_n] program, block_k chunks in order, f32 accumulation, the
+#     RMSNorm statistic per row inside the kernel;
+#   * attention has no dot_general: scores and weighted sums are multiply + reduce over fixed-length axes (D,
+#     64-slot blocks, a W-slot tail), and blocks are added in slot order by an unrolled chain of adds (XLA does
+#     not reassociate floating-point adds). Masked slots add exact zeros, so extra blocks (a longer cache)
+#     change nothing;
+#   * a query at position p reads its keys in the layout autoregressive decoding has: the "bulk" [0, B(p)),
+#     B(p) = 64 * floor((p - MAX_DEPTH) / 64) <= lengths, straight from the cache (all prefix), then a tail of
+#     TAIL slots gathered in AR order (prefix slots >= B(p), then the query's ancestors by depth), so a tree
+#     node at slot lengths + i sees exactly the vector a decode step at its position sees.
+INVARIANT_ROW_BLOCK = 16
+INVARIANT_BLOCK = 64          # slots per bulk block
+INVARIANT_MAX_DEPTH = 64      # tree depth up to which the tail holds every in-round ancestor
+INVARIANT_TAIL = INVARIANT_MAX_DEPTH + INVARIANT_BLOCK
+
+
+def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, eps=1e-5):
+    """x[..., d] -> [..., n] through the row-tiled fused GEMV (norm / SwiGLU / residual fused as in decode_step)."""
+    lead, dim = x.shape[:-1], x.shape[-1]
+    block_k = next(b for b in (256, 128, 64, 32, 16, 8, dim) if dim % b == 0 and b <= dim)
+    flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])
+    out = fused_gemv_ops.fused_gemv(flat(x), w.astype(x.dtype), norm_scale, flat(residual), None if up is None else
+                                    up.astype(x.dtype), swiglu=up is not None, eps=eps,
+                                    row_block=INVARIANT_ROW_BLOCK, block_k=block_k)
+    return out.reshape(*lead, out.shape[-1])
+
+
+def _ordered_sum(parts: jax.Array) -> jax.Array:
+    """Sum over the last axis as a left-to-right chain of adds: a grouping fixed by slot order, not length."""
+    total = parts[..., 0]
+    for i in range(1, parts.shape[-1]):
+        total = total + parts[..., i]
+    return total
+
+
+def _ancestors_by_depth(ancestor_mask: jax.Array) -> jax.Array:
+    """int32[T, T]: entry [i, j] = the node at depth j on node i's path (nodes listed after their parents)."""
+    mask = jnp.asarray(ancestor_mask, bool)
+    rank = jnp.cumsum(mask, axis=-1) - 1                                   # depth of each ancestor
+    hits = mask[:, None, :] & (rank[:, None, :] == jnp.arange(mask.shape[-1])[None, :, None])
+    return jnp.argmax(hits, axis=-1).astype(jnp.int32)
+
+
+def invariant_attention(q, k_cache, v_cache, lengths, positions, ancestor_mask):
+    """tree_attention's contract (q[B,T,Hq,D] over the cache, prefix lengths[B], bool[T,T] ancestor mask, query
+    positions[B, T] = lengths + depth) with a reduction order that depends only on the query's position and the
+    keys it sees (see the section comment)."""
+    batch, num_nodes, num_q_heads, head_dim = q.shape
+    num_slots, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group, block, tail = num_q_heads // num_kv_heads, INVARIANT_BLOCK, INVARIANT_TAIL
+    if num_slots % block:
+        raise ValueError(f"numerics='invariant' needs a cache length divisible by {block}, got {num_slots}.")
+    f32 = jnp.float32
+    qg = q.reshape(batch, num_nodes, num_kv_heads, group, head_dim).astype(f32).transpose(0, 2, 3, 1, 4)
+    qg = qg * head_dim ** -0.5                                             # [B, kv, G, T, D]
+    bulk_end = jnp.maximum(positions - INVARIANT_MAX_DEPTH, 0) // block * block   # [B, T]
+    # Bulk: slots < bulk_end (all committed prefix when depth <= MAX_DEPTH), 64-slot blocks.
+    visible = tree_attention_reference.visibility(lengths, ancestor_mask, num_slots)          # [B, T, S]
+    bulk_mask = (visible & (jnp.arange(num_slots)[None, None] < bulk_end[:, :, None]))[:, None, None]
+    keys = k_cache.astype(f32).transpose(0, 2, 1, 3)                       # [B, kv, S, D]
+    values_t = v_cache.astype(f32).transpose(0, 2, 3, 1)                   # [B, kv, D, S]
+    scores = jnp.sum(qg[:, :, :, :, None, :] * keys[:, :, None, None], -1)  # [B, kv, G, T, S]
+    # Tail: TAIL slots in AR order: AR position a = bulk_end + t is prefix slot a, or the ancestor at depth
+    # a - lengths (tree slot lengths + that node), visible while a <= position.
+    ancestors = _ancestors_by_depth(ancestor_mask)                          # [T, T]
+    ar_pos = bulk_end[:, :, None] + jnp.arange(tail)[None, None]            # [B, T, W]
+    depth_in_round = jnp.clip(ar_pos - lengths[:, None, None], 0, num_nodes - 1)
+    node = jnp.take_along_axis(jnp.broadcast_to(ancestors[None], (batch,) + ancestors.shape), depth_in_round, 2)
+    source = jnp.where(ar_pos < lengths[:, None, None], ar_pos, lengths[:, None, None] + node)
+    source = jnp.clip(source, 0, num_slots - 1).reshape(batch, 1, num_nodes * tail)
+    tail_mask = (ar_pos <= positions[:, :, None])[:, None, None]           # [B, 1, 1, T, W]
+    gather = lambda cache: jnp.take_along_axis(cache.astype(f32).transpose(0, 2, 1, 3), source[..., None], 2)
+    tail_keys = gather(k_cache).reshape(batch, num_kv_heads, num_nodes, tail, head_dim)
+    tail_values = gather(v_cache).reshape(batch, num_kv_heads, num_nodes, tail, head_dim)
+    tail_scores = jnp.sum(qg[:, :, :, :, None, :] * tail_keys[:, :, None], -1)     # [B, kv, G, T, W]
+    # Softmax with one max over everything visible (max is exact in any order), sums in slot order.
+    neg = -jnp.inf
+    m = jnp.maximum(jnp.max(jnp.where(bulk_mask, scores, neg), -1), jnp.max(jnp.where(tail_mask, tail_scores, neg), -1))
+    p = jnp.where(bulk_mask, jnp.exp(scores - m[..., None]), 0.0)
+    p_tail = jnp.where(tail_mask, jnp.exp(tail_scores - m[..., None]), 0.0)
+    nb = num_slots // block
+    p_blocks = p.reshape(*p.shape[:-1], nb, block)                          # [B, kv, G, T, nb, 64]
+    v_blocks = values_t.reshape(batch, num_kv_heads, head_dim, nb, block)   # [B, kv, D, nb, 64]
+    l_blocks = jnp.sum(p_blocks, -1)                                        # [B, kv, G, T, nb]
+    acc_blocks = jnp.sum(p_blocks[:, :, :, :, None] * v_blocks[:, :, None, None], -1)   # [B, kv, G, T, D, nb]
+    l = _ordered_sum(l_blocks) + jnp.sum(p_tail, -1)
+    tail_values_t = jnp.swapaxes(tail_values, -1, -2)                       # [B, kv, T, D, W]
+    acc = _ordered_sum(acc_blocks) + jnp.sum(p_tail[:, :, :, :, None] * tail_values_t[:, :, None], -1)
+    out = acc / l[..., None]                                                # [B, kv, G, T, D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(batch, num_nodes, num_q_heads, head_dim).astype(q.dtype)
+
+
+def _forward_cached_invariant(model, tokens, positions, cache: KVCache, ancestor_mask):
+    """Transformer.forward_cached with numerics="invariant" (same cache writes and outputs, up to rounding)."""
+    cfg = model.config
+    h, kv, hd, d, eps = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model, cfg.norm_eps
+    batch, num_tokens = tokens.shape
+    x = model._embed(tokens)
+    ks, vs = [], []
+    for layer, k_cache, v_cache in zip(model.layers, cache.k, cache.v):
+        a, mlp = layer.attention, layer.mlp
+        scale = layer.attention_norm.scale[...]
+        project = lambda w, heads: _invariant_matmul(x, w[...].reshape(d, -1), scale, eps=eps).reshape(
+            batch, num_tokens, heads, hd)
+        q = rope(project(a.wq, h), positions, cfg.rope_theta)
+        k = rope(project(a.wk, kv), positions, cfg.rope_theta)
+        v = project(a.wv, kv)
+        k_cache, v_cache = _write(k_cache, k, cache.lengths), _write(v_cache, v, cache.lengths)
+        out = invariant_attention(q, k_cache, v_cache, cache.lengths, positions, ancestor_mask)
+        x = _invariant_matmul(out.reshape(batch, num_tokens, h * hd).astype(x.dtype), a.wo[...].reshape(h * hd, d),
+                              residual=x)
+        hidden = _invariant_matmul(x, mlp.w_gate[...], layer.mlp_norm.scale[...], up=mlp.w_up[...], eps=eps)
+        x = _invariant_matmul(hidden, mlp.w_down[...], residual=x)
+        ks.append(k_cache)
+        vs.append(v_cache)
+    logits = _invariant_matmul(x, model.output_projection(), model.final_norm.scale[...], eps=eps)
+    return logits, KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths)
 
 
 def _causal(num_tokens: int) -> jax.Array:

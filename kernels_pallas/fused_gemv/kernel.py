@@ -74,42 +74,58 @@ def _kernel(*refs, norm: bool, swiglu: bool, residual: bool, block_k: int, eps: 
     o_ref[...] = y
 
 
-@functools.partial(jax.jit, static_argnames=("swiglu", "eps", "block_n", "block_k", "interpret", "num_warps"))
-def fused_gemv(x, w, norm_scale=None, residual=None, *, swiglu: bool = False, eps: float = 1e-5,
-               block_n: int | None = None, block_k: int = 256, interpret: bool = False, num_warps: int = 4):
+@functools.partial(jax.jit, static_argnames=("swiglu", "eps", "block_n", "block_k", "interpret", "num_warps",
+                                             "row_block"))
+def fused_gemv(x, w, norm_scale=None, residual=None, up=None, *, swiglu: bool = False, eps: float = 1e-5,
+               block_n: int | None = None, block_k: int = 256, interpret: bool = False, num_warps: int = 4,
+               row_block: int | None = None):
     """Same contract as reference.fused_gemv; d must be a multiple of block_k and the output width (m for
     swiglu) of block_n. block_n None: 32 columns per program where that still gives >= 128 programs (about
-    one per SM of an H100/H200, so every SM streams weights), else 16."""
+    one per SM of an H100/H200, so every SM streams weights), else 16.
+
+    up: with swiglu, the up matrix [d, m] as its own array (w is then the gate [d, m]), else w = [gate | up].
+    row_block: None pads all rows into one tile (rows = next power of two >= 16). An int R tiles the rows in
+    blocks of R (a second grid axis): every row is then computed by the same [R, block_k] x [block_k, block_n]
+    program whatever the number of rows, so a row's result does not depend on how many rows the call has
+    (batch-invariant; core.nn.transformer's numerics="invariant")."""
     batch, dim = x.shape
-    width = w.shape[1] // 2 if swiglu else w.shape[1]
+    if up is not None and (not swiglu or up.shape != w.shape):
+        raise ValueError(f"fused_gemv's up matrix needs swiglu=True and w's shape; got up {up.shape}, w {w.shape}.")
+    width = w.shape[1] // 2 if swiglu and up is None else w.shape[1]
     block_k = min(block_k, dim)
     if block_n is None:
         block_n = 32 if width % 32 == 0 and width // 32 >= 128 else 16
     if dim % block_k or width % block_n or w.shape[0] != dim:
         raise ValueError(f"fused_gemv needs x [B, d] and w [d, n] with d % block_k == 0 and the output width % "
                          f"block_n == 0; got x {x.shape}, w {w.shape}, block_k {block_k}, block_n {block_n}.")
-    rows = max(MIN_ROWS, pl.next_power_of_2(batch))
+    if row_block is None:
+        rows = tile_rows = max(MIN_ROWS, pl.next_power_of_2(batch))
+    else:
+        tile_rows, rows = row_block, -(-batch // row_block) * row_block
     pad = lambda a: jnp.pad(a, ((0, rows - batch), (0, 0)))
     norm, res = norm_scale is not None, residual is not None
     operands = [pad(x)]
-    in_specs = [pl.BlockSpec((rows, dim), lambda j: (0, 0))]
+    in_specs = [pl.BlockSpec((tile_rows, dim), lambda i, j: (i, 0))]
     if norm:
         operands.append(norm_scale)
-        in_specs.append(pl.BlockSpec((dim,), lambda j: (0,)))
+        in_specs.append(pl.BlockSpec((dim,), lambda i, j: (0,)))
     operands.append(w)
-    in_specs.append(pl.BlockSpec((dim, block_n), lambda j: (0, j)))
-    if swiglu:                      # the up half of [gate | up]: same array, blocks shifted by width
+    in_specs.append(pl.BlockSpec((dim, block_n), lambda i, j: (0, j)))
+    if swiglu and up is not None:
+        operands.append(up)
+        in_specs.append(pl.BlockSpec((dim, block_n), lambda i, j: (0, j)))
+    elif swiglu:                    # the up half of [gate | up]: same array, blocks shifted by width
         operands.append(w)
-        in_specs.append(pl.BlockSpec((dim, block_n), lambda j: (0, j + width // block_n)))
+        in_specs.append(pl.BlockSpec((dim, block_n), lambda i, j: (0, j + width // block_n)))
     if res:
         operands.append(pad(residual.astype(x.dtype)))
-        in_specs.append(pl.BlockSpec((rows, block_n), lambda j: (0, j)))
+        in_specs.append(pl.BlockSpec((tile_rows, block_n), lambda i, j: (i, j)))
     kernel = functools.partial(_kernel, norm=norm, swiglu=swiglu, residual=res, block_k=block_k, eps=eps)
     out = pl.pallas_call(
         kernel,
-        grid=(width // block_n,),
+        grid=(rows // tile_rows, width // block_n),
         in_specs=in_specs,
-        out_specs=pl.BlockSpec((rows, block_n), lambda j: (0, j)),
+        out_specs=pl.BlockSpec((tile_rows, block_n), lambda i, j: (i, j)),
         out_shape=jax.ShapeDtypeStruct((rows, width), x.dtype),
         interpret=interpret,
         compiler_params=None if interpret else _triton_params(num_warps),

@@ -3,7 +3,7 @@
 fused_gemv(x[B, d], w[d, n or 2m], norm_scale=None, residual=None, swiglu=False, eps):
   h = rms_norm(x) * norm_scale (computed in f32, cast back to x's dtype) when norm_scale is given, else x
   y = h @ w                                  (f32 accumulation, x's dtype out)
-  swiglu: w = [gate | up] (m columns each)  -> y = silu(h @ gate) * (h @ up)
+  swiglu: w = [gate | up] (m columns each)  -> y = silu(h @ gate) * (h @ up); or w = gate and up given
   residual: y = residual + y
 """
 
@@ -20,8 +20,10 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 
 def fused_gemv(x: jax.Array, w: jax.Array, norm_scale: jax.Array | None = None, residual: jax.Array | None = None,
-               *, swiglu: bool = False, eps: float = 1e-5) -> jax.Array:
+               up: jax.Array | None = None, *, swiglu: bool = False, eps: float = 1e-5) -> jax.Array:
     h = x if norm_scale is None else rms_norm(x, norm_scale, eps)
+    if up is not None:      # swiglu with separate gate (w) and up matrices
+        w = jnp.concatenate([w, up], 1)
     y = jnp.dot(h, w, preferred_element_type=jnp.float32)
     if swiglu:
         half = w.shape[1] // 2

@@ -1,0 +1,130 @@
+"""numerics="invariant" (core.nn.transformer): bf16 logits of a token do not depend on how it is computed.
+
+* The row-tiled fused GEMV (kernels_pallas.fused_gemv, row_block) gives a row the same bits in a 1-row call
+  and in a 40-row call, and equals the reference.
+* Random bf16 model, CPU: the logits of a chain verify (K + 1 tokens) and of a tree verify (16 nodes, each
+  path replayed by one-token decode steps, a different cache layout) are bit-identical to the decode steps'
+  for the same prefix. The same check in the default mode finds a difference on the tree (this config, jax
+  0.11.2 CPU), so the comparison has power.
+* Through papers.ssd.engine: greedy chain SD and tree SD equal greedy AR token for token in bf16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from core.nn import transformer as tfm
+from kernels_pallas.fused_gemv import kernel as gemv_kernel, reference as gemv_reference
+from papers.ssd import engine, tree as tree_lib
+
+CONFIG = tfm.TransformerConfig(vocab_size=512, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64,
+                               mlp_dim=768, max_seq_len=256, tie_embeddings=False)
+TREE = tree_lib.tree_from_branching((3, 2, 1))
+
+
+def bf16_split(config, seed=0, noise=0.0):
+    """(graphdef, bf16 state) of a random model; noise > 0 perturbs the weights (a draft close to the target)."""
+    graphdef, state = nnx.split(tfm.Transformer(config, rngs=nnx.Rngs(0)))
+    keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(state))))
+    state = jax.tree.map(lambda a: (a + noise * a.std() * jax.random.normal(next(keys), a.shape)).astype(jnp.bfloat16),
+                         state)
+    return graphdef, state
+
+
+@functools.cache
+def model(numerics: str):
+    return nnx.merge(*bf16_split(dataclasses.replace(CONFIG, numerics=numerics)))
+
+
+def test_row_tiled_gemv_is_batch_invariant():
+    ks = jax.random.split(jax.random.key(0), 5)
+    x = jax.random.normal(ks[0], (40, 128), jnp.bfloat16)
+    scale = (1 + 0.1 * jax.random.normal(ks[1], (128,))).astype(jnp.bfloat16)
+    gate, up = [(jax.random.normal(k, (128, 96)) / 8).astype(jnp.bfloat16) for k in ks[2:4]]
+    residual = jax.random.normal(ks[4], (40, 96), jnp.bfloat16)
+    call = functools.partial(gemv_kernel.fused_gemv, row_block=16, block_k=32, interpret=True)
+    for args, kw in (((x, gate, scale, None, up), dict(swiglu=True)), ((x, gate, None, residual), {})):
+        many = call(*args, **kw)
+        one = call(*(a[7:8] if a is not None and a.shape[0] == 40 else a for a in args), **kw)
+        assert (many[7:8] == one).all()
+        want = gemv_reference.fused_gemv(*args, **kw)
+        np.testing.assert_allclose(np.asarray(many, np.float32), np.asarray(want, np.float32), atol=0.05, rtol=0.02)
+    with pytest.raises(ValueError, match="up matrix"):
+        call(x, gate, None, None, up)
+
+
+def _decode_mismatches(lm, prompts, nodes, paths, verify_logits):
+    """Replays each path of nodes with one-token decode steps; -> count of nodes whose logits differ in bits."""
+    decode = jax.jit(tfm.decode)
+    cache = tfm.init_cache(lm.config, *prompts.shape[:1], 140, jnp.bfloat16)
+    _, cache = jax.jit(tfm.prefill)(lm, prompts, jnp.full(prompts.shape[:1], prompts.shape[1]), cache)
+    mismatches, checked = 0, set()
+    for path in paths:
+        step_cache = cache
+        for node in path:
+            logits, step_cache = decode(lm, nodes[:, node], step_cache)
+            if node not in checked:
+                checked.add(node)
+                mismatches += int((logits != verify_logits[:, node]).any())
+    return mismatches, cache
+
+
+def _paths(tree):
+    paths = []
+    for leaf in range(tree.num_nodes):
+        path = [leaf]
+        while tree.parents[path[-1]] >= 0:
+            path.append(int(tree.parents[path[-1]]))
+        paths.append(path[::-1])
+    return paths
+
+
+@pytest.mark.parametrize("numerics", ["invariant", "default"])
+def test_verify_logits_are_the_decode_steps_bits(numerics):
+    lm = model(numerics)
+    prompts = jax.random.randint(jax.random.key(1), (3, 61), 0, CONFIG.vocab_size)   # crosses a 64-slot block
+    nodes = jax.random.randint(jax.random.key(2), (3, TREE.num_nodes), 0, CONFIG.vocab_size)
+    cache = tfm.init_cache(lm.config, 3, 140, jnp.bfloat16)
+    _, cache = jax.jit(tfm.prefill)(lm, prompts, jnp.full((3,), 61), cache)
+    tree_logits, _ = jax.jit(tfm.verify_tree)(lm, nodes, jnp.asarray(TREE.depths), jnp.asarray(TREE.ancestor_mask),
+                                              cache)
+    tree_mismatches, cache = _decode_mismatches(lm, prompts, nodes, _paths(TREE), tree_logits)
+    chain_logits, _ = jax.jit(tfm.verify)(lm, nodes[:, :6], cache)
+    chain_mismatches, _ = _decode_mismatches(lm, prompts, nodes, [list(range(6))], chain_logits)
+    if numerics == "invariant":
+        assert (tree_mismatches, chain_mismatches) == (0, 0)
+    else:   # power: the default mode's tree verify sums in another order than its decode steps
+        assert tree_mismatches > 0
+
+
+def test_greedy_chain_and_tree_sd_equal_greedy_ar_in_bf16():
+    target_config = dataclasses.replace(CONFIG, numerics="invariant")
+    tg, ts = bf16_split(target_config)
+    dg, ds = bf16_split(CONFIG, seed=1, noise=0.1)      # default numerics: the draft only proposes
+    batch, prompt_len, new = 4, 20, 24
+    prompts = jax.random.randint(jax.random.key(5), (batch, prompt_len), 0, CONFIG.vocab_size)
+    lengths = jnp.array([20, 17, 9, 20], jnp.int32)
+    configs = dict(ar=engine.DecodeConfig("ar", new), chain=engine.DecodeConfig("chain", new, num_draft=3),
+                   tree=engine.DecodeConfig("tree", new, tree=tree_lib.tree_from_branching((2, 2, 1)),
+                                            tree_children="topk"))
+    out, accepted = {}, {}
+    for name, config in configs.items():
+        generate = engine.make_generate(tg, None if name == "ar" else dg, config)
+        caches = engine.init_caches(target_config, CONFIG, config, batch, prompt_len)
+        result, *_ = generate(ts, ds, *caches, prompts, lengths, jax.random.key(0))
+        out[name], accepted[name] = np.asarray(result.tokens), int(np.asarray(result.accepted).sum())
+    assert accepted["chain"] > 0 and accepted["tree"] > 0      # drafted tokens were verified at depth > 0
+    np.testing.assert_array_equal(out["chain"], out["ar"])
+    np.testing.assert_array_equal(out["tree"], out["ar"])
+
+
+def test_bad_numerics_is_one_clear_error():
+    with pytest.raises(ValueError, match="numerics"):
+        dataclasses.replace(CONFIG, numerics="exact")
