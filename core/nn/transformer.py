@@ -263,7 +263,8 @@ def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, eps=1e-5):
     flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])
     out = fused_gemv_ops.fused_gemv(flat(x), w.astype(x.dtype), norm_scale, flat(residual), None if up is None else
                                     up.astype(x.dtype), swiglu=up is not None, eps=eps,
-                                    row_block=INVARIANT_ROW_BLOCK, block_k=block_k)
+                                    row_block=INVARIANT_ROW_BLOCK, block_k=block_k,
+                                    backend="pallas" if jax.default_backend() == "gpu" else "tiled")
     return out.reshape(*lead, out.shape[-1])
 
 

@@ -15,7 +15,10 @@ def fused_gemv(x, w, norm_scale=None, residual=None, up=None, *, swiglu: bool = 
     batch-invariant results."""
     if backend == "reference":
         return reference.fused_gemv(x, w, norm_scale, residual, up, swiglu=swiglu, eps=eps)
+    if backend == "tiled":
+        return reference.fused_gemv_tiled(x, w, norm_scale, residual, up, swiglu=swiglu, eps=eps,
+                                          row_block=row_block or kernel.MIN_ROWS)
     if backend != "pallas":
-        raise ValueError(f"fused_gemv backend must be 'pallas' or 'reference', got {backend!r}.")
+        raise ValueError(f"fused_gemv backend must be 'pallas', 'tiled' or 'reference', got {backend!r}.")
     return kernel.fused_gemv(x, w, norm_scale, residual, up, swiglu=swiglu, eps=eps, row_block=row_block,
                              block_k=block_k, interpret=jax.default_backend() != "gpu")

@@ -30,3 +30,22 @@ def fused_gemv(x: jax.Array, w: jax.Array, norm_scale: jax.Array | None = None, 
         y = jax.nn.silu(y[:, :half]) * y[:, half:]
     y = y.astype(x.dtype)
     return y if residual is None else residual + y
+
+
+def fused_gemv_tiled(x: jax.Array, w: jax.Array, norm_scale: jax.Array | None = None,
+                     residual: jax.Array | None = None, up: jax.Array | None = None, *, swiglu: bool = False,
+                     eps: float = 1e-5, row_block: int = 16) -> jax.Array:
+    """fused_gemv computed one [row_block, d] tile at a time (a lax.map over tiles, one compiled body): a row's
+    result does not depend on how many rows the call has, like the kernel with row_block (for CPU runs)."""
+    batch = x.shape[0]
+    rows = -(-batch // row_block) * row_block
+    tiles = lambda a: jnp.pad(a, ((0, rows - batch), (0, 0))).reshape(rows // row_block, row_block, a.shape[1])
+    has_residual = residual is not None
+    operands = (tiles(x), tiles(residual) if has_residual else jnp.zeros((rows // row_block,), x.dtype))
+
+    def tile(args):
+        xt, rt = args
+        return fused_gemv(xt, w, norm_scale, rt if has_residual else None, up, swiglu=swiglu, eps=eps)
+
+    out = jax.lax.map(tile, operands)
+    return out.reshape(rows, out.shape[-1])[:batch]
