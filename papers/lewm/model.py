@@ -139,8 +139,8 @@ class LeWM(nnx.Module):
         if not self.config.action_standardization:
             raise ValueError("set_action_statistics needs model.action_standardization=True in the config.")
         shape = (self.config.action_dim,)
-        self.action_mean.value = jnp.asarray(mean, jnp.float32).reshape(shape)
-        self.action_std.value = jnp.asarray(std, jnp.float32).reshape(shape)
+        self.action_mean[...] = jnp.asarray(mean, jnp.float32).reshape(shape)
+        self.action_std[...] = jnp.asarray(std, jnp.float32).reshape(shape)
 
     def model_actions(self, action_blocks: jax.Array) -> jax.Array:
         """Raw action blocks as the action encoder takes them: standardised when the config asks for it."""
