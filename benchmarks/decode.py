@@ -5,6 +5,7 @@
     python -m benchmarks.decode --smoke         # CPU: tiny sizes, checks the script runs
     python -m benchmarks.decode --workdir W --skip_hf --budget_s 470   # split run, command 1: train + sweep
     python -m benchmarks.decode --workdir W --hf_only                  # command 2: our AR + the HF peer, merged
+    python -m benchmarks.decode --workdir W --invariant_only           # invariant numerics phase only, merged
 
 Training resumes from --workdir's checkpoints (papers.ssd.pair), so on a warm GPU machine a second command
 (e.g. after the 10-minute limit) skips straight to decoding and reports the first run's training figures.
@@ -20,6 +21,13 @@ Training resumes from --workdir's checkpoints (papers.ssd.pair), so on a warm GP
    and assisted generation with our draft, warm-up excluded; `ours_over_hf_compiled` = our AR tokens/s over
    that at batch 1 (`_by_batch` for each). The uncompiled static cache is kept as a labelled extra.
    `ms_per_round` per row is wall / while-loop iterations (the slowest row sets the iterations).
+4. Bit-identical greedy decoding in bf16 (`invariant_numerics`, `greedy_identical_bf16`): the target with
+   core.nn.transformer's numerics="invariant" (decode and verify reduce in one order) and in the default mode,
+   greedy AR / chain / tree over all prompts in one batch: the fraction of SD sequences equal to AR in each
+   mode, and tokens/s of both modes (that batch, and AR / chain at batch 1) as the invariant mode's cost.
+   Alone on a warm machine: `python -m benchmarks.decode --workdir W --invariant_only` (merged into the JSON).
+5. Curves: decode_batch.png (tokens/s vs batch 1..32: AR, chain, tree; --extra_batches adds points) and
+   decode_k.png (tokens/s vs K, chain SD, batch 1), drawn from the JSON's rows at the end of every run.
 Writes benchmarks/results/decode.json after every phase, so a run cut short still leaves its figures.
 """
 
@@ -60,17 +68,20 @@ def held_out_prompts(config, count: int, length: int):
 # ----------------------------------------------------------------------------------------------------------
 # Decoding.
 
-def inference_split(model, dtype):
+def inference_split(model, dtype, numerics: str = "default"):
     """(graphdef, state) with floating params cast once to `dtype`, on one device with no mesh in their types
     (core.sharding.to_single_device: else handed-back caches are typed with the training mesh and every
-    call after the first recompiles), with the graph of a freshly built model."""
+    call after the first recompiles), with the graph of a freshly built model (config.numerics = `numerics`)."""
+    import dataclasses
+
     import jax
     from flax import nnx
 
     from core import precision, sharding, train
     from core.nn import transformer as tfm
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(model.config, rngs=nnx.Rngs(0))))
+    config = dataclasses.replace(model.config, numerics=numerics)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(config, rngs=nnx.Rngs(0))))
     _, state = nnx.split(model)
     values = sharding.to_single_device(precision.cast_floating(jax.tree.leaves(state), dtype))
     return graphdef, jax.tree.unflatten(jax.tree.structure(abstract), values)
@@ -138,6 +149,7 @@ class Sweep:
         self.prompts, self.dc, self.report, self.deadline, self.device = prompts, dc, report, deadline, device
         self.rows, self.outputs, self.skipped = {}, {}, []
         self.hf_batches = ()
+        self.extra_batches = ()       # batch-sweep points after the config's (curve points, lowest priority)
         self.rows_key = "decode"      # the report key the rows are written under
 
     def record(self, name, config, batch, draft_alone=False):
@@ -193,7 +205,7 @@ def decode_phases(sweep: Sweep, hf_fn=None):
         if k != first_k:
             sweep.record(f"chain_K{k}_T0_b1", chain(k, 0.0), 1)
     summarize(sweep)
-    for batch in dc.batches:
+    for batch in tuple(dc.batches) + tuple(b for b in sweep.extra_batches if b not in dc.batches):
         if 1 < batch <= len(sweep.prompts):
             sweep.record(f"ar_T0_b{batch}", ar(0.0), batch)
             if any(f"chain_K{k}_T0_b1" in sweep.rows for k in ks):
@@ -312,6 +324,119 @@ def f32_greedy_identity(sweep: Sweep, target, draft) -> dict:
     return result
 
 
+def invariant_greedy_identity(sweep: Sweep, target, draft) -> dict:
+    """Greedy chain and tree SD vs greedy AR in bf16 with the target in numerics="invariant" (core.nn.transformer:
+    one reduction order for decode and verify) and, on the same batch in the same run, in the default mode;
+    tokens/s of both modes (all prompts in one batch, and AR / chain at batch 1), so the mode's cost is measured.
+    `greedy_identical_bf16`: the fraction of SD sequences (chain and tree pooled) equal to AR, invariant mode."""
+    import dataclasses
+
+    import numpy as np
+
+    from papers.ssd import engine, tree as tree_lib
+
+    dc, new = sweep.dc, sweep.dc.max_new_tokens
+    chains = [int(n.split("_")[1][1:]) for n in sweep.rows if n.startswith("chain") and n.endswith("_T0_b1")]
+    k = (max(chains, key=lambda k: sweep.rows[f"chain_K{k}_T0_b1"]["tokens_per_s"]) if chains
+         else sweep.report.data.get("best_k") or dc.ks[len(dc.ks) // 2])   # --invariant_only: the JSON's best K
+    configs = dict(ar=engine.DecodeConfig("ar", new), chain=engine.DecodeConfig("chain", new, num_draft=k),
+                   tree=engine.DecodeConfig("tree", new, tree=tree_lib.tree_from_branching(tuple(dc.tree_branching)),
+                                            tree_children="topk"))
+    draft_split = inference_split(draft, sweep.dtype) + (draft.config,)
+    result = dict(sequences=len(sweep.prompts), max_new_tokens=new, num_draft=k, dtype=str(sweep.dtype),
+                  tokens_per_s={}, identical={}, tokens_per_s_b1={})
+    for numerics in ("default", "invariant"):
+        tg, ts = inference_split(target, sweep.dtype, numerics)
+        models = ((tg, ts, dataclasses.replace(target.config, numerics=numerics)), draft_split)
+        outs, speeds = {}, {}
+        for name, config in configs.items():
+            row = run_decode(models, config, [sweep.prompts], dc.repeats, dtype=sweep.dtype)
+            outs[name], speeds[name] = row["last_tokens"], row["tokens_per_s"]
+        result["tokens_per_s"][numerics] = speeds
+        result["identical"][numerics] = {name: float((outs[name] == outs["ar"]).all(-1).mean())
+                                         for name in ("chain", "tree")}
+        # Batch 1 (the latency case): AR and chain over the batch-1 prompts; the default mode's rows come from
+        # this run's sweep (or, with --invariant_only, the JSON's) when it has them.
+        sets = [sweep.prompts[i:i + 1] for i in range(dc.batch1_prompts)]
+        measured = {row["name"]: row for row in sweep.report.data.get("decode", [])}
+        b1 = {}
+        for name, row_name in (("ar", "ar_T0_b1"), ("chain", f"chain_K{k}_T0_b1")):
+            if numerics == "default" and row_name in measured:
+                b1[name] = measured[row_name]["tokens_per_s"]
+            else:
+                b1[name] = run_decode(models, configs[name], sets, dc.repeats, dtype=sweep.dtype)["tokens_per_s"]
+        result["tokens_per_s_b1"][numerics] = b1
+        sweep.report.update(invariant_numerics=result)
+        print(f"greedy SD == AR ({numerics} numerics):", result["identical"][numerics], "tok/s",
+              {n: round(v) for n, v in speeds.items()}, flush=True)
+    pooled = lambda numerics: float(np.mean(list(result["identical"][numerics].values())))
+    cost = lambda table: {name: table["invariant"][name] / table["default"][name] for name in table["default"]}
+    result.update(cost_tokens_per_s_ratio=cost(result["tokens_per_s"]),
+                  cost_tokens_per_s_ratio_b1=cost(result["tokens_per_s_b1"]))
+    sweep.report.update(invariant_numerics=result, greedy_identical_bf16=pooled("invariant"),
+                        greedy_identical_bf16_default=pooled("default"))
+    print(f"greedy_identical_bf16 = {pooled('invariant'):.3f} (default numerics {pooled('default'):.3f}); "
+          f"invariant/default tokens/s {result['cost_tokens_per_s_ratio']}, batch 1 "
+          f"{result['cost_tokens_per_s_ratio_b1']}", flush=True)
+    return result
+
+
+def invariant_phase(sweep: Sweep, target, draft) -> None:
+    """invariant_greedy_identity, its failure recorded (e.g. a kernel that does not lower) rather than fatal."""
+    try:
+        invariant_greedy_identity(sweep, target, draft)
+    except Exception as e:  # the sweep's figures above must survive
+        sweep.report.update(invariant_numerics=dict(sweep.report.data.get("invariant_numerics") or {},
+                                                    error=f"{type(e).__name__}: {e}"[:2000]))
+        print("invariant numerics phase failed:", e, flush=True)
+
+
+def plot_curves(data: dict, args) -> list[str]:
+    """decode_batch.png (tokens/s vs batch: AR, chain, tree, T = 0) and decode_k.png (tokens/s vs K, chain SD,
+    batch 1, T = 0, with AR and tree as references), from the rows this run (or the JSON) holds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {row["name"]: row for row in data.get("decode", [])}
+    paths = []
+    series = {}
+    for name, row in rows.items():
+        if row["temperature"] == 0 and not name.startswith("draft"):
+            label = {"ar": "AR", "tree": "tree SD"}.get(row["mode"]) or f"chain SD, K = {row.get('draft_len')}"
+            series.setdefault(label, {})[row["batch"]] = row["tokens_per_s"]
+    curves = {label: points for label, points in series.items() if len(points) > 1}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in sorted(curves.items()):
+            xs = sorted(points)
+            ax.plot(xs, [points[b] for b in xs], "o-", label=label)
+        ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="tokens/s (all sequences)",
+               title=f"greedy decoding, {data.get('device_kind', '')}")
+        ax.set_xticks(sorted({b for points in curves.values() for b in points}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend()
+        paths.append(common.result_path(args, "decode_batch", "png"))
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    ks = {row["draft_len"]: row["tokens_per_s"] for name, row in rows.items()
+          if row["mode"] == "chain" and row["batch"] == 1 and row["temperature"] == 0}
+    if ks:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = sorted(ks)
+        ax.plot(xs, [ks[k] for k in xs], "o-", label="chain SD")
+        for name, style, label in (("ar_T0_b1", "--", "AR"), ("tree_T0_b1", ":", "tree SD")):
+            if name in rows:
+                ax.axhline(rows[name]["tokens_per_s"], ls=style, color="gray" if label == "AR" else "C2", label=label)
+        ax.set(xlabel="draft length K", ylabel="tokens/s", title="batch 1, T = 0", xticks=xs)
+        ax.legend()
+        paths.append(common.result_path(args, "decode_k", "png"))
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
 def near_tie_gaps(target, prompts, outputs) -> list[dict]:
     """For every greedy SD output that differs from greedy AR: the first differing step and the f32 target's
     logit gap there between the two tokens (a near-tie means bf16 rounding, a large gap a bug)."""
@@ -405,6 +530,11 @@ def main(argv=None):
                         help="cap the corpus at this many MB of text (0: the config's); a smaller corpus builds faster")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
                         help="inference params and KV cache dtype")
+    parser.add_argument("--invariant_only", action="store_true",
+                        help="resume the pair from --workdir and run only the invariant-numerics phase (greedy SD "
+                        "vs AR in bf16, both numerics, and its cost), merged into the existing JSON")
+    parser.add_argument("--extra_batches", default="4,16",
+                        help="batch-sweep points run after the config's (for the tokens/s vs batch curve)")
     args = parser.parse_args(argv)
     variant = "smoke" if args.smoke else ("quick" if args.quick else "")
     config = common.load_config("ssd/decode", variant)
@@ -420,9 +550,9 @@ def main(argv=None):
     name = "decode_quick" if args.quick and not args.smoke else "decode"
     header = common.run_info("decode", args, device=device, config=config.to_dict())
     path = common.result_path(args, name)
-    if args.hf_only and os.path.exists(path):   # keep the sweep of the first command, note this one
+    if (args.hf_only or args.invariant_only) and os.path.exists(path):   # keep the first command's sweep
         with open(path, encoding="utf-8") as f:
-            header = dict(json.load(f), hf_only_run=header)
+            header = dict(json.load(f), **{"invariant_only_run" if args.invariant_only else "hf_only_run": header})
     report = common.Report(path, header)
     args.workdir = args.workdir or f"/tmp/bench_decode_{variant or 'full'}"
     t_start = time.perf_counter()
@@ -432,6 +562,7 @@ def main(argv=None):
     sweep = Sweep(target, draft, prompts, dc, report, deadline=t_start + args.budget_s, dtype=args.dtype,
                   device=device)
     sweep.hf_batches = tuple(config.hf.batches) if config.hf.enabled and not args.skip_hf else ()
+    sweep.extra_batches = tuple(int(b) for b in args.extra_batches.split(",") if b.strip())
 
     def hf_fn(ours_greedy):
         if not config.hf.enabled or args.skip_hf:
@@ -450,13 +581,20 @@ def main(argv=None):
         print(json.dumps(ratios, indent=1), flush=True)
         print("wrote", report.path)
         return
+    if args.invariant_only:
+        invariant_phase(sweep, target, draft)
+        report.update(invariant_only_wall_s=time.perf_counter() - t_start)
+        print("wrote", report.path, *plot_curves(report.data, args))
+        return
     summary = decode_phases(sweep, hf_fn)
     if time.perf_counter() < sweep.deadline:
         f32_greedy_identity(sweep, target, draft)
+    if time.perf_counter() < sweep.deadline:
+        invariant_phase(sweep, target, draft)
     divergences = near_tie_gaps(target, prompts, sweep.outputs)
     report.update(greedy_divergences=divergences, total_wall_s=time.perf_counter() - t_start)
     print(json.dumps(dict(summary, greedy_divergences=divergences), indent=1, default=str), flush=True)
-    print("wrote", report.path)
+    print("wrote", report.path, *plot_curves(report.data, args))
 
 
 if __name__ == "__main__":
