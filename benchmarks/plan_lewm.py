@@ -4,7 +4,7 @@ episodes, 95% Wilson intervals), one-plan time and surprise p-values, in one com
     python -m benchmarks.plan_lewm --tworoom_minutes 4 --pusht_minutes 2     # GPU
     python -m benchmarks.plan_lewm --smoke                                   # CPU check
     python -m benchmarks.plan_lewm --oracle --envs pusht,tworoom             # CEM over the true simulator
-    python -m benchmarks.plan_lewm --envs reacher --previous benchmarks/results/lewm.json   # Reacher only (GPU)
+    python -m benchmarks.plan_lewm --envs reacher --reacher_minutes 3.5 --steps_per_s 22 --evals 2   # Reacher (GPU)
 
 `--oracle` trains nothing: it plans the protocol's episodes (eval.seed, Wilson intervals) with the same CEM but
 the true simulator as the model and a state cost (papers.lewm.planning.SIMULATOR), i.e. what the environment
