@@ -68,10 +68,11 @@ def held_out_prompts(config, count: int, length: int):
 # ----------------------------------------------------------------------------------------------------------
 # Decoding.
 
-def inference_split(model, dtype, numerics: str = "default"):
+def inference_split(model, dtype, **config_overrides):
     """(graphdef, state) with floating params cast once to `dtype`, on one device with no mesh in their types
     (core.sharding.to_single_device: else handed-back caches are typed with the training mesh and every
-    call after the first recompiles), with the graph of a freshly built model (config.numerics = `numerics`)."""
+    call after the first recompiles), with the graph of a freshly built model (its config with
+    `config_overrides`, e.g. numerics="invariant")."""
     import dataclasses
 
     import jax
@@ -80,7 +81,7 @@ def inference_split(model, dtype, numerics: str = "default"):
     from core import precision, sharding, train
     from core.nn import transformer as tfm
 
-    config = dataclasses.replace(model.config, numerics=numerics)
+    config = dataclasses.replace(model.config, **config_overrides)
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: tfm.Transformer(config, rngs=nnx.Rngs(0))))
     _, state = nnx.split(model)
     values = sharding.to_single_device(precision.cast_floating(jax.tree.leaves(state), dtype))
@@ -324,7 +325,7 @@ def f32_greedy_identity(sweep: Sweep, target, draft) -> dict:
     return result
 
 
-def invariant_greedy_identity(sweep: Sweep, target, draft) -> dict:
+def invariant_greedy_identity(sweep: Sweep, target, draft, gemv: str = "auto", errors: dict | None = None) -> dict:
     """Greedy chain and tree SD vs greedy AR in bf16 with the target in numerics="invariant" (core.nn.transformer:
     one reduction order for decode and verify) and, on the same batch in the same run, in the default mode;
     tokens/s of both modes (all prompts in one batch, and AR / chain at batch 1), so the mode's cost is measured.
@@ -344,10 +345,11 @@ def invariant_greedy_identity(sweep: Sweep, target, draft) -> dict:
                                             tree_children="topk"))
     draft_split = inference_split(draft, sweep.dtype) + (draft.config,)
     result = dict(sequences=len(sweep.prompts), max_new_tokens=new, num_draft=k, dtype=str(sweep.dtype),
-                  tokens_per_s={}, identical={}, tokens_per_s_b1={})
+                  invariant_gemv=gemv, errors=dict(errors or {}), tokens_per_s={}, identical={}, tokens_per_s_b1={})
     for numerics in ("default", "invariant"):
-        tg, ts = inference_split(target, sweep.dtype, numerics)
-        models = ((tg, ts, dataclasses.replace(target.config, numerics=numerics)), draft_split)
+        overrides = dict(numerics=numerics, invariant_gemv=gemv)
+        tg, ts = inference_split(target, sweep.dtype, **overrides)
+        models = ((tg, ts, dataclasses.replace(target.config, **overrides)), draft_split)
         outs, speeds = {}, {}
         for name, config in configs.items():
             row = run_decode(models, config, [sweep.prompts], dc.repeats, dtype=sweep.dtype)
@@ -381,14 +383,21 @@ def invariant_greedy_identity(sweep: Sweep, target, draft) -> dict:
     return result
 
 
-def invariant_phase(sweep: Sweep, target, draft) -> None:
-    """invariant_greedy_identity, its failure recorded (e.g. a kernel that does not lower) rather than fatal."""
-    try:
-        invariant_greedy_identity(sweep, target, draft)
-    except Exception as e:  # the sweep's figures above must survive
-        sweep.report.update(invariant_numerics=dict(sweep.report.data.get("invariant_numerics") or {},
-                                                    error=f"{type(e).__name__}: {e}"[:2000]))
-        print("invariant numerics phase failed:", e, flush=True)
+def invariant_phase(sweep: Sweep, target, draft, gemv: str = "auto") -> None:
+    """invariant_greedy_identity; if the Pallas row-tiled GEMV fails (it has not run on a GPU before), the error is
+    recorded and the phase re-runs with the same tiling as XLA dots ("tiled"); a failure never stops the run."""
+    import jax
+
+    attempts = [gemv] + (["tiled"] if gemv != "tiled" and jax.default_backend() == "gpu" else [])
+    errors = {}
+    for attempt in attempts:
+        try:
+            invariant_greedy_identity(sweep, target, draft, attempt, errors)
+            return
+        except Exception as e:  # the sweep's figures above must survive
+            errors[attempt] = f"{type(e).__name__}: {e}"[:2000]
+            sweep.report.update(invariant_numerics=dict(errors=errors))
+            print(f"invariant numerics phase failed (invariant_gemv={attempt}):", e, flush=True)
 
 
 def plot_curves(data: dict, args) -> list[str]:
@@ -533,6 +542,9 @@ def main(argv=None):
     parser.add_argument("--invariant_only", action="store_true",
                         help="resume the pair from --workdir and run only the invariant-numerics phase (greedy SD "
                         "vs AR in bf16, both numerics, and its cost), merged into the existing JSON")
+    parser.add_argument("--invariant_gemv", default="auto", choices=("auto", "pallas", "tiled"),
+                        help="projections of the invariant mode: the Pallas row-tiled GEMV (auto on GPU) or 16-row "
+                        "tiles of XLA dots; auto falls back to tiled if the kernel fails")
     parser.add_argument("--extra_batches", default="4,16",
                         help="batch-sweep points run after the config's (for the tokens/s vs batch curve)")
     args = parser.parse_args(argv)
@@ -582,7 +594,7 @@ def main(argv=None):
         print("wrote", report.path)
         return
     if args.invariant_only:
-        invariant_phase(sweep, target, draft)
+        invariant_phase(sweep, target, draft, args.invariant_gemv)
         report.update(invariant_only_wall_s=time.perf_counter() - t_start)
         print("wrote", report.path, *plot_curves(report.data, args))
         return
@@ -590,7 +602,7 @@ def main(argv=None):
     if time.perf_counter() < sweep.deadline:
         f32_greedy_identity(sweep, target, draft)
     if time.perf_counter() < sweep.deadline:
-        invariant_phase(sweep, target, draft)
+        invariant_phase(sweep, target, draft, args.invariant_gemv)
     divergences = near_tie_gaps(target, prompts, sweep.outputs)
     report.update(greedy_divergences=divergences, total_wall_s=time.perf_counter() - t_start)
     print(json.dumps(dict(summary, greedy_divergences=divergences), indent=1, default=str), flush=True)

@@ -166,3 +166,22 @@ def test_decode_curves_are_drawn(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["decode_batch_smoke.png", "decode_k_smoke.png"]
     assert all((tmp_path / p.rsplit("/", 1)[-1]).stat().st_size > 1000 for p in paths)
     assert decode_bench.plot_curves(dict(decode=[]), args) == []
+
+
+def test_row_tiled_gemv_lowers_to_triton(monkeypatch):
+    """The kernels the invariant mode launches on GPU lower from Pallas to a Triton custom call (the Triton to
+    PTX compile happens in XLA on a GPU and is not covered). The GPU query is faked: private jax API."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+
+    h100 = gpu_info.GpuInfo(gpu_version=None, arch_name="9.0", compute_capability=90)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
+    spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.bfloat16)
+    calls = {"norm": (lambda x, w, s: gemv_kernel.fused_gemv(x, w, s, row_block=16), (spec(96, 768), spec(768, 256),
+                                                                                       spec(768))),
+             "swiglu_up": (lambda x, w, s: gemv_kernel.fused_gemv(x, w, s, None, w, swiglu=True, row_block=16),
+                           (spec(96, 768), spec(768, 2048), spec(768))),
+             "residual": (lambda x, w, r: gemv_kernel.fused_gemv(x, w, None, r, row_block=16, block_k=128),
+                          (spec(96, 1408), spec(1408, 768), spec(96, 768)))}
+    for name, (fn, args) in calls.items():
+        text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+        assert "xla.gpu.triton" in text and "grid_x = " in text, name

@@ -26,6 +26,7 @@ RoPE follows the HF Llama convention (rotate_half over split halves), so HF expo
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,7 @@ class TransformerConfig:
     # computed with one reduction order whatever the number of tokens in the call, the batch, the cache length
     # and the token's slot in a tree (so greedy speculative decoding equals greedy AR bit for bit); slower.
     numerics: str = "default"
+    invariant_gemv: str = "auto"      # invariant projections: "auto" (Pallas on GPU, else tiled), "pallas", "tiled"
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -68,6 +70,8 @@ class TransformerConfig:
             raise ValueError(f"decode_kernel must be 'xla' or 'pallas', got {self.decode_kernel!r}.")
         if self.numerics not in ("default", "invariant"):
             raise ValueError(f"numerics must be 'default' or 'invariant', got {self.numerics!r}.")
+        if self.invariant_gemv not in ("auto", "pallas", "tiled"):
+            raise ValueError(f"invariant_gemv must be 'auto', 'pallas' or 'tiled', got {self.invariant_gemv!r}.")
 
 
 def param_count(config: TransformerConfig) -> int:
@@ -256,15 +260,18 @@ INVARIANT_MAX_DEPTH = 64      # tree depth up to which the tail holds every in-r
 INVARIANT_TAIL = INVARIANT_MAX_DEPTH + INVARIANT_BLOCK
 
 
-def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, eps=1e-5):
-    """x[..., d] -> [..., n] through the row-tiled fused GEMV (norm / SwiGLU / residual fused as in decode_step)."""
+def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, eps=1e-5, backend="auto"):
+    """x[..., d] -> [..., n] through the row-tiled fused GEMV (norm / SwiGLU / residual fused as in decode_step).
+    backend "auto": the Pallas kernel on GPU, elsewhere the same tiling as a lax.map of XLA dots ("tiled")."""
+    if backend == "auto":
+        backend = "pallas" if jax.default_backend() == "gpu" else "tiled"
     lead, dim = x.shape[:-1], x.shape[-1]
     block_k = next(b for b in (256, 128, 64, 32, 16, 8, dim) if dim % b == 0 and b <= dim)
     flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])
     out = fused_gemv_ops.fused_gemv(flat(x), w.astype(x.dtype), norm_scale, flat(residual), None if up is None else
                                     up.astype(x.dtype), swiglu=up is not None, eps=eps,
                                     row_block=INVARIANT_ROW_BLOCK, block_k=block_k,
-                                    backend="pallas" if jax.default_backend() == "gpu" else "tiled")
+                                    backend=backend)
     return out.reshape(*lead, out.shape[-1])
 
 
@@ -338,25 +345,24 @@ def _forward_cached_invariant(model, tokens, positions, cache: KVCache, ancestor
     cfg = model.config
     h, kv, hd, d, eps = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model, cfg.norm_eps
     batch, num_tokens = tokens.shape
+    matmul = functools.partial(_invariant_matmul, eps=eps, backend=cfg.invariant_gemv)
     x = model._embed(tokens)
     ks, vs = [], []
     for layer, k_cache, v_cache in zip(model.layers, cache.k, cache.v):
         a, mlp = layer.attention, layer.mlp
         scale = layer.attention_norm.scale[...]
-        project = lambda w, heads: _invariant_matmul(x, w[...].reshape(d, -1), scale, eps=eps).reshape(
-            batch, num_tokens, heads, hd)
+        project = lambda w, heads: matmul(x, w[...].reshape(d, -1), scale).reshape(batch, num_tokens, heads, hd)
         q = rope(project(a.wq, h), positions, cfg.rope_theta)
         k = rope(project(a.wk, kv), positions, cfg.rope_theta)
         v = project(a.wv, kv)
         k_cache, v_cache = _write(k_cache, k, cache.lengths), _write(v_cache, v, cache.lengths)
         out = invariant_attention(q, k_cache, v_cache, cache.lengths, positions, ancestor_mask)
-        x = _invariant_matmul(out.reshape(batch, num_tokens, h * hd).astype(x.dtype), a.wo[...].reshape(h * hd, d),
-                              residual=x)
-        hidden = _invariant_matmul(x, mlp.w_gate[...], layer.mlp_norm.scale[...], up=mlp.w_up[...], eps=eps)
-        x = _invariant_matmul(hidden, mlp.w_down[...], residual=x)
+        x = matmul(out.reshape(batch, num_tokens, h * hd).astype(x.dtype), a.wo[...].reshape(h * hd, d), residual=x)
+        hidden = matmul(x, mlp.w_gate[...], layer.mlp_norm.scale[...], up=mlp.w_up[...])
+        x = matmul(hidden, mlp.w_down[...], residual=x)
         ks.append(k_cache)
         vs.append(v_cache)
-    logits = _invariant_matmul(x, model.output_projection(), model.final_norm.scale[...], eps=eps)
+    logits = matmul(x, model.output_projection(), model.final_norm.scale[...])
     return logits, KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths)
 
 
