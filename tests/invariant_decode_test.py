@@ -4,8 +4,8 @@
   and in a 40-row call, and equals the reference.
 * Random bf16 model, CPU: the logits of a chain verify (K + 1 tokens) and of a tree verify (16 nodes, each
   path replayed by one-token decode steps, a different cache layout) are bit-identical to the decode steps'
-  for the same prefix. The same check in the default mode finds a difference on the tree (this config, jax
-  0.11.2 CPU), so the comparison has power.
+  for the same prefix, and so are decode_step's (inference_params). The same check in the default mode finds
+  a difference on the tree (this config, jax 0.11.2 CPU), so the comparison has power.
 * Through papers.ssd.engine: greedy chain SD and tree SD equal greedy AR token for token in bf16; SSD
   (papers.ssd.ssd, one device) too in the slow test.
 """
@@ -102,6 +102,11 @@ def test_verify_logits_are_the_decode_steps_bits(numerics):
     chain_mismatches, _ = _decode_mismatches(lm, prompts, nodes, [list(range(6))], chain_logits)
     if numerics == "invariant":
         assert (tree_mismatches, chain_mismatches) == (0, 0)
+        # decode_step (cast-once, fused wqkv / gate-up weights) takes the same invariant path: the same bits.
+        params, step = tfm.inference_params(lm, jnp.bfloat16), jax.jit(tfm.decode_step, static_argnums=1)
+        for i in range(6):
+            logits, cache = step(params, lm.config, nodes[:, i], cache)
+            assert (logits == chain_logits[:, i]).all(), i
     else:   # power: the default mode's tree verify sums in another order than its decode steps
         assert tree_mismatches > 0
 
@@ -185,3 +190,4 @@ def test_row_tiled_gemv_lowers_to_triton(monkeypatch):
     for name, (fn, args) in calls.items():
         text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
         assert "xla.gpu.triton" in text and "grid_x = " in text, name
+

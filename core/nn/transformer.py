@@ -447,7 +447,16 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
     batch = tokens.shape[0]
     positions = cache.lengths[:, None]
     x = jnp.take(params["embed"], tokens, axis=0)                        # [B, d]
-    if config.decode_kernel == "pallas":   # norm + GEMV (+ SwiGLU / residual) in one kernel each
+    attention = lambda q, k_cache, v_cache: tree_attention_ops.tree_attention(
+        q, k_cache, v_cache, cache.lengths, _causal(1), backend=config.cache_attention)
+    if config.numerics == "invariant":     # the row-tiled GEMVs and attention of _forward_cached_invariant
+        eps, backend = config.norm_eps, config.invariant_gemv
+        norm_matmul = lambda x, scale, w: _invariant_matmul(x, w, scale, eps=eps, backend=backend)
+        swiglu = lambda x, scale, w: _invariant_matmul(x, w[:, :m], scale, up=w[:, m:], eps=eps, backend=backend)
+        add_matmul = lambda x, h, w: _invariant_matmul(h, w, residual=x, backend=backend)
+        attention = lambda q, k_cache, v_cache: invariant_attention(q, k_cache, v_cache, cache.lengths, positions,
+                                                                    _causal(1))
+    elif config.decode_kernel == "pallas":   # norm + GEMV (+ SwiGLU / residual) in one kernel each
         eps = config.norm_eps
         norm_matmul = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, eps=eps)
         swiglu = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, swiglu=True, eps=eps)
@@ -463,11 +472,13 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         k = rope(qkv[:, h * hd: (h + kv) * hd].reshape(batch, 1, kv, hd), positions, config.rope_theta)
         v = qkv[:, (h + kv) * hd:].reshape(batch, 1, kv, hd)
         k_cache, v_cache = _write(k_cache, k, cache.lengths), _write(v_cache, v, cache.lengths)
-        out = tree_attention_ops.tree_attention(q, k_cache, v_cache, cache.lengths, _causal(1),
-                                                backend=config.cache_attention)
+        out = attention(q, k_cache, v_cache)
         x = add_matmul(x, out.reshape(batch, h * hd).astype(x.dtype), p["wo"])
         x = add_matmul(x, swiglu(x, p["mlp_norm"], p["w_gate_up"]), p["w_down"])
         ks.append(k_cache)
         vs.append(v_cache)
-    logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
+    if config.numerics == "invariant":
+        logits = norm_matmul(x, params["final_norm"], params["lm_head"])
+    else:
+        logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
     return logits, KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths + 1)
