@@ -21,6 +21,10 @@ attend to the prefix (< lengths[b]) and to the new slots their ancestor mask all
 chain); RoPE positions are lengths[b] + depth, so a tree node sits at its depth whatever its slot. Attention
 over the cache goes through kernels_pallas.tree_attention (a fused Pallas kernel on GPU, jnp elsewhere).
 RoPE follows the HF Llama convention (rotate_half over split halves), so HF export needs no permutation.
+
+`TransformerConfig(numerics="invariant")` makes every cached entry point (and decode_step) compute a token's
+logits in one reduction order whatever the number of tokens per call, batch, cache length or tree slot, so
+greedy speculative decoding equals greedy AR bit for bit in bf16 (section "numerics=invariant" below).
 """
 
 from __future__ import annotations
