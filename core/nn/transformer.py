@@ -264,16 +264,17 @@ INVARIANT_MAX_DEPTH = 64      # tree depth up to which the tail holds every in-r
 INVARIANT_TAIL = INVARIANT_MAX_DEPTH + INVARIANT_BLOCK
 
 
-def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, eps=1e-5, backend="auto"):
-    """x[..., d] -> [..., n] through the row-tiled fused GEMV (norm / SwiGLU / residual fused as in decode_step).
-    backend "auto": the Pallas kernel on GPU, elsewhere the same tiling as a lax.map of XLA dots ("tiled")."""
+def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, swiglu=False, eps=1e-5, backend="auto"):
+    """x[..., d] -> [..., n] through the row-tiled fused GEMV (norm / SwiGLU / residual fused as in decode_step;
+    SwiGLU with w = gate and up given, or w = [gate | up]). backend "auto": the Pallas kernel on GPU, elsewhere
+    the same tiling as a lax.map of XLA dots ("tiled")."""
     if backend == "auto":
         backend = "pallas" if jax.default_backend() == "gpu" else "tiled"
     lead, dim = x.shape[:-1], x.shape[-1]
     block_k = next(b for b in (256, 128, 64, 32, 16, 8, dim) if dim % b == 0 and b <= dim)
     flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])
     out = fused_gemv_ops.fused_gemv(flat(x), w.astype(x.dtype), norm_scale, flat(residual), None if up is None else
-                                    up.astype(x.dtype), swiglu=up is not None, eps=eps,
+                                    up.astype(x.dtype), swiglu=swiglu or up is not None, eps=eps,
                                     row_block=INVARIANT_ROW_BLOCK, block_k=block_k,
                                     backend=backend)
     return out.reshape(*lead, out.shape[-1])
@@ -456,7 +457,7 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
     if config.numerics == "invariant":     # the row-tiled GEMVs and attention of _forward_cached_invariant
         eps, backend = config.norm_eps, config.invariant_gemv
         norm_matmul = lambda x, scale, w: _invariant_matmul(x, w, scale, eps=eps, backend=backend)
-        swiglu = lambda x, scale, w: _invariant_matmul(x, w[:, :m], scale, up=w[:, m:], eps=eps, backend=backend)
+        swiglu = lambda x, scale, w: _invariant_matmul(x, w, scale, swiglu=True, eps=eps, backend=backend)
         add_matmul = lambda x, h, w: _invariant_matmul(h, w, residual=x, backend=backend)
         attention = lambda q, k_cache, v_cache: invariant_attention(q, k_cache, v_cache, cache.lengths, positions,
                                                                     _causal(1))
