@@ -250,10 +250,10 @@ class Transformer(nnx.Module):
 #   * every projection is kernels_pallas.fused_gemv with a fixed 16-row tile (row_block): each row is reduced
 #     by the same [16, block_k] x [block_k, block_n] program, block_k chunks in order, f32 accumulation, the
 #     RMSNorm statistic per row inside the kernel;
-#   * attention has no dot_general: scores and weighted sums are multiply + reduce over fixed-length axes (D,
-#     64-slot blocks, a W-slot tail), and blocks are added in slot order by an unrolled chain of adds (XLA does
-#     not reassociate floating-point adds). Masked slots add exact zeros, so extra blocks (a longer cache)
-#     change nothing;
+#   * attention has no dot_general and no reduce-sum: every sum (over D, a 64-slot block, the blocks, a W-slot
+#     tail) is a fixed pairwise tree of elementwise adds (_halving_sum; XLA does not reassociate float adds),
+#     every product is exact in f32 (bf16 operands; probabilities rounded to bf16), so fusion and FMA choices
+#     cannot change a bit. Masked slots add exact zeros, so extra blocks (a longer cache) change nothing;
 #   * a query at position p reads its keys in the layout autoregressive decoding has: the "bulk" [0, B(p)),
 #     B(p) = 64 * floor((p - MAX_DEPTH) / 64) <= lengths, straight from the cache (all prefix), then a tail of
 #     TAIL slots gathered in AR order (prefix slots >= B(p), then the query's ancestors by depth), so a tree
@@ -280,12 +280,17 @@ def _invariant_matmul(x, w, norm_scale=None, residual=None, up=None, swiglu=Fals
     return out.reshape(*lead, out.shape[-1])
 
 
-def _ordered_sum(parts: jax.Array) -> jax.Array:
-    """Sum over the last axis as a left-to-right chain of adds: a grouping fixed by slot order, not length."""
-    total = parts[..., 0]
-    for i in range(1, parts.shape[-1]):
-        total = total + parts[..., i]
-    return total
+def _halving_sum(x: jax.Array) -> jax.Array:
+    """Sum over the last axis in a fixed pairwise order: zero-pad to a power of two, then add the upper half to
+    the lower half until one is left. Elementwise adds only (no reduce op, whose grouping XLA may pick per
+    shape); trailing zeros (masked slots, a longer cache) leave the result unchanged, since y + 0 = y."""
+    n = x.shape[-1]
+    width = 1 << max(n - 1, 0).bit_length()
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - n)])
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = x[..., :half] + x[..., half:]
+    return x[..., 0]
 
 
 def _ancestors_by_depth(ancestor_mask: jax.Array) -> jax.Array:
@@ -306,15 +311,18 @@ def invariant_attention(q, k_cache, v_cache, lengths, positions, ancestor_mask):
     if num_slots % block:
         raise ValueError(f"numerics='invariant' needs a cache length divisible by {block}, got {num_slots}.")
     f32 = jnp.float32
-    qg = q.reshape(batch, num_nodes, num_kv_heads, group, head_dim).astype(f32).transpose(0, 2, 3, 1, 4)
-    qg = qg * head_dim ** -0.5                                             # [B, kv, G, T, D]
+    # Every product below is of two bf16-representable values, exact in f32, so a fused multiply-add gives
+    # the same bits as a multiply then an add, however XLA fuses; the scale is applied after the max.
+    exact = lambda a: a.astype(jnp.bfloat16).astype(f32)
+    qg = exact(q).reshape(batch, num_nodes, num_kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)  # [B,kv,G,T,D]
+    scale = head_dim ** -0.5
     bulk_end = jnp.maximum(positions - INVARIANT_MAX_DEPTH, 0) // block * block   # [B, T]
     # Bulk: slots < bulk_end (all committed prefix when depth <= MAX_DEPTH), 64-slot blocks.
     visible = tree_attention_reference.visibility(lengths, ancestor_mask, num_slots)          # [B, T, S]
     bulk_mask = (visible & (jnp.arange(num_slots)[None, None] < bulk_end[:, :, None]))[:, None, None]
-    keys = k_cache.astype(f32).transpose(0, 2, 1, 3)                       # [B, kv, S, D]
-    values_t = v_cache.astype(f32).transpose(0, 2, 3, 1)                   # [B, kv, D, S]
-    scores = jnp.sum(qg[:, :, :, :, None, :] * keys[:, :, None, None], -1)  # [B, kv, G, T, S]
+    keys = exact(k_cache).transpose(0, 2, 1, 3)                             # [B, kv, S, D]
+    values_t = exact(v_cache).transpose(0, 2, 3, 1)                         # [B, kv, D, S]
+    scores = _halving_sum(qg[:, :, :, :, None, :] * keys[:, :, None, None])  # [B, kv, G, T, S]
     # Tail: TAIL slots in AR order: AR position a = bulk_end + t is prefix slot a, or the ancestor at depth
     # a - lengths (tree slot lengths + that node), visible while a <= position.
     ancestors = _ancestors_by_depth(ancestor_mask)                          # [T, T]
@@ -324,23 +332,24 @@ def invariant_attention(q, k_cache, v_cache, lengths, positions, ancestor_mask):
     source = jnp.where(ar_pos < lengths[:, None, None], ar_pos, lengths[:, None, None] + node)
     source = jnp.clip(source, 0, num_slots - 1).reshape(batch, 1, num_nodes * tail)
     tail_mask = (ar_pos <= positions[:, :, None])[:, None, None]           # [B, 1, 1, T, W]
-    gather = lambda cache: jnp.take_along_axis(cache.astype(f32).transpose(0, 2, 1, 3), source[..., None], 2)
+    gather = lambda cache: jnp.take_along_axis(exact(cache).transpose(0, 2, 1, 3), source[..., None], 2)
     tail_keys = gather(k_cache).reshape(batch, num_kv_heads, num_nodes, tail, head_dim)
     tail_values = gather(v_cache).reshape(batch, num_kv_heads, num_nodes, tail, head_dim)
-    tail_scores = jnp.sum(qg[:, :, :, :, None, :] * tail_keys[:, :, None], -1)     # [B, kv, G, T, W]
-    # Softmax with one max over everything visible (max is exact in any order), sums in slot order.
+    tail_scores = _halving_sum(qg[:, :, :, :, None, :] * tail_keys[:, :, None])     # [B, kv, G, T, W]
+    # Softmax with one max over everything visible (a max is exact in any order); probabilities rounded to
+    # bf16 (as flash attention feeds its PV matmul) so that p * v is exact; sums in the fixed halving order.
     neg = -jnp.inf
     m = jnp.maximum(jnp.max(jnp.where(bulk_mask, scores, neg), -1), jnp.max(jnp.where(tail_mask, tail_scores, neg), -1))
-    p = jnp.where(bulk_mask, jnp.exp(scores - m[..., None]), 0.0)
-    p_tail = jnp.where(tail_mask, jnp.exp(tail_scores - m[..., None]), 0.0)
+    p = jnp.where(bulk_mask, exact(jnp.exp((scores - m[..., None]) * scale)), 0.0)
+    p_tail = jnp.where(tail_mask, exact(jnp.exp((tail_scores - m[..., None]) * scale)), 0.0)
     nb = num_slots // block
     p_blocks = p.reshape(*p.shape[:-1], nb, block)                          # [B, kv, G, T, nb, 64]
     v_blocks = values_t.reshape(batch, num_kv_heads, head_dim, nb, block)   # [B, kv, D, nb, 64]
-    l_blocks = jnp.sum(p_blocks, -1)                                        # [B, kv, G, T, nb]
-    acc_blocks = jnp.sum(p_blocks[:, :, :, :, None] * v_blocks[:, :, None, None], -1)   # [B, kv, G, T, D, nb]
-    l = _ordered_sum(l_blocks) + jnp.sum(p_tail, -1)
+    l_blocks = _halving_sum(p_blocks)                                       # [B, kv, G, T, nb]
+    acc_blocks = _halving_sum(p_blocks[:, :, :, :, None] * v_blocks[:, :, None, None])   # [B, kv, G, T, D, nb]
+    l = _halving_sum(l_blocks) + _halving_sum(p_tail)
     tail_values_t = jnp.swapaxes(tail_values, -1, -2)                       # [B, kv, T, D, W]
-    acc = _ordered_sum(acc_blocks) + jnp.sum(p_tail[:, :, :, :, None] * tail_values_t[:, :, None], -1)
+    acc = _halving_sum(acc_blocks) + _halving_sum(p_tail[:, :, :, :, None] * tail_values_t[:, :, None])
     out = acc / l[..., None]                                                # [B, kv, G, T, D]
     return out.transpose(0, 3, 1, 2, 4).reshape(batch, num_nodes, num_q_heads, head_dim).astype(q.dtype)
 
