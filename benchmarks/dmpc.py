@@ -25,12 +25,12 @@ into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished me
 own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
 the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
 
-The sequence on nvidia-h200-x2 (expected times are estimates until it has run; see papers/dmpc/README.md),
-each command followed by copying $OUT/dmpc_keep back to runs/dmpc_keep and carrying that into the next:
-  1. python -m benchmarks.dmpc --envs hopper:experts,walker2d:experts --export $OUT          ~7-8 min
-  2. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:evaluate --export $OUT      ~7-8 min
-  3. python -m benchmarks.dmpc --envs walker2d:evaluate,halfcheetah:evaluate --export $OUT   ~8 min
-  4. python -m benchmarks.dmpc --envs walker2d:ankle --export $OUT                           ~4-5 min
+The sequence measured on one H200 (session 11; see papers/dmpc/README.md), each command within 30 s of the last
+so runs/ stays on the warm machine (--export writes <keep>.tar, <keep>_models.tar and the results to $OUT):
+  1. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:experts,walker2d:experts --worker_timeout_s 540  375 s
+  2. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate --worker_timeout_s 545
+  3. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay,walker2d:evaluate/medium_replay; then
+     python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 330 --export $OUT
 (or repeat `python -m benchmarks.dmpc --export $OUT`, the auto stages, until it prints "every stage done").
 """
 
@@ -42,6 +42,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 from benchmarks import common
@@ -151,17 +152,17 @@ def summarize(per_env: dict) -> dict:
         out[key.replace("normalized_mean", "normalized_mean_d4rl_ref")] = float(np.mean(d4rl)) if d4rl else None
         out.setdefault("per_dataset", {})[method] = {f"{env}-{kind}": r[method]["normalized_own"]["mean"]
                                                      for env, kind, r in rows if method in r}
-    for res in per_env.values():
+    for env_name, res in per_env.items():
         if "broken_ankle" in res:
             out["ankle_before"] = res["broken_ankle"]["before"]["normalized_own"]["mean"]
             out["ankle_after"] = res["broken_ankle"]["after"]["normalized_own"]["mean"]
             out["ankle_gear_scale"] = res["broken_ankle"]["gear_scale"]
         for kind, row in res.get("datasets", {}).items():
             if "novel_rewards" in row:
-                out.setdefault("novel_rewards", {})[f"{res['env']}-{kind}"] = {
+                out.setdefault("novel_rewards", {})[f"{env_name}-{kind}"] = {
                     policy: {k: v["mean"] for k, v in r.items()} for policy, r in row["novel_rewards"].items()}
         if "mjx_vs_cpu_step" in res:
-            out.setdefault("mjx_vs_cpu_step", {})[res["env"]] = res["mjx_vs_cpu_step"]
+            out.setdefault("mjx_vs_cpu_step", {})[env_name] = res["mjx_vs_cpu_step"]
         if "plan_ms_per_step" in res:
             out["plan_ms_per_step"] = res["plan_ms_per_step"]
     out["paper"] = {"normalized_mean": 65.98, "mbop_normalized_mean": 33.13, "bc_normalized_mean": 41.92,
@@ -207,15 +208,25 @@ def parse_tasks(envs: str, default_stage: str, keep: str, max_auto: int) -> list
 
 
 def export(args, paths: list[str]) -> None:
-    """Copies <keep> and the result files to --export (e.g. $OUT), so the next command can carry them back."""
+    """Copies <keep> and the result files to --export (e.g. $OUT) as few files as a device command may return
+    (8 files of <= 16 MiB): <keep>.tar (PPO snapshots, per-env JSONs), <keep>_models.tar (the saved models) and
+    the results, flat. Restore with `tar xf <file> -C <parent of keep>` for both tars."""
     if not args.export:
         return
-    shutil.copytree(args.keep, os.path.join(args.export, os.path.basename(os.path.normpath(args.keep))),
-                    dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
-    os.makedirs(os.path.join(args.export, "results"), exist_ok=True)
+    os.makedirs(args.export, exist_ok=True)
+    parent, name = os.path.split(os.path.normpath(args.keep))
+    small_path, models_path = (os.path.join(args.export, f"{name}{s}.tar") for s in ("", "_models"))
+    with tarfile.open(small_path + ".tmp", "w") as small, tarfile.open(models_path + ".tmp", "w") as big:
+        for root, _, files in os.walk(args.keep):
+            for f in sorted(files):
+                if not f.endswith(".tmp"):
+                    path = os.path.join(root, f)
+                    (big if f.endswith(".npz") else small).add(path, arcname=os.path.relpath(path, parent or "."))
+    os.replace(small_path + ".tmp", small_path)
+    os.replace(models_path + ".tmp", models_path)
     for path in paths:
         if os.path.exists(path):
-            shutil.copy2(path, os.path.join(args.export, "results", os.path.basename(path)))
+            shutil.copy2(path, os.path.join(args.export, os.path.basename(path)))
 
 
 def main(argv=None):

@@ -41,6 +41,26 @@ def test_a_wrong_denoiser_is_detected():
     assert not np.allclose(x.std(0), STD, rtol=0.03)
 
 
+def test_clipping_x0_stops_the_first_step_amplifying_a_denoiser_error():
+    # Bounded data (N(0.3, 0.1²), inside [-1, 1]) and a denoiser 0.02 off everywhere: with the cosine schedule over
+    # 1000 steps, DDIM's first x0 estimate divides that error by √ᾱ_T ≈ 5e-5; unclipped, the samples land far
+    # outside the data's range; clipped to the range, they stay near the data.
+    schedule = diffusion.cosine_schedule(1000)
+    mean, std = 0.3, 0.1
+
+    def eps_fn(x, t, cond):
+        a = jnp.sqrt(schedule.alphas_cumprod[t])[:, None]
+        b = jnp.sqrt(1.0 - schedule.alphas_cumprod[t])[:, None]
+        return b * (x - a * mean) / (a**2 * std**2 + b**2) + 0.02
+
+    sample = lambda clip: diffusion.ddim_sample(eps_fn, schedule, (4096, 2), None, jax.random.key(0), num_steps=32,
+                                                clip_x0=clip)
+    assert float(jnp.abs(sample(None).mean() - mean)) > 1.0
+    clipped = sample(1.0)
+    assert float(jnp.abs(clipped).max()) <= 1.0
+    assert abs(float(clipped.mean()) - mean) < 0.1
+
+
 def test_denoising_loss_is_lowest_for_the_exact_denoiser():
     schedule = diffusion.cosine_schedule(100)
     x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))

@@ -78,7 +78,7 @@ def test_lite_config_is_the_demo_cut():
     assert set(lite.methods) < set(full.methods) and set(lite.datasets) < set(full.datasets)
 
 
-def test_benchmark_stages_follow_the_carried_files(tmp_path):
+def test_benchmark_stages_follow_the_carried_files(tmp_path, tmp_path_factory):
     from benchmarks import dmpc as bench
     keep = str(tmp_path)
     assert bench.next_stage("hopper", keep) == "experts"
@@ -98,3 +98,24 @@ def test_benchmark_stages_follow_the_carried_files(tmp_path):
         bench.parse_tasks("hopper:train", "auto", keep, max_auto=1)
     with pytest.raises(ValueError, match="Unknown env"):
         bench.parse_tasks("ant:experts", "auto", keep, max_auto=1)
+    # the parent merges JSONs that only the experts stage has written so far (no "env" key yet)
+    merged = bench.summarize({"hopper": {"mjx_vs_cpu_step": {"qpos": 1e-7}}})
+    assert merged["mjx_vs_cpu_step"] == {"hopper": {"qpos": 1e-7}} and merged["normalized_mean"] is None
+    # export: <keep> as two tars (small files; models) plus the results, flat; the tars restore <keep>
+    import argparse
+    import tarfile
+    (tmp_path / "walker2d" / "model.npz").write_bytes(b"model")
+    results = tmp_path_factory.mktemp("results") / "dmpc.json"
+    results.write_text("{}")
+    out = tmp_path_factory.mktemp("export")
+    bench.export(argparse.Namespace(export=str(out), keep=keep), [str(results), str(out / "missing.gif")])
+    assert sorted(os.listdir(out)) == sorted([f"{os.path.basename(keep)}.tar", f"{os.path.basename(keep)}_models.tar",
+                                              "dmpc.json"])
+    restored = tmp_path_factory.mktemp("restored")
+    for name in os.listdir(out):
+        if name.endswith(".tar"):
+            with tarfile.open(out / name) as tar:
+                tar.extractall(restored, filter="data")
+    copy = restored / os.path.basename(keep)
+    assert (copy / "walker2d" / "model.npz").read_bytes() == b"model"
+    assert json.loads((copy / "hopper.json").read_text()) == {"datasets": {"medium": {}, "medium_replay": {}}}

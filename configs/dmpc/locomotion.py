@@ -60,8 +60,11 @@ def get_config(arg=None):
                                              depth=1 if smoke else 3, diffusion_steps=100 if smoke else 1000))
     c.value = ml_collections.ConfigDict(dict(discount=0.99, terminal_penalty=-100.0))
     # The paper: N=64 candidates, 32 DDIM steps for the proposal, 10 for the dynamics.
+    # clip_x0: DDIM's clean-sample estimate clipped to the data's range (actions [-1, 1], dynamics deltas their
+    # range in the data); without it the cosine-1000 schedule's first step (ᾱ_T ≈ 2e-9) wrecks the samples
     c.plan = ml_collections.ConfigDict(dict(num_samples=8 if smoke else 64, proposal_steps=4 if smoke else 32,
-                                            dynamics_steps=2 if smoke else 10, mbop_noise=0.2, mbop_temperature=0.1))
+                                            dynamics_steps=2 if smoke else 10, mbop_noise=0.2, mbop_temperature=0.1,
+                                            clip_x0=True))
     c.eval = ml_collections.ConfigDict(dict(num_episodes=4 if smoke else 50, max_steps=c.max_steps))
     c.ankle = ml_collections.ConfigDict(dict(gear_scale=0.25, dataset="medium", play_episodes=8 if smoke else 100,
                                              finetune_steps=20 if smoke else 2000))

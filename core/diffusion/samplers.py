@@ -55,8 +55,13 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
 
 
 def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], cond: Any, key: jax.Array,
-                num_steps: int = 50, eta: float = 0.0) -> jax.Array:
-    """DDIM (Song et al. 2021) over `num_steps` evenly strided timesteps; eta=0 is deterministic."""
+                num_steps: int = 50, eta: float = 0.0, clip_x0: float | jax.Array | None = None) -> jax.Array:
+    """DDIM (Song et al. 2021) over `num_steps` evenly strided timesteps; eta=0 is deterministic.
+
+    clip_x0: bound (scalar, or per trailing dimension) on the predicted clean sample, with ε re-derived from the
+    clipped x0 ("clip_denoised" of DDPM / Diffuser). Use it when the data are bounded: at the first step of a
+    schedule whose ᾱ_T is tiny (cosine over 1000 steps: ᾱ_T ≈ 2e-9), x0 = (x - √(1-ᾱ) ε)/√ᾱ multiplies any
+    error in ε by ~2e4, and without the clip that error survives into the sample."""
     if not 1 <= num_steps <= schedule.num_steps:
         raise ValueError(f"DDIM num_steps must be in [1, {schedule.num_steps}], got {num_steps}.")
     init_key, key = jax.random.split(key)
@@ -71,6 +76,9 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
         a_t = alpha_bar[t]
         a_prev = jnp.where(t_prev >= 0, alpha_bar[jnp.maximum(t_prev, 0)], 1.0)
         x0 = (x - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
+        if clip_x0 is not None:
+            x0 = jnp.clip(x0, -clip_x0, clip_x0)
+            eps = (x - jnp.sqrt(a_t) * x0) / jnp.sqrt(1.0 - a_t)
         sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
         direction = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma**2, 0.0)) * eps
         noise = jax.random.normal(step_key, shape)

@@ -83,6 +83,7 @@ class DMPCModels(nnx.Module):
         self.obs_mean = Stat(jnp.zeros((S,)))
         self.obs_std = Stat(jnp.ones((S,)))
         self.delta_std = Stat(jnp.ones((S,)))            # scale of s_{t+k} - s_t in normalised units
+        self.delta_bound = Stat(jnp.full((F * S,), 10.0))  # |delta / delta_std| range in the data, per (k, dim)
         self.value_mean = Stat(jnp.zeros(()))
         self.value_std = Stat(jnp.ones(()))
         self.proposal = Denoiser(F * A, H * S, dims, rngs)
@@ -162,7 +163,7 @@ def make_loss_fn(schedule: diffusion.NoiseSchedule, weights: dict[str, float] | 
 
 def set_statistics(model: DMPCModels, stats: dict) -> None:
     """Writes data statistics (from `segments.statistics`) into the model's Stat variables."""
-    for name in ("obs_mean", "obs_std", "delta_std", "value_mean", "value_std"):
+    for name in ("obs_mean", "obs_std", "delta_std", "delta_bound", "value_mean", "value_std"):
         getattr(model, name)[...] = jnp.asarray(stats[name], jnp.float32)
 
 

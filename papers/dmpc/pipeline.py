@@ -189,9 +189,7 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
                                           for (s, _), r in zip(run.snapshots, run.returns)],
                             "medium_snapshot": made["medium_snapshot"], "expert_snapshot": run.expert_index},
                     "datasets": dict(out.get("datasets", {}))})      # rows of datasets not rerun stay
-        trained = _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn)
-        if model_file and env_name == config.adaptation_env and config.ankle.dataset in trained:
-            models.save_params(trained[config.ankle.dataset], model_file)
+        trained = _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file)
     if "ankle" in stages and env_name == config.adaptation_env:
         if config.ankle.dataset in trained:
             model = trained[config.ankle.dataset]
@@ -214,7 +212,7 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
     return out
 
 
-def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn) -> dict:
+def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file=None) -> dict:
     env_name, reference = env.name, made["reference"]
     trained = {}
     for i, kind in enumerate(config.datasets):
@@ -226,6 +224,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                             config.value.terminal_penalty)
         model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
         trained[kind] = model
+        if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
+            models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         if models_out is not None:
             models_out[kind] = model
         t1 = time.perf_counter()

@@ -44,8 +44,9 @@ def _broadcast_cond(model, history, n):
 
 def diffusion_actions(model, history, key, n, cfg, schedule):
     F, A = model.dims.horizon, model.dims.action_dim
+    # actions live in [-1, 1]: the sampler's x0 is clipped there (see core.diffusion.ddim_sample, clip_x0)
     flat = diffusion.ddim_sample(model.proposal, schedule, (n, F * A), _broadcast_cond(model, history, n), key,
-                                 num_steps=cfg.proposal_steps)
+                                 num_steps=cfg.proposal_steps, clip_x0=1.0 if cfg.clip_x0 else None)
     return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
 
 
@@ -60,7 +61,8 @@ def diffusion_states(model, history, actions, key, cfg, schedule):
     n, F, _ = actions.shape
     S = model.dims.obs_dim
     cond = jnp.concatenate([_broadcast_cond(model, history, n), actions.reshape(n, -1)], -1)
-    delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps)
+    delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps,
+                                  clip_x0=model.delta_bound[...] if cfg.clip_x0 else None)
     normalized = model.norm(history[-1])[None, None] + delta.reshape(n, F, S) * model.delta_std[...]
     return model.denorm(normalized)
 

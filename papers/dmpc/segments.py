@@ -62,5 +62,9 @@ class Segments:
         obs_std = b["history"][:, -1].std(0) + 1e-3
         norm = lambda x: (x - obs_mean) / obs_std
         delta = norm(b["future"]) - norm(b["history"][:, -1:])
-        return {"obs_mean": obs_mean, "obs_std": obs_std, "delta_std": delta.reshape(-1, delta.shape[-1]).std(0) + 1e-3,
+        delta_std = delta.reshape(-1, delta.shape[-1]).std(0) + 1e-3
+        return {"obs_mean": obs_mean, "obs_std": obs_std, "delta_std": delta_std,
+                # the dynamics denoiser's sample space is delta / delta_std over [F, S]; its range in the data
+                # bounds the sampler's x0 (planning.diffusion_states)
+                "delta_bound": np.abs(delta / delta_std).max(0).reshape(-1).astype(np.float32),
                 "value_mean": np.float32(b["value_target"].mean()), "value_std": np.float32(b["value_target"].std() + 1e-3)}
