@@ -7,11 +7,15 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from configs.dmpc import locomotion
 from core import diffusion
 from core import train as train_lib
 from papers.dmpc import models
 
-SCHEDULE = diffusion.cosine_schedule(100)
+# the GPU config's schedule and sampler: a 1000-step cosine schedule sampled with 32 DDIM steps, x0 clipped to the
+# action bounds (planning.diffusion_actions); unclipped, this setting wrecked D-MPC's proposals on MJX
+GPU_CONFIG = locomotion.get_config("env=hopper")
+SCHEDULE = diffusion.cosine_schedule(GPU_CONFIG.model.diffusion_steps)
 
 
 def toy_config(steps):
@@ -43,8 +47,8 @@ def test_diffusion_proposal_recovers_a_bimodal_action_law():
     model = train_lib.merge_model(setup.graphdef, state)
     n = 2000   # binomial standard error of a fraction near 0.5: 0.011; the bounds are > 9 standard errors away
     for cond, check in ((0.0, "bimodal"), (1.0, "unimodal")):
-        samples = np.asarray(diffusion.ddim_sample(model, SCHEDULE, (n, 1), jnp.full((n, 1), cond),
-                                                   jax.random.key(0), num_steps=100))[:, 0]
+        samples = np.asarray(diffusion.ddim_sample(model, SCHEDULE, (n, 1), jnp.full((n, 1), cond), jax.random.key(0),
+                                                   num_steps=GPU_CONFIG.plan.proposal_steps, clip_x0=1.0))[:, 0]
         if check == "bimodal":
             # both modes carry a fifth of the mass or more (800 steps do not balance them exactly)
             upper, lower = np.mean(np.abs(samples - 0.6) < 0.25), np.mean(np.abs(samples + 0.6) < 0.25)
