@@ -12,9 +12,10 @@ most one worker per GPU):
             every snapshot scored in one rollout; references; medium / medium_replay re-generated from the
             snapshots (deterministic: same snapshots and seed, same episodes; their sha256 go in the JSON);
             models trained; D-MPC, its two ablations, MBOP-style and BC on 50 episodes per dataset (+ the
-            novel-reward D-MPCs on walker2d, whose first-dataset model goes to <keep>/walker2d/model.npz).
+            novel-reward D-MPCs on walker2d, whose `medium` model goes to <keep>/walker2d/model.npz as soon as
+            it is trained, followed there by D-MPC's ms per step batched over 50 episodes and a GIF).
   ankle     walker2d only: the broken-ankle experiment from model.npz (play data, dynamics-only fine-tune,
-            before / after), the planner's ms per step batched over 50 episodes, a GIF of a walker episode.
+            before / after).
   auto      the first of experts / evaluate / ankle that this env has not done (from <keep>).
 Workers (one process per env) go round-robin over the visible GPUs, one per GPU is the fast case; workers
 still running at --worker_timeout_s are killed. <keep> (default runs/dmpc_keep) holds only small files (the
@@ -77,10 +78,8 @@ def next_stage(env_name: str, keep: str) -> str | None:
 def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, gif_path: str | None,
               ppo_budget_s: float | None) -> dict:
     """One stage for one env in this process; merges its numbers into <keep>/<env>.json (after every step)."""
-    import jax
-
     from papers.dmpc import envs as envs_lib
-    from papers.dmpc import experts, figures, pipeline, planning
+    from papers.dmpc import experts, pipeline
 
     config = common.load_config("dmpc/locomotion", f"env={env_name}", "smoke" if smoke else "")
     json_path = os.path.join(keep, f"{env_name}.json")
@@ -109,29 +108,12 @@ def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, g
             if dataset not in config.datasets:
                 raise ValueError(f"Unknown dataset {dataset!r}; choose from {tuple(config.datasets)}.")
             config.datasets = (dataset,)
-        trained = {}
         previous = {k: v for k, v in result.items() if k != "config"}
-        out = pipeline.run_env(env_name, config, os.path.join(workdir, env_name), log=log, models_out=trained,
+        out = pipeline.run_env(env_name, config, os.path.join(workdir, env_name), log=log,
                                checkpoint_fn=lambda partial: save(partial), stages=(stage,),
                                expert_file=expert_file, model_file=model_file, previous=previous,
-                               train_if_missing=smoke)
+                               train_if_missing=smoke, planner_report=True, gif_path=gif_path)
         save(out)
-        if stage == "ankle" and trained:
-            from core import diffusion
-            from flax import nnx
-            model = trained[config.datasets[0]]
-            graphdef, state = nnx.split(model)
-            policy = planning.make_policy(graphdef, "dmpc", config.plan, diffusion.cosine_schedule(config.model.diffusion_steps))
-            env = envs_lib.make(env_name)
-            resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
-            histories = jax.numpy.repeat(resets.obs[:, None], config.model.history, 1)
-            save({"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
-                  "plan_batch_episodes": config.eval.num_episodes})
-            if gif_path and "first_episode_qpos" in result:
-                import numpy as np
-                qpos = np.asarray(result["first_episode_qpos"]["dmpc"])
-                figures.episode_gif(env_name, qpos[: min(len(qpos), 300)], gif_path)
-                save({"gif": gif_path})
     else:
         raise ValueError(f"Unknown stage {stage!r}; choose one of {STAGES}, evaluate/<dataset> or auto.")
     result["stage_seconds"][stage] = time.perf_counter() - started

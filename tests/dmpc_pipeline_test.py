@@ -30,9 +30,14 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     assert len(steps) == config.ppo.num_evals
 
     # evaluate stage: no PPO here (train_if_missing=False), everything from the snapshot file
+    gif = str(tmp_path / "episode.gif")
     result = pipeline.run_env(config.env, config, str(tmp_path / "work"), log=lambda s: None, stages=("evaluate",),
-                              expert_file=expert_file, model_file=model_file, train_if_missing=False)
+                              expert_file=expert_file, model_file=model_file, train_if_missing=False,
+                              planner_report=True, gif_path=gif)
     assert set(result["datasets"]) == {"medium", "medium_replay"} and "broken_ankle" not in result
+    # the planner report rides on the ankle dataset's model: ms per control step for the batch, and the GIF
+    assert result["plan_ms_per_step"] > 0 and result["plan_batch_episodes"] == config.eval.num_episodes
+    assert result["gif"] == gif and os.path.getsize(gif) > 0
     for row in result["datasets"].values():
         for method in config.methods:
             assert math.isfinite(row[method]["normalized_own"]["mean"])

@@ -29,7 +29,7 @@ from core import diffusion
 from core import train as train_lib
 from papers.dmpc import data as data_lib
 from papers.dmpc import envs as envs_lib
-from papers.dmpc import experts, models, planning
+from papers.dmpc import experts, figures, models, planning
 from papers.dmpc.segments import Segments
 
 
@@ -161,7 +161,7 @@ def _scores(returns, reference, env_name) -> dict:
 def run_env(env_name: str, config, workdir: str, log: Callable = print, models_out: dict | None = None,
             checkpoint_fn: Callable[[dict], None] | None = None, stages: tuple[str, ...] = ("evaluate", "ankle"),
             expert_file: str | None = None, model_file: str | None = None, previous: dict | None = None,
-            train_if_missing: bool = True) -> dict:
+            train_if_missing: bool = True, planner_report: bool = False, gif_path: str | None = None) -> dict:
     """Steps 1-4 for one env; returns a JSON-able dict of every measured number.
 
     stages: "evaluate" (datasets, models, every planner on every dataset, novel rewards on the adaptation env)
@@ -170,7 +170,9 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
     `model_file`: the evaluate stage saves the model trained on config.ankle.dataset there (adaptation env) and
     an ankle-only run loads it, with the references from `previous` (the evaluate stage's result), so a later
     command needs no retraining. `models_out` receives the trained models per dataset;
-    `checkpoint_fn(partial_result)` runs after each dataset."""
+    `checkpoint_fn(partial_result)` runs after each dataset. `planner_report`: on the adaptation env, once the
+    model of config.ankle.dataset is evaluated, also time D-MPC's control step batched over the evaluation
+    episodes and (with `gif_path`) draw its first episode (`planner_speed_and_gif`)."""
     started = time.perf_counter()
     unknown = set(stages) - {"evaluate", "ankle"}
     if unknown:
@@ -189,7 +191,8 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
                                           for (s, _), r in zip(run.snapshots, run.returns)],
                             "medium_snapshot": made["medium_snapshot"], "expert_snapshot": run.expert_index},
                     "datasets": dict(out.get("datasets", {}))})      # rows of datasets not rerun stay
-        trained = _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file)
+        trained = _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file,
+                                     (gif_path,) if planner_report else None)
     if "ankle" in stages and env_name == config.adaptation_env:
         if config.ankle.dataset in trained:
             model = trained[config.ankle.dataset]
@@ -212,7 +215,8 @@ def run_env(env_name: str, config, workdir: str, log: Callable = print, models_o
     return out
 
 
-def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file=None) -> dict:
+def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpoint_fn, model_file=None,
+                       planner_report=None) -> dict:
     env_name, reference = env.name, made["reference"]
     trained = {}
     for i, kind in enumerate(config.datasets):
@@ -251,9 +255,29 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")
+        if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
+            out.update(planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
+                                             planner_report[0]))
+            log(f"  {env_name}: D-MPC plans a control step in {out['plan_ms_per_step']:.1f} ms for "
+                f"{out['plan_batch_episodes']} episodes at once")
         if checkpoint_fn is not None:
             checkpoint_fn(out)
     return trained
+
+
+def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str | None) -> dict:
+    """D-MPC's milliseconds per control step, batched over config.eval.num_episodes episodes (compile
+    excluded), and a GIF of its first evaluation episode (up to 300 steps) at `gif_path`."""
+    graphdef, state = nnx.split(model)
+    policy = planning.make_policy(graphdef, "dmpc", config.plan, diffusion.cosine_schedule(config.model.diffusion_steps))
+    resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
+    histories = jnp.repeat(resets.obs[:, None], config.model.history, 1)
+    out = {"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
+           "plan_batch_episodes": config.eval.num_episodes}
+    if gif_path:
+        figures.episode_gif(env.name, np.asarray(first_episode_qpos)[:300], gif_path)
+        out["gif"] = gif_path
+    return out
 
 
 _NOVEL_OBJECTIVES: dict = {}
