@@ -59,6 +59,12 @@ def test_clipping_x0_stops_the_first_step_amplifying_a_denoiser_error():
     clipped = sample(1.0)
     assert float(jnp.abs(clipped).max()) <= 1.0
     assert abs(float(clipped.mean()) - mean) < 0.1
+    # ancestral DDPM: the x0-form posterior mean with x0 clipped; with the exact denoiser it still recovers the data
+    exact = lambda x, t, c: eps_fn(x, t, c) - 0.02
+    ddpm = jax.jit(lambda k: diffusion.ddpm_sample(exact, schedule, (8192, 2), None, k, clip_x0=1.0))(jax.random.key(1))
+    assert abs(float(ddpm.mean()) - mean) < 0.01 and abs(float(ddpm.std()) - std) < 0.01
+    off = jax.jit(lambda k: diffusion.ddpm_sample(eps_fn, schedule, (4096, 2), None, k, clip_x0=1.0))(jax.random.key(1))
+    assert abs(float(off.mean()) - mean) < 0.1
 
 
 def test_denoising_loss_is_lowest_for_the_exact_denoiser():

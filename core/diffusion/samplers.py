@@ -33,8 +33,9 @@ def denoising_loss(eps_fn: EpsFn, schedule: NoiseSchedule, x0: jax.Array, cond: 
 
 
 def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], cond: Any,
-                key: jax.Array) -> jax.Array:
-    """Ancestral sampling with the posterior variance β̃_t (Ho et al. 2020, Alg. 2)."""
+                key: jax.Array, clip_x0: float | jax.Array | None = None) -> jax.Array:
+    """Ancestral sampling with the posterior variance β̃_t (Ho et al. 2020, Alg. 2). clip_x0: as in
+    `ddim_sample`; the step then uses the posterior mean written in x0 (Ho et al. eq. 7) with x0 clipped."""
     init_key, key = jax.random.split(key)
     x = jax.random.normal(init_key, shape)
     betas, alpha_bar = schedule.betas, schedule.alphas_cumprod
@@ -44,7 +45,12 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
         t, step_key = inputs
         t_batch = jnp.full((shape[0],), t)
         eps = eps_fn(x, t_batch, cond).astype(jnp.float32)
-        mean = (x - betas[t] / jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(1.0 - betas[t])
+        if clip_x0 is None:
+            mean = (x - betas[t] / jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(1.0 - betas[t])
+        else:
+            x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -clip_x0, clip_x0)
+            mean = (jnp.sqrt(alpha_bar_prev[t]) * betas[t] * x0
+                    + jnp.sqrt(1.0 - betas[t]) * (1.0 - alpha_bar_prev[t]) * x) / (1.0 - alpha_bar[t])
         variance = betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
         noise = jax.random.normal(step_key, shape)
         return mean + jnp.where(t > 0, jnp.sqrt(variance), 0.0) * noise, None
