@@ -3,12 +3,21 @@
     python -m benchmarks.infinite_compute                 # one H200, ~7-8 min; resumes if re-run
     python -m benchmarks.infinite_compute --smoke         # CPU, tiny sizes
     python -m benchmarks.infinite_compute --analyze_only  # refit + redraw from the stored points
+    python -m benchmarks.infinite_compute --stages draft --update_keys draft_acceptance_gain   # item 6 only
 
 Needs the fixed-token set at config.data.dir (data/infinite_compute, 2.8 MB: carry it, or it is built from
 the corpus, which needs tfds + tokenizers and ~2-10 min of CPU). Trains the standard, regularised, ensemble,
 distillation and data-law points under a wall-clock budget (config budget_seconds), stores each point as it
 finishes (runs/infinite_compute/points/*.json + orbax checkpoints), then fits and writes
 benchmarks/results/infinite_compute.json and three PNGs.
+
+Stage `draft` (after the sweep's stages; needs the distillation ensemble's synthetic pool, i.e. the `distill`
+stage run in this workdir/checkpoint_dir): trains (or resumes) the SSD pair of configs/ssd/decode.py (variant
+config.draft.ssd_variant, workdir --draft_pair_workdir), re-tokenises the fixed-token set and the ensemble's
+samples into the pair's vocabulary (papers.infinite_compute.draft), trains a student of the plain draft's
+architecture and schedule on the sweep's real:synthetic mixture, and measures both drafts for the pair's
+target with benchmarks.decode.run_decode (chain SD, T = 0, batch 1, the decode benchmark's K):
+`draft_acceptance_gain` = student acceptance - plain draft acceptance, with both rates and speed-ups.
 """
 
 from __future__ import annotations
@@ -114,7 +123,10 @@ def main() -> None:
     parser.add_argument("--checkpoint_dir", default="", help="member checkpoints (default <workdir>/checkpoints)")
     parser.add_argument("--skip_analysis", action="store_true", help="train only (another process fits)")
     parser.add_argument("--stages", default="", help="run only these sweep stages, comma-separated, from "
-                        "standard,search1,distill,ensembles,data_law,search2 (default all)")
+                        "standard,search1,distill,ensembles,data_law,search2 (default all) and draft (the "
+                        "student as an SSD draft; only when named)")
+    parser.add_argument("--draft_pair_workdir", default="", help="the SSD pair's checkpoints for the draft stage "
+                        "(default <workdir>/ssd_pair; e.g. a benchmarks.decode --quick --workdir to reuse)")
     parser.add_argument("--update_keys", default="",
                         help="comma-separated top-level keys (e.g. distill_retention) to replace in the existing "
                         "results JSON instead of rewriting it (a partial sweep keeps the full run's figures)")
@@ -134,8 +146,14 @@ def main() -> None:
         data_lib.ensure_fixed_token_set(config)
         sweep = sweep_lib.Sweep(config, workdir, deadline=started + config.budget_seconds,
                                 sizes=[s for s in args.sizes.split(",") if s], checkpoint_dir=args.checkpoint_dir or None)
-        summary = sweep.run([s for s in args.stages.split(",") if s] or sweep_lib.STAGES)
+        stages = [s for s in args.stages.split(",") if s]
+        sweep_stages = [s for s in stages if s != "draft"]
+        summary = sweep.run(sweep_stages or ([] if stages else sweep_lib.STAGES))
         print(f"sweep: {summary}", flush=True)
+        if "draft" in stages:
+            gain = draft_stage(config, sweep, args.draft_pair_workdir or os.path.join(workdir, "ssd_pair"),
+                               args.smoke)
+            summary["draft"] = dict(seconds=gain["wall_s"])
         if args.skip_analysis:
             return
     result = sweep_lib.analyze(config, workdir)
@@ -150,12 +168,10 @@ def main() -> None:
         asymptote_ensemble=result["asymptote_ensemble"], asymptote_joint=result["asymptote_joint"],
         data_efficiency=efficiency or None,
         distill_retention=result["distill_retention"],
-        draft_acceptance_gain=None,
-        draft_acceptance_gain_reason=(
-            "not measured: the students are trained on the 4k-BPE fixed-token set (vocab 4096) while the SSD "
-            "pair (papers/ssd/pair.py, benchmarks/decode.py) uses the 32k tokenizer of data/corpus, and a draft "
-            "must share its target's vocabulary; it needs the distillation stage run on the pair's corpus at the "
-            "draft's size (or an SSD target on the 4k corpus)"),
+        draft_acceptance_gain=_load_draft_gain(workdir),
+        draft_acceptance_gain_reason=None if _load_draft_gain(workdir) else (
+            "not measured in this workdir: run `--stages draft` (after the distill stage) to train the "
+            "re-tokenised student and measure it against the SSD pair's plain draft"),
         ordering_holds=_ordering(result),
         sizes=result["sizes"], ensembles=result["ensembles"], data_law=result["data_law"], notes=result["notes"],
         sweep=summary, figures=figures, wall_seconds=time.time() - started)
@@ -178,6 +194,148 @@ def main() -> None:
             print(f"data efficiency {key:12s} {value:8.2f}x")
     print(f"wrote {common.result_path(args, 'infinite_compute')} and {len(figures)} figures "
           f"in {time.time() - started:.0f}s")
+
+
+DRAFT_RESULT = "draft_acceptance_gain.json"    # in the sweep workdir, so --analyze_only keeps it
+
+
+def _load_draft_gain(workdir: str) -> dict | None:
+    import json
+
+    path = os.path.join(workdir, DRAFT_RESULT)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def ssd_pair_config(config, smoke: bool):
+    """configs/ssd/decode.py at config.draft.ssd_variant, with the draft section's step overrides."""
+    d = config.draft
+    ssd = common.load_config("ssd/decode", "smoke" if smoke else d.ssd_variant)
+    if d.target_steps:
+        ssd.train.num_steps = ssd.optim.total_steps = int(d.target_steps)
+    if d.draft_steps:
+        ssd.draft_train.num_steps = int(d.draft_steps)
+    if d.corpus_dir:
+        ssd.data.corpus_dir = d.corpus_dir
+    return ssd
+
+
+def synthetic_pool(sweep, config):
+    """The distillation ensemble's synthetic windows (4k vocab): the stored pool, else sampled from the stored
+    teachers (sweep.synthesize, the same pool the distill stage's students use)."""
+    d = config.distill
+    teachers = sweep.ensemble_points(d.size) if d.size in sweep.sizes else None
+    path = os.path.join(sweep.store.checkpoint_dir, "synthetic", f"{config.draft.pool}.npy")
+    if os.path.exists(path):
+        import numpy as np
+        return np.load(path).astype("int32")
+    if teachers is None or not all(sweep.store.has(p.id) for p in teachers):
+        raise FileNotFoundError(f"No synthetic pool at {path} and no finished {d.size} ensemble to sample it; run "
+                                "`--stages standard,search1,distill,draft` (the stages run in that order).")
+    return sweep.synthesize(config.draft.pool, teachers if config.draft.pool == "ensemble" else teachers[:1],
+                            d.synthetic_windows, 1 if config.draft.pool == "ensemble" else 2)
+
+
+def measure_drafts(target, drafts: dict, prompts, num_draft: int, max_new_tokens: int, repeats: int,
+                   dtype: str) -> dict:
+    """AR and chain SD (T = 0, batch 1, one prompt per call) of `target` with each draft, through
+    benchmarks.decode.run_decode (the decode benchmark's own timing): acceptance, tokens per target forward,
+    tokens/s, speed-up over AR, and whether greedy SD reproduced greedy AR token for token."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import decode
+    from papers.ssd import engine
+
+    dtype = jnp.dtype(dtype)
+    tg, ts = decode.inference_split(target, dtype)
+    sets = [prompts[i:i + 1] for i in range(len(prompts))]
+    first = next(iter(drafts.values()))
+    dg, ds = decode.inference_split(first, dtype)
+    ar = decode.run_decode(((tg, ts, target.config), (dg, ds, first.config)),
+                           engine.DecodeConfig("ar", max_new_tokens), sets, repeats, dtype=dtype)
+    out = dict(ar=dict(tokens_per_s=ar["tokens_per_s"], compile_s=ar["compile_s"]))
+    for name, model in drafts.items():
+        dg, ds = decode.inference_split(model, dtype)
+        row = decode.run_decode(((tg, ts, target.config), (dg, ds, model.config)),
+                                engine.DecodeConfig("chain", max_new_tokens, num_draft=num_draft), sets, repeats,
+                                dtype=dtype)
+        out[name] = dict(acceptance=row["acceptance"], tokens_per_step=row["tokens_per_step"],
+                         tokens_per_s=row["tokens_per_s"], speedup=row["tokens_per_s"] / ar["tokens_per_s"],
+                         greedy_identical_to_ar=float(np.mean(np.all(row["last_tokens"] == ar["last_tokens"], -1))),
+                         compile_s=row["compile_s"])
+        print(f"chain K={num_draft} {name:8s} acceptance {row['acceptance']:.3f} "
+              f"{row['tokens_per_s']:8.1f} tok/s speed-up {out[name]['speedup']:.2f}x", flush=True)
+    return out
+
+
+def draft_stage(config, sweep, pair_workdir: str, smoke: bool) -> dict:
+    """Item 6: the ensemble-distilled student (re-tokenised) against the pair's plain draft; stored in the
+    sweep workdir (DRAFT_RESULT) and returned."""
+    import numpy as np
+
+    from core import metrics
+    from core.data import lm_pipeline
+    from core.data import tokenizer as tokenizer_lib
+    from papers.infinite_compute import data as data_lib
+    from papers.infinite_compute import draft as draft_lib
+    from papers.ssd import pair
+
+    started = time.time()
+    d = config.draft
+    ssd = ssd_pair_config(config, smoke)
+    plain_config = draft_lib.student_config(ssd)
+    target, plain = pair.train_pair(ssd, plain_config, pair_workdir)
+    vocab = pair.vocab_size(ssd)
+    arrays, _ = data_lib.load_fixed_token_set(config.data.dir)
+    synthetic = synthetic_pool(sweep, config)
+    source = tokenizer_lib.load_tokenizer(config.data.dir)
+    dest = tokenizer_lib.load_tokenizer(ssd.data.corpus_dir)
+    real_w, synth_w, counts = draft_lib.mixture_windows(arrays["train"], synthetic, source, dest, ssd.data.seq_len)
+    student = draft_lib.train_student(plain_config, os.path.join(sweep.workdir, f"draft_student_{d.pool}"),
+                                      real_w, synth_w, d.synthetic_fraction, vocab)
+    dc = ssd.decode
+    num_draft = int(d.num_draft or dc.ks[len(dc.ks) // 2])     # the decode benchmark's headline K
+    prompts = lm_pipeline.make_lm_iterator(ssd.data.corpus_dir, "validation", dc.prompt_len, d.prompts,
+                                           seed=0, num_epochs=1)
+    prompts = np.asarray(next(prompts)["tokens"][:, :dc.prompt_len], np.int32)
+    rows = measure_drafts(target, dict(plain=plain, student=student), prompts, num_draft,
+                          int(d.max_new_tokens or dc.max_new_tokens), 1, d.dtype)
+    summaries = pair.read_summary(pair_workdir)
+    student_summary = draft_lib.read_summary(os.path.join(sweep.workdir, f"draft_student_{d.pool}")) or {}
+    result = dict(
+        value=rows["student"]["acceptance"] - rows["plain"]["acceptance"],
+        student_acceptance=rows["student"]["acceptance"], plain_acceptance=rows["plain"]["acceptance"],
+        student_speedup=rows["student"]["speedup"], plain_speedup=rows["plain"]["speedup"],
+        speedup_gain=rows["student"]["speedup"] - rows["plain"]["speedup"],
+        student_val_loss=pair.validation_loss(student, plain_config),
+        plain_val_loss=pair.validation_loss(plain, plain_config),
+        target_val_loss=(summaries.get("target") or {}).get("val_loss"),
+        decode=dict(mode="chain", num_draft=num_draft, temperature=0.0, batch=1, prompts=int(len(prompts)),
+                    prompt_len=int(dc.prompt_len), max_new_tokens=int(d.max_new_tokens or dc.max_new_tokens),
+                    dtype=d.dtype, rows=rows),
+        trained_on=dict(
+            student=(f"next-token CE on {1 - d.synthetic_fraction:g} real : {d.synthetic_fraction:g} synthetic "
+                     f"per batch; real = the {counts['real_source_tokens']:,}-token fixed-token set re-tokenised "
+                     f"to {counts['real_tokens']:,} pair tokens; synthetic = {len(synthetic)} temperature-1 "
+                     f"samples of the {config.distill.size} {d.pool} teacher (4k vocab), re-tokenised to "
+                     f"{counts['synthetic_tokens']:,} tokens; {plain_config.train.num_steps} steps x "
+                     f"{plain_config.data.batch_size} x {plain_config.data.seq_len}"),
+            plain=(f"KL(target || draft) + {plain_config.distill.hard_weight:g} x CE on the pair's corpus "
+                   f"({ssd.data.corpus_dir}), {plain_config.train.num_steps} steps x {plain_config.data.batch_size}"
+                   f" x {plain_config.data.seq_len}"),
+            same=("architecture, optimizer, schedule, init seed and step count (papers.ssd.pair.draft_config); "
+                  "only data and loss differ")),
+        retokenization=counts, student_training=student_summary, pair_training=summaries,
+        ssd_variant="smoke" if smoke else d.ssd_variant, pair_workdir=pair_workdir, vocab=vocab,
+        draft_model=dict(plain_config.model.to_dict()), wall_s=time.time() - started)
+    metrics.write_json(os.path.join(sweep.workdir, DRAFT_RESULT), result)
+    print(f"draft_acceptance_gain: {result['value']:+.3f} (student {result['student_acceptance']:.3f}, plain "
+          f"{result['plain_acceptance']:.3f}); speed-up student {result['student_speedup']:.2f}x, plain "
+          f"{result['plain_speedup']:.2f}x", flush=True)
+    return result
 
 
 def _updated(path: str, payload: dict, keys: list[str]) -> dict:

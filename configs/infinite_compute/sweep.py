@@ -57,5 +57,11 @@ def get_config(arg=None):
                      synthetic_windows=48 if smoke else 16384, generate_batch=16 if smoke else 1024,
                      students=[("ensemble", 0.75), ("self", 0.5), ("self", 1.0)] if smoke else
                      [("ensemble", 0.75), ("ensemble", 0.9), ("ensemble", 0.5), ("self", 0.5), ("self", 1.0)])
+    # Item 6 (benchmarks/infinite_compute.py --stages draft): the student, re-tokenised into the SSD pair's
+    # vocabulary, as the draft of configs/ssd/decode.py's target ("quick": 12-layer target, 2-layer draft, ~2
+    # GPU-min) against the pair's plain distilled draft. Steps 0 = the SSD config's; smoke: a few steps each.
+    c.draft = dict(ssd_variant="quick", pool="ensemble", synthetic_fraction=0.75, target_steps=6 if smoke else 0,
+                   draft_steps=6 if smoke else 0, corpus_dir="", num_draft=0, prompts=2 if smoke else 8,
+                   max_new_tokens=8 if smoke else 0, dtype="float32" if smoke else "bfloat16")
     c.data_law = dict(fractions=[0.25, 0.5] if smoke else [0.125, 0.25, 0.5], epoch_factors=[1] if smoke else [0.5, 1, 2])
     return c
