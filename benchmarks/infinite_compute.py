@@ -127,6 +127,8 @@ def main() -> None:
                         "student as an SSD draft; only when named)")
     parser.add_argument("--draft_pair_workdir", default="", help="the SSD pair's checkpoints for the draft stage "
                         "(default <workdir>/ssd_pair; e.g. a benchmarks.decode --quick --workdir to reuse)")
+    parser.add_argument("--draft_corpus_dir", default="", help="the SSD pair's corpus (default the SSD config's, "
+                        "/tmp/ssd_corpus; point it at a carried copy to skip the 32k corpus build)")
     parser.add_argument("--update_keys", default="",
                         help="comma-separated top-level keys (e.g. distill_retention) to replace in the existing "
                         "results JSON instead of rewriting it (a partial sweep keeps the full run's figures)")
@@ -138,6 +140,8 @@ def main() -> None:
     config = common.load_config("infinite_compute/sweep", "smoke" if args.smoke else "")
     if args.budget_seconds is not None:
         config.budget_seconds = args.budget_seconds
+    if args.draft_corpus_dir:
+        config.draft.corpus_dir = args.draft_corpus_dir
     name = common.result_name("infinite_compute", args.smoke)
     workdir = args.workdir or os.path.join("runs", name)
     started = time.time()
