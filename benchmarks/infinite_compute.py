@@ -168,6 +168,7 @@ def main() -> None:
         if args.skip_analysis:
             return
     result = sweep_lib.analyze(config, workdir)
+    os.makedirs(args.out, exist_ok=True)
     try:     # a partial run (--update_keys) leaves the full run's figures alone
         figures = [] if args.update_keys else plot(result, config, os.path.join(args.out, name))
     except ImportError as error:      # matplotlib missing on the GPU image: redraw with --analyze_only
