@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from papers.ssd import engine, fanout, saguaro, ssd, toy_lm
+from papers.ssd import engine, fanout, saguaro, ssd, ssd_stats, toy_lm
 
 TARGET = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3)
 DRAFT = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3, perturbation=0.7)
@@ -130,7 +130,7 @@ def test_transformer_greedy_ssd_equals_ar():
                            ssd.place(1, True), cache_dtype=jnp.float32)
     result = runtime.generate(prompts, lengths, jax.random.key(0))
     np.testing.assert_array_equal(result.tokens, np.asarray(ar.tokens))
-    pieces = runtime.time_pieces(prompts, lengths, jax.random.key(0), num_rounds=3)
+    pieces = ssd_stats.time_pieces(runtime, prompts, lengths, jax.random.key(0), num_rounds=3)
     assert all(v > 0 for v in pieces.values()), pieces
 
 

@@ -31,6 +31,8 @@ Where the lookup runs (`lookup`), which decides what crosses devices on the crit
 Exactness: every proposal reaches the verifier with the distribution it was drawn from (sigma_{F,C} of the
 draft's transformed distribution, or a point mass for fast-fallback tokens), and the verifier is
 papers.ssd.sampling's chain rule, so the output law is exactly the target's; tests/ssd_ssd_exactness_test.py.
+
+The run's statistics and the per-piece timing live in papers.ssd.ssd_stats.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from papers.ssd import engine, sampling, saguaro
+from papers.ssd import engine, sampling, saguaro, ssd_stats
 
 SOURCE_INITIAL, SOURCE_HIT, SOURCE_MISS = 0, 1, 2
+SOURCE_NAMES = {"initial": SOURCE_INITIAL, "hit": SOURCE_HIT, "miss": SOURCE_MISS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +197,7 @@ class SSDResult:
     tokens: np.ndarray           # int32[B, max_new_tokens]
     num_tokens: np.ndarray       # int32[B]
     rounds: int                  # rounds enqueued (the batch's; finished rows ride along)
-    stats: dict
+    stats: dict                  # papers.ssd.ssd_stats.run_stats
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -378,6 +381,17 @@ def place(num_target_devices: int = 1, separate_draft: bool = True, devices: Seq
     return Placement(target, devices[num_target_devices] if separate_draft else devices[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class Programs:
+    """The runtime's separately jitted pieces, each committed to its devices."""
+    prefill_target: Any
+    prefill_draft: Any
+    verify: Any                  # target: verify one round -> (loop, outcome, all done)
+    tree: Any                    # draft: glue + forks + tree -> (loop, SpeculationCache)
+    advance: Any                 # draft: lookup + fallback -> (loop, next Speculation)
+    target_lookup: Any           # target: the same lookup on a copied cache (lookup='target')
+
+
 class SSDRuntime:
     """Built once per (models, config, placement); `generate` may be called repeatedly."""
 
@@ -457,24 +471,27 @@ class SSDRuntime:
             new_source = jnp.where(active, jnp.where(hit, SOURCE_HIT, SOURCE_MISS), source).astype(jnp.int32)
             return tokens, probs, new_source
 
-        self._prefill_target, self._prefill_draft = prefill_target, prefill_draft
-        self._verify, self._tree, self._advance, self._target_lookup = verify, tree, advance, target_lookup
+        self.programs = Programs(prefill_target, prefill_draft, verify, tree, advance, target_lookup)
 
     # -- placement helpers ---------------------------------------------------------------------------------
-    def _to_target(self, tree, batch: int):
+    def to_target(self, tree, batch: int):
         """Batch-leading arrays split over the target devices, everything else replicated."""
         split, whole = self._target_split, self._target_whole
         leaves, treedef = jax.tree.flatten(tree)
         shardings = [split if (getattr(x, "ndim", 0) >= 1 and x.shape[0] == batch) else whole for x in leaves]
         return jax.tree.unflatten(treedef, jax.device_put(leaves, shardings))
 
-    def _to_draft(self, tree):
+    def to_draft(self, tree):
         return jax.device_put(tree, self.draft_sharding)
 
     def cache_lengths(self, prompt_length: int) -> tuple[int, int]:
         k = self.config.num_draft
         base = prompt_length + self.config.max_new_tokens
         return base + k + 2, base + self.layout.size + k + 2
+
+    def keep_caches(self, tloop, dloop, prompt_length: int):
+        """Hands a finished run's KV caches to the next run of the same shape (no reallocation)."""
+        self._caches[(tloop.cache.lengths.shape[0], prompt_length)] = (tloop.cache, dloop.cache)
 
     def _fresh_caches(self, batch: int, prompt_length: int):
         key = (batch, prompt_length)
@@ -483,7 +500,7 @@ class SSDRuntime:
         target_len, draft_len = self.cache_lengths(prompt_length)
         target = self.lm.init_cache(self.target_config, batch, target_len, self.cache_dtype)
         draft = self.lm.init_cache(self.draft_config, batch, draft_len, self.cache_dtype)
-        return self._to_target(target, batch), self._to_draft(draft)
+        return self.to_target(target, batch), self.to_draft(draft)
 
     # -- the host loop -------------------------------------------------------------------------------------
     def start(self, prompts, prompt_lengths, key):
@@ -497,28 +514,29 @@ class SSDRuntime:
         lengths = np.asarray(prompt_lengths, np.int32)
         target_cache, draft_cache = self._fresh_caches(batch, prompts.shape[1])
         key_target, key_draft = jax.random.split(key)
-        key_target, key_draft = self._to_target(key_target, batch), self._to_draft(key_draft)
-        tloop = self._prefill_target(self.target_state, target_cache, self._to_target(prompts, batch),
-                                     self._to_target(lengths, batch), key_target)
-        dloop, spec = self._prefill_draft(self.draft_state, draft_cache, self._to_draft(prompts),
-                                          self._to_draft(lengths), self._to_draft(tloop.root), key_draft)
-        return tloop, dloop, self._to_target(spec, batch), (key_target, key_draft)
+        key_target, key_draft = self.to_target(key_target, batch), self.to_draft(key_draft)
+        tloop = self.programs.prefill_target(self.target_state, target_cache, self.to_target(prompts, batch),
+                                             self.to_target(lengths, batch), key_target)
+        dloop, spec = self.programs.prefill_draft(self.draft_state, draft_cache, self.to_draft(prompts),
+                                                  self.to_draft(lengths), self.to_draft(tloop.root), key_draft)
+        return tloop, dloop, self.to_target(spec, batch), (key_target, key_draft)
 
     def round(self, tloop, dloop, spec, keys, step: int):
         """Enqueues one round; returns immediately (asynchronous dispatch)."""
         batch = tloop.root.shape[0]
         key_target, key_draft = keys
         source = spec.source
-        tloop, outcome, all_done = self._verify(self.target_state, tloop, spec, key_target, step)
-        dloop, table = self._tree(self.draft_state, dloop, key_draft, step)
-        outcome_on_draft = self._to_draft(outcome)
+        tloop, outcome, all_done = self.programs.verify(self.target_state, tloop, spec, key_target, step)
+        dloop, table = self.programs.tree(self.draft_state, dloop, key_draft, step)
+        outcome_on_draft = self.to_draft(outcome)
         if self.config.lookup == "target":
-            tokens, probs, source = self._target_lookup(self._to_target(table, batch), outcome, source)
-            dloop, _ = self._advance(self.draft_state, dloop, table, outcome_on_draft, key_draft, step)
+            tokens, probs, source = self.programs.target_lookup(self.to_target(table, batch), outcome, source)
+            dloop, _ = self.programs.advance(self.draft_state, dloop, table, outcome_on_draft, key_draft, step)
             spec = Speculation(tokens, probs, source)
         else:
-            dloop, spec_on_draft = self._advance(self.draft_state, dloop, table, outcome_on_draft, key_draft, step)
-            spec = self._to_target(spec_on_draft, batch)
+            dloop, spec_on_draft = self.programs.advance(self.draft_state, dloop, table, outcome_on_draft,
+                                                         key_draft, step)
+            spec = self.to_target(spec_on_draft, batch)
         return tloop, dloop, spec, all_done
 
     def generate(self, prompts, prompt_lengths, key) -> SSDResult:
@@ -533,63 +551,21 @@ class SSDRuntime:
             dones.append(all_done)
             if step >= config.lag and bool(dones[step - config.lag]):
                 break
-        result = self._result(tloop, dloop, step + 1)
-        result.stats["host_enqueue_s_per_round"] = enqueue_s / (step + 1)
-        self._caches[(tloop.cache.lengths.shape[0], np.asarray(prompts).shape[1])] = (tloop.cache, dloop.cache)
+        result = self._result(tloop, dloop, step + 1, enqueue_s)
+        self.keep_caches(tloop, dloop, np.asarray(prompts).shape[1])
         return result
 
-    def _result(self, tloop, dloop, rounds: int) -> SSDResult:
+    def _result(self, tloop, dloop, rounds: int, host_enqueue_s: float) -> SSDResult:
         config = self.config
         rounds_by, accepted_by = np.asarray(tloop.rounds), np.asarray(tloop.accepted)
-        hits, outcomes = np.asarray(dloop.hits), np.asarray(dloop.outcomes)
-        total = lambda a, i: int(a[:, i].sum())
-        safe = lambda a, b: a / b if b else None
-        stats = dict(
-            rounds=int(rounds_by.sum()), accepted=int(accepted_by.sum()),
-            hit_rate=safe(float(hits.sum()), float(outcomes.sum())),
-            hit_rate_by_accepted=[safe(float(h), float(o)) for h, o in zip(hits.sum(0), outcomes.sum(0))],
-            outcomes_by_accepted=[int(o) for o in outcomes.sum(0)],
-            accepted_on_hit=safe(total(accepted_by, SOURCE_HIT), total(rounds_by, SOURCE_HIT)),
-            accepted_on_miss=safe(total(accepted_by, SOURCE_MISS), total(rounds_by, SOURCE_MISS)),
-            accepted_initial=safe(total(accepted_by, SOURCE_INITIAL), total(rounds_by, SOURCE_INITIAL)),
-            rounds_by_source=dict(initial=total(rounds_by, SOURCE_INITIAL), hit=total(rounds_by, SOURCE_HIT),
-                                  miss=total(rounds_by, SOURCE_MISS)),
+        stats = ssd_stats.run_stats(
+            rounds_by_source={name: int(rounds_by[:, i].sum()) for name, i in SOURCE_NAMES.items()},
+            accepted_by_source={name: int(accepted_by[:, i].sum()) for name, i in SOURCE_NAMES.items()},
+            hits_by_accepted=np.asarray(dloop.hits).sum(0), outcomes_by_accepted=np.asarray(dloop.outcomes).sum(0),
             fallback_rounds=int(np.asarray(dloop.fallback_calls)), enqueued_rounds=rounds,
-            num_draft=config.num_draft)
-        stats["acceptance"] = safe(stats["accepted"], stats["rounds"] * config.num_draft)
+            num_draft=config.num_draft, host_enqueue_s=host_enqueue_s)
         out = np.asarray(tloop.out)[:, :config.max_new_tokens]
         return SSDResult(out, np.asarray(tloop.count), rounds, stats)
-
-    # -- instrumentation -----------------------------------------------------------------------------------
-    def time_pieces(self, prompts, prompt_lengths, key, num_rounds: int = 8) -> dict:
-        """Median seconds of each piece of a round, run one at a time (each blocked on): target verify, draft
-        tree, draft advance (lookup + fallback), the outcome transfer target -> draft and the speculation
-        transfer draft -> target. Compare with `generate`'s seconds per round to get the idle times."""
-        times = {name: [] for name in ("verify", "tree", "advance", "outcome_transfer", "spec_transfer",
-                                       "cache_transfer", "target_lookup")}
-
-        def timed(name, fn, *args):
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - t0)
-            return out
-
-        batch = np.asarray(prompts).shape[0]
-        tloop, dloop, spec, (key_target, key_draft) = self.start(prompts, prompt_lengths, key)
-        jax.block_until_ready((tloop, dloop, spec))
-        for step in range(num_rounds):
-            source = spec.source
-            tloop, outcome, _ = timed("verify", self._verify, self.target_state, tloop, spec, key_target, step)
-            dloop, table = timed("tree", self._tree, self.draft_state, dloop, key_draft, step)
-            outcome_on_draft = timed("outcome_transfer", self._to_draft, outcome)
-            dloop, spec_on_draft = timed("advance", self._advance, self.draft_state, dloop, table,
-                                         outcome_on_draft, key_draft, step)
-            table_on_target = timed("cache_transfer", self._to_target, table, batch)
-            timed("target_lookup", self._target_lookup, table_on_target, outcome, source)
-            spec = timed("spec_transfer", self._to_target, spec_on_draft, batch)
-        self._caches[(batch, np.asarray(prompts).shape[1])] = (tloop.cache, dloop.cache)
-        # The first round of each piece may include compilation.
-        return {name: float(np.median(v[1:] if len(v) > 1 else v)) for name, v in times.items()}
 
 
 def make_ssd(target_model, draft_model, config: SSDConfig, placement: Placement | None = None, lm=None,
