@@ -7,7 +7,7 @@ episodes, 95% Wilson intervals), one-plan time and surprise p-values, in one com
     python -m benchmarks.plan_lewm --envs reacher --reacher_minutes 3.5 --steps_per_s 22 --evals 2   # Reacher (GPU)
 
 `--oracle` trains nothing: it plans the protocol's episodes (eval.seed, Wilson intervals) with the same CEM but
-the true simulator as the model and a state cost (papers.lewm.planning.SIMULATOR), i.e. what the environment
+the true simulator as the model and a state cost (papers.lewm.planning.simulator_planner), i.e. what the environment
 and protocol allow with a perfect model, and writes lewm_oracle.json (top-level `oracle.<env>`).
 
 The evaluation is papers.lewm.evaluate.evaluate_workdir (what launch/eval_lewm.py runs). The JSON

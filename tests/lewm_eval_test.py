@@ -161,6 +161,6 @@ def test_oracle_with_the_true_simulator_solves_tworoom_episodes():
     report = evaluate.evaluate_oracle(config, num_episodes=6, chunk=3)
     assert report["episodes"] == 6 and report["success"] >= 0.75, report
     assert report["final_distance_mean"] < report["start_distance_mean"]
-    with pytest.raises(ValueError, match="simulator"):
+    with pytest.raises(ValueError, match="simulator_planner"):    # the old string interface gets told the new one
         from papers.lewm import planning
-        planning.make_episode_fn("simulater", None, config)
+        planning.make_episode_fn("simulator", None, config)

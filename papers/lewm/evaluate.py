@@ -41,7 +41,8 @@ def make_evaluator(graphdef, config: ml_collections.ConfigDict, num_episodes: in
 
     @jax.jit
     def run(state, keys):
-        episode = planning.make_episode_fn(planning.planning_model(graphdef, state, config.eval.compute_dtype), env, config)
+        model = planning.planning_model(graphdef, state, config.eval.compute_dtype)
+        episode = planning.make_episode_fn(planning.latent_planner(model, env, config), env, config)
         return jax.vmap(episode)(keys)
 
     return lambda state: jax.device_get(run(state, keys))
@@ -62,14 +63,14 @@ def summarise(results: dict) -> dict:
 
 def evaluate_oracle(config: ml_collections.ConfigDict, num_episodes: int | None = None, chunk: int = 0,
                     max_seconds: float | None = None) -> dict:
-    """The protocol's episodes planned by CEM over the true simulator (planning.SIMULATOR, state cost): what
+    """The protocol's episodes planned by CEM over the true simulator (planning.simulator_planner, state cost): what
     the environment and protocol allow with a perfect model. Episodes run `chunk` at a time (0: all at once),
     in key order; with max_seconds the run stops after the chunk that passes it and reports the episodes it
     finished. Returns the summary (with `seconds`) and the per-episode `results`."""
     env = lewm_data.make_env(config)
     keys = episode_keys(config, num_episodes)
     chunk = chunk or len(keys)
-    run = jax.jit(jax.vmap(planning.make_episode_fn(planning.SIMULATOR, env, config)))
+    run = jax.jit(jax.vmap(planning.make_episode_fn(planning.simulator_planner(env, config), env, config)))
     started, parts = time.perf_counter(), []
     for first in range(0, len(keys), chunk):
         parts.append(jax.device_get(run(keys[first:first + chunk])))

@@ -8,7 +8,7 @@ arguments of the compiled program, not constants baked into it (one compile serv
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -125,41 +125,76 @@ def plan_with_simulator(env, state, goal, key, *, horizon: int, block_dim: int, 
     return mean
 
 
-SIMULATOR = "simulator"
+class Planner(NamedTuple):
+    """How an episode chooses its actions, whatever it plans with. `memory` is whatever the planner carries
+    between plans (a pytree: the latent history, or just the goal).
+
+      begin(task) -> memory                            once, from the episode's EvalTask
+      plan(memory, state, key) -> blocks [H, block_dim]  the next plan, from the true current state
+      observe(memory, block_frames, blocks) -> memory  after a plan ran: the frames after each block, the blocks
+
+    Build one with `latent_planner` (a LeWM, from pixels) or `simulator_planner` (the oracle).
+    """
+    begin: Callable[[EvalTask], Any]
+    plan: Callable[[Any, Any, jax.Array], jax.Array]
+    observe: Callable[[Any, jax.Array, jax.Array], Any]
 
 
-def make_episode_fn(model, env, config: ml_collections.ConfigDict):
+def latent_planner(model, env, config: ml_collections.ConfigDict) -> Planner:
+    """CEM on the latent cost: the goal and the history frames are encoded once, the frames after every
+    executed block (and the blocks) are appended to the model's history; the true state is never read."""
+    history, settings = config.model.history, cem_settings(config)
+
+    def begin(task):
+        z_goal = model.encode(env.render(task.goal)[None])[0]
+        z_hist = model.encode(jax.vmap(env.render)(task.context)[None])[0]
+        return z_hist, task.past_actions, z_goal
+
+    def plan_next(memory, state, key):
+        z_hist, past, z_goal = memory
+        return plan(model, z_hist, past, z_goal, key, **settings)
+
+    def observe(memory, block_frames, blocks):
+        z_hist, past, z_goal = memory
+        z_new = model.encode(block_frames[None])[0]
+        return (jnp.concatenate([z_hist, z_new], 0)[-history:], jnp.concatenate([past, blocks], 0)[-(history - 1):],
+                z_goal)
+
+    return Planner(begin, plan_next, observe)
+
+
+def simulator_planner(env, config: ml_collections.ConfigDict) -> Planner:
+    """The oracle: the same CEM with the true simulator as the model and `state_distance` to the goal state as
+    the cost; it needs no history, only the goal."""
+    settings = cem_settings(config)
+    return Planner(begin=lambda task: task.goal,
+                   plan=lambda goal, state, key: plan_with_simulator(env, state, goal, key, **settings),
+                   observe=lambda goal, block_frames, blocks: goal)
+
+
+def make_episode_fn(planner: Planner, env, config: ml_collections.ConfigDict):
     """key -> dict(success, already_solved, start_distance, final_distance, frames, goal_frame, start_frame,
     demo_goal_changed): one evaluation episode (distances: env.goal_distance, what the success test
-    thresholds). `model` is a LeWM (CEM on the latent cost from pixels) or SIMULATOR (the oracle: CEM on the
-    true simulator with `state_distance`). Plans of horizon blocks are executed whole, then replanned, until
-    the eval.budget steps are spent; success is checked after every env step (the paper stops an episode at
-    success). The task is `eval_task`'s.
+    thresholds). `planner` is a `Planner` (latent_planner: a LeWM from pixels; simulator_planner: the oracle).
+    Plans of horizon blocks are executed whole, then replanned, until the eval.budget steps are spent;
+    success is checked after every env step (the paper stops an episode at success). The task is
+    `eval_task`'s.
     """
-    frameskip, history, horizon = config.model.frameskip, config.model.history, config.eval.horizon
-    action_dim = config.model.action_dim
+    if not isinstance(planner, Planner):
+        raise ValueError(f"make_episode_fn needs a Planner, got {type(planner).__name__}: build one with "
+                         f"latent_planner(model, env, config) or simulator_planner(env, config).")
+    frameskip, horizon, action_dim = config.model.frameskip, config.eval.horizon, config.model.action_dim
     steps_per_plan = horizon * frameskip
     num_plans = -(-config.eval.budget // steps_per_plan)
-    settings = cem_settings(config)
-    oracle = isinstance(model, str)
-    if oracle and model != SIMULATOR:
-        raise ValueError(f"model must be a LeWM or {SIMULATOR!r}, got {model!r}.")
 
     def episode(key):
         k_data, k_start, k_plan = jax.random.split(key, 3)
         task = eval_task(env, config, k_data, k_start)
         goal = task.goal
-        if not oracle:
-            z_goal = model.encode(env.render(goal)[None])[0]
-            z_hist = model.encode(jax.vmap(env.render)(task.context)[None])[0]
-            past = task.past_actions
+        memory = planner.begin(task)
         state, success, shown = task.start, jnp.array(False), []
         for i in range(num_plans):
-            k = jax.random.fold_in(k_plan, i)
-            if oracle:
-                blocks = plan_with_simulator(env, state, goal, k, **settings)
-            else:
-                blocks = plan(model, z_hist, past, z_goal, k, **settings)
+            blocks = planner.plan(memory, state, jax.random.fold_in(k_plan, i))
             actions = blocks.reshape(steps_per_plan, action_dim)
 
             def step(state, action):
@@ -171,10 +206,7 @@ def make_episode_fn(model, env, config: ml_collections.ConfigDict):
             boundary = jax.tree.map(lambda x: x[frameskip - 1::frameskip], states)     # after each block
             block_frames = jax.vmap(env.render)(boundary)
             shown.append(block_frames)
-            if not oracle:
-                z_new = model.encode(block_frames[None])[0]
-                z_hist = jnp.concatenate([z_hist, z_new], 0)[-history:]
-                past = jnp.concatenate([past, blocks], 0)[-(history - 1):]
+            memory = planner.observe(memory, block_frames, blocks)
         start_frame = env.render(task.start)
         return dict(success=success, already_solved=env.is_success(task.start, goal),
                     start_distance=env.goal_distance(task.start, goal), final_distance=env.goal_distance(state, goal),
