@@ -167,6 +167,10 @@ def main() -> None:
                 summary["draft"] = dict(error=str(error))
         if args.skip_analysis:
             return
+    points = os.path.join(workdir, "points")          # recipe.PointStore's layout: one JSON per finished point
+    if args.analyze_only and not (os.path.isdir(points) and any(f.endswith(".json") for f in os.listdir(points))):
+        raise SystemExit(f"--analyze_only found no stored points in {workdir}; run the sweep there first, or pass "
+                         "the --workdir that holds them.")
     result = sweep_lib.analyze(config, workdir)
     os.makedirs(args.out, exist_ok=True)
     try:     # a partial run (--update_keys) leaves the full run's figures alone
