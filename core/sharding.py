@@ -89,25 +89,29 @@ def state_shardings(state: Any, mesh: jax.sharding.Mesh, rules=LOGICAL_RULES) ->
     return jax.tree.map(leaf_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> NamedSharding:
-    """Leading (batch) dim over data+fsdp, the rest replicated."""
-    return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2, stacked: bool = False) -> NamedSharding:
+    """Batch dim over data+fsdp, the rest replicated. The batch dim leads, or comes second when `stacked`
+    (several steps' batches stacked on a leading step axis, see core.train's steps_per_call)."""
+    lead = (None,) if stacked else ()
+    return NamedSharding(mesh, P(*lead, ("data", "fsdp"), *([None] * (ndim - 1 - len(lead)))))
 
 
-def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places a host batch (process-local slice) onto the mesh, leading dim sharded over data+fsdp."""
+def shard_batch(batch: Any, mesh: jax.sharding.Mesh, stacked: bool = False) -> Any:
+    """Places a host batch (process-local slice) onto the mesh, batch dim sharded over data+fsdp; with
+    `stacked`, every leaf is [steps, batch, ...]."""
     def put(x):
         if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() == 1:
-            return jax.device_put(x, batch_sharding(mesh, x.ndim))   # generated on device: no host round trip
+            return jax.device_put(x, batch_sharding(mesh, x.ndim, stacked))   # generated on device: no host round trip
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim, stacked), x)
     leaves = jax.tree.leaves(batch)
     batch_axis = mesh.shape["data"] * mesh.shape["fsdp"]
     local_axis = max(1, batch_axis // jax.process_count())
+    dim = 1 if stacked else 0
     for leaf in leaves:
-        if np.ndim(leaf) == 0 or np.shape(leaf)[0] % local_axis:
+        if np.ndim(leaf) <= dim or np.shape(leaf)[dim] % local_axis:
             raise ValueError(
-                f"Batch leading dimension {np.shape(leaf)[:1]} is not divisible by the {local_axis} local "
+                f"Batch dimension {np.shape(leaf)[dim:dim + 1]} is not divisible by the {local_axis} local "
                 "data-parallel shards; choose a batch size divisible by data*fsdp.")
     return jax.tree.map(put, batch)
 

@@ -118,12 +118,16 @@ def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) ->
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    compute_dtype: Any = jnp.bfloat16, donate: bool = True) -> Callable:
+                    compute_dtype: Any = jnp.bfloat16, donate: bool = True, steps_per_call: int = 1) -> Callable:
     """Returns jitted `step(state, batch) -> (state, metrics)`.
 
     Params stay f32; the loss sees them cast to `compute_dtype` and gradients flow back through the cast.
     A non-finite loss or gradient leaves the state unchanged and is reported in `metrics["nonfinite"]`, so
     the loop can stop with a clear error before anything bad is checkpointed.
+
+    steps_per_call > 1: `step(state, batches)` takes that many batches stacked on a leading axis and runs them
+    as a `lax.scan` in one program, for small models whose step is shorter than the host's per-call work
+    (pytree flattening, dispatch, batch transfer). Metrics are the last step's; "nonfinite" is any step's.
     """
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
@@ -155,7 +159,17 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
                    **{k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()}}
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    if steps_per_call < 1:
+        raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}.")
+    if steps_per_call == 1:
+        return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+    def steps(state: TrainState, batches: Any) -> tuple[TrainState, dict]:
+        state, metrics = jax.lax.scan(step, state, batches)
+        last = jax.tree.map(lambda m: m[-1], metrics)
+        return state, {**last, "nonfinite": jnp.any(metrics["nonfinite"])}
+
+    return jax.jit(steps, donate_argnums=(0,) if donate else ())
 
 
 @dataclasses.dataclass
@@ -167,6 +181,8 @@ class TrainSetup:
     mesh: jax.sharding.Mesh
     optimizer: optax.GradientTransformation
     compute_dtype: Any
+    multi_step_fn: Callable | None = None   # jitted steps(state, stacked batches) when steps_per_call > 1
+    steps_per_call: int = 1
 
     def model(self, dtype: Any = None) -> nnx.Module:
         return merge_model(self.graphdef, self.state, dtype)
@@ -182,8 +198,11 @@ def setup_training(config: ml_collections.ConfigDict, model: nnx.Module, loss_fn
     compute_dtype = jnp.dtype(tc.get("compute_dtype", "bfloat16"))
     graphdef, state = init_train_state(model, optimizer, jax.random.key(tc.seed if seed is None else seed), mesh)
     step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype)
+    per_call = int(tc.get("steps_per_call", 1))
+    multi_step_fn = (make_train_step(graphdef, loss_fn, optimizer, compute_dtype, steps_per_call=per_call)
+                     if per_call > 1 else None)
     return TrainSetup(graphdef=graphdef, state=state, step_fn=step_fn, mesh=mesh, optimizer=optimizer,
-                      compute_dtype=compute_dtype)
+                      compute_dtype=compute_dtype, multi_step_fn=multi_step_fn, steps_per_call=per_call)
 
 
 def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
@@ -201,8 +220,10 @@ def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model
 
 def train_config(**overrides: Any) -> ml_collections.ConfigDict:
     """Defaults for the `train` config section."""
+    # steps_per_call: optimizer steps per jitted call (a lax.scan); > 1 only pays for models whose step is
+    # shorter than the host's per-call overhead. Logging, eval and checkpoints then happen at call boundaries.
     defaults = dict(num_steps=1000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
-                    seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True)
+                    seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True, steps_per_call=1)
     defaults.update(overrides)
     return ml_collections.ConfigDict(defaults)
 
@@ -239,7 +260,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                                                      setup.compute_dtype)
     history: list[dict] = []
     get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None
-    first_batch = sharding_lib.shard_batch(get_batch(0) if get_batch else next(batches), mesh)
+    first_host = get_batch(0) if get_batch else next(batches)
+    first_batch = sharding_lib.shard_batch(first_host, mesh)
     _pin_identity(workdir, _run_identity(state, first_batch, identity))
     _write_config(workdir, config)
     writer = None
@@ -260,25 +282,38 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
             progress = metrics_lib.Progress(tc.num_steps, start)
             started = time.perf_counter()
             pending: tuple[int, dict] | None = None
-            for step in range(start + 1, tc.num_steps + 1):
-                if first_batch is not None:
+            per_call = setup.steps_per_call
+            step = start
+            while step < tc.num_steps:
+                previous_step = step
+                count = per_call if per_call > 1 and tc.num_steps - step >= per_call else 1
+                if first_batch is not None and count == 1:
                     batch, first_batch = first_batch, None
+                elif count == 1:
+                    batch = sharding_lib.shard_batch(get_batch(step) if get_batch else next(batches), mesh)
                 else:
-                    batch = sharding_lib.shard_batch(get_batch(step - 1) if get_batch else next(batches), mesh)
-                state, metrics = step_fn(state, batch)
-                if pending is not None:           # check the previous step while this one runs
+                    host = [first_host] if first_batch is not None else []
+                    first_batch = None
+                    host += [get_batch(s) if get_batch else next(batches) for s in range(step + len(host), step + count)]
+                    batch = sharding_lib.shard_batch(
+                        jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *host), mesh,
+                        stacked=True)
+                step += count
+                state, metrics = (setup.multi_step_fn if count > 1 else step_fn)(state, batch)
+                if pending is not None:           # check the previous call while this one runs
                     _check_finite(*pending, workdir)
                 pending = (step, metrics)
                 for hook in hooks:
                     hook(step, state, metrics)
                 is_last = step == tc.num_steps
-                if step % tc.log_every == 0 or is_last:
+                crossed = lambda every: step // every > previous_step // every
+                if crossed(tc.log_every) or is_last:
                     row = _check_finite(step, metrics, workdir)
                     row = {k: v for k, v in row.items() if k != "nonfinite"}
                     writer.write(step, {**row, "steps_per_s": progress.update(step)})
                     history.append({"step": step, "wall_s": time.perf_counter() - started, **row})
                     metrics_lib.log_progress(progress.line(step, {"loss": row["loss"]}))
-                if eval_fn is not None and (step % tc.eval_every == 0 or is_last):
+                if eval_fn is not None and (crossed(tc.eval_every) or is_last):
                     result = dict(eval_fn(merge_model(graphdef, state, compute_dtype), step))
                     sample = result.pop("sample", None)
                     writer.write(step, result, prefix="eval/")
@@ -287,7 +322,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                     if sample is not None:
                         writer.write_text(step, "sample", sample)
                     metrics_lib.log_progress(f"eval step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in result.items()))
-                if step % tc.checkpoint_every == 0 or is_last or stop.requested:
+                if crossed(tc.checkpoint_every) or is_last or stop.requested:
                     _check_finite(step, metrics, workdir)
                     data_state = batches.get_state() if hasattr(batches, "get_state") else None
                     ckpt.save(step, state, data_state, force=True)

@@ -34,6 +34,31 @@ def test_ddpm_and_ddim_recover_gaussian_data(schedule):
         np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
 
 
+def exact_v(schedule):
+    """E[v | x_t] = a E[ε | x_t] - b E[x0 | x_t], with E[x0 | x_t] = (x_t - b E[ε | x_t]) / a."""
+    def v_fn(x, t, cond):
+        a = jnp.sqrt(schedule.alphas_cumprod[t])[:, None]
+        b = jnp.sqrt(1.0 - schedule.alphas_cumprod[t])[:, None]
+        eps = exact_eps(schedule)(x, t, cond)
+        return a * eps - b * (x - b * eps) / a
+    return v_fn
+
+
+def test_v_prediction_samplers_recover_gaussian_data_and_its_loss_prefers_the_exact_v():
+    schedule, n = diffusion.cosine_schedule(200), 20000
+    for sampler in (lambda k: diffusion.ddpm_sample(exact_v(schedule), schedule, (n, 3), None, k, prediction="v"),
+                    lambda k: diffusion.ddim_sample(exact_v(schedule), schedule, (n, 3), None, k, num_steps=200,
+                                                    prediction="v")):
+        x = jax.jit(sampler)(jax.random.key(0))
+        np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
+        np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
+    x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))
+    loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction="v")
+    assert loss(exact_v(schedule)) < loss(exact_eps(schedule))   # the ε network scored against v targets
+    with pytest.raises(ValueError, match="prediction"):
+        diffusion.denoising_loss(exact_v(schedule), schedule, x0, None, jax.random.key(2), prediction="x0")
+
+
 def test_a_wrong_denoiser_is_detected():
     schedule = diffusion.linear_schedule(1000)
     wrong = lambda x, t, c: exact_eps(schedule)(x, t, c) * 0.8

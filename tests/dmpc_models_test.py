@@ -12,8 +12,9 @@ from core import diffusion
 from core import train as train_lib
 from papers.dmpc import models
 
-# the GPU config's schedule and sampler: a 1000-step cosine schedule sampled with 32 DDIM steps, x0 clipped to the
-# action bounds (planning.diffusion_actions); unclipped, this setting wrecked D-MPC's proposals on MJX
+# the GPU config's schedule, parameterisation and sampler: a 1000-step cosine schedule sampled with 32 DDIM steps,
+# x0 clipped to the action bounds (planning.diffusion_actions); unclipped, this setting wrecked D-MPC's proposals
+# on MJX
 GPU_CONFIG = locomotion.get_config("env=hopper")
 SCHEDULE = diffusion.cosine_schedule(GPU_CONFIG.model.diffusion_steps)
 
@@ -37,7 +38,9 @@ def action_law(rng, n):
 def test_diffusion_proposal_recovers_a_bimodal_action_law():
     dims = models.ModelDims(obs_dim=1, action_dim=1, hidden=64, depth=2, time_embed=16)
     denoiser = models.Denoiser(1, 1, dims, nnx.Rngs(0))
-    loss_fn = lambda model, batch, rng: (diffusion.denoising_loss(model, SCHEDULE, batch["a"], batch["s"], rng), {})
+    prediction = GPU_CONFIG.model.prediction
+    loss_fn = lambda model, batch, rng: (diffusion.denoising_loss(model, SCHEDULE, batch["a"], batch["s"], rng,
+                                                                  prediction=prediction), {})
     steps = 800
     setup = train_lib.setup_training(toy_config(steps), denoiser, loss_fn)
     state = setup.state
@@ -48,7 +51,8 @@ def test_diffusion_proposal_recovers_a_bimodal_action_law():
     n = 2000   # binomial standard error of a fraction near 0.5: 0.011; the bounds are > 9 standard errors away
     for cond, check in ((0.0, "bimodal"), (1.0, "unimodal")):
         samples = np.asarray(diffusion.ddim_sample(model, SCHEDULE, (n, 1), jnp.full((n, 1), cond), jax.random.key(0),
-                                                   num_steps=GPU_CONFIG.plan.proposal_steps, clip_x0=1.0))[:, 0]
+                                                   num_steps=GPU_CONFIG.plan.proposal_steps, clip_x0=1.0,
+                                                   prediction=prediction))[:, 0]
         if check == "bimodal":
             # both modes carry a fifth of the mass or more (800 steps do not balance them exactly)
             upper, lower = np.mean(np.abs(samples - 0.6) < 0.25), np.mean(np.abs(samples + 0.6) < 0.25)

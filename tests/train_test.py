@@ -114,6 +114,33 @@ def test_kill_and_resume_reproduces_the_loss_curve(tmp_path):
         np.testing.assert_allclose(got[step], want[step], rtol=1e-6)
 
 
+def test_steps_per_call_trains_exactly_like_one_step_per_call(tmp_path):
+    """Scanned calls (4 steps each, then 2 single steps for the remainder of 10) give the same parameters, and
+    log, checkpoint and resume at the call boundaries that cross log_every / checkpoint_every."""
+    results = {}
+    for per_call in (1, 4):
+        config = make_config(num_steps=10)
+        config.train.steps_per_call = per_call
+        config.train.log_every = 3
+        workdir = str(tmp_path / f"per_call_{per_call}")
+        result = train_lib.train(config, workdir, TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+        results[per_call] = (jax.device_get(result.state.params), sorted(_losses(workdir)), workdir)
+    chex.assert_trees_all_close(results[1][0], results[4][0], atol=1e-6, rtol=1e-6)
+    assert results[1][1] == [3, 6, 9, 10]
+    assert results[4][1] == [4, 8, 9, 10]         # calls end at 4, 8, then single steps 9, 10
+    with checkpoint_lib.Checkpointer(os.path.join(results[4][2], "checkpoints")) as ckpt:
+        assert 10 in ckpt.all_steps() and 8 in ckpt.all_steps()   # 8 crossed checkpoint_every=3 at step 6
+
+
+def test_steps_per_call_below_one_is_refused():
+    config = make_config()
+    graphdef, _ = train_lib.init_train_state(TinyMLP(16, nnx.Rngs(0)), train_lib.make_optimizer(config.optim),
+                                             jax.random.key(0))
+    with pytest.raises(ValueError, match="steps_per_call"):
+        train_lib.make_train_step(graphdef, regression_loss, train_lib.make_optimizer(config.optim),
+                                  steps_per_call=0)
+
+
 def test_interrupted_save_is_never_loaded(tmp_path):
     config = make_config(num_steps=3)
     workdir = str(tmp_path / "run")

@@ -10,7 +10,8 @@
 The heads share nothing but the input normalisation, and the losses add, so Adam (no weight decay) trains
 each head exactly as if alone except for the global-norm gradient clip. Fine-tuning only the dynamics is the
 same step with the other losses weighted 0 (zero gradients, zero Adam updates).
-Denoisers are residual MLPs over the flattened chunk (the paper uses Transformers; see README).
+Denoisers are residual MLPs over the flattened chunk (the paper uses Transformers; see README); they predict ε or
+v (`ModelDims.prediction`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ModelDims:
     hidden: int = 256
     depth: int = 3
     time_embed: int = 64
+    prediction: str = "epsilon"     # what both denoisers predict: "epsilon" or "v" (core.diffusion)
 
 
 class ResidualMLP(nnx.Module):
@@ -136,9 +138,11 @@ def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: dif
     delta = ((model.norm(future) - model.norm(obs)[:, None]) / model.delta_std[...]).reshape(B, F * S)
     k_prop, k_dyn = jax.random.split(key)
     losses = {
-        "proposal": diffusion.denoising_loss(model.proposal, schedule, flat_actions, cond, k_prop),
+        "proposal": diffusion.denoising_loss(model.proposal, schedule, flat_actions, cond, k_prop,
+                                             prediction=model.dims.prediction),
         "dynamics": diffusion.denoising_loss(model.dynamics, schedule, delta,
-                                             jnp.concatenate([cond, flat_actions], -1), k_dyn),
+                                             jnp.concatenate([cond, flat_actions], -1), k_dyn,
+                                             prediction=model.dims.prediction),
     }
     predicted = model.values(obs, future, actions)
     losses["value"] = jnp.mean(jnp.square((predicted - batch["value_target"]) / model.value_std[...]))

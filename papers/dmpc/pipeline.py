@@ -105,7 +105,8 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
 def model_dims(env, config) -> models.ModelDims:
     m = config.model
     return models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=m.history,
-                            horizon=m.horizon, hidden=m.hidden, depth=m.depth)
+                            horizon=m.horizon, hidden=m.hidden, depth=m.depth,
+                            prediction=m.get("prediction", "epsilon"))
 
 
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
@@ -228,6 +229,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                             config.value.terminal_penalty)
         model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
         trained[kind] = model
+        fit = planning.proposal_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
+                                    jax.random.key(config.seed + 7), config.plan,
+                                    diffusion.cosine_schedule(config.model.diffusion_steps))
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         if models_out is not None:
@@ -243,7 +247,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                                   reward_fns)
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
-               "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+               "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
+               "train_steps": config.train.num_steps, "proposal_fit_mse": fit}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:
@@ -254,7 +259,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                                     for p, r in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
-            + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s)")
+            + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
+            f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f})")
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
             out.update(planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
                                              planner_report[0]))

@@ -46,7 +46,8 @@ def diffusion_actions(model, history, key, n, cfg, schedule):
     F, A = model.dims.horizon, model.dims.action_dim
     # actions live in [-1, 1]: the sampler's x0 is clipped there (see core.diffusion.ddim_sample, clip_x0)
     flat = diffusion.ddim_sample(model.proposal, schedule, (n, F * A), _broadcast_cond(model, history, n), key,
-                                 num_steps=cfg.proposal_steps, clip_x0=1.0 if cfg.clip_x0 else None)
+                                 num_steps=cfg.proposal_steps, clip_x0=1.0 if cfg.clip_x0 else None,
+                                 prediction=model.dims.prediction)
     return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
 
 
@@ -62,7 +63,8 @@ def diffusion_states(model, history, actions, key, cfg, schedule):
     S = model.dims.obs_dim
     cond = jnp.concatenate([_broadcast_cond(model, history, n), actions.reshape(n, -1)], -1)
     delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps,
-                                  clip_x0=model.delta_bound[...] if cfg.clip_x0 else None)
+                                  clip_x0=model.delta_bound[...] if cfg.clip_x0 else None,
+                                  prediction=model.dims.prediction)
     normalized = model.norm(history[-1])[None, None] + delta.reshape(n, F, S) * model.delta_std[...]
     return model.denorm(normalized)
 
@@ -75,6 +77,22 @@ def onestep_states(model, history, actions):
         return nxt, nxt
     _, states = jax.lax.scan(step, obs, jnp.swapaxes(actions, 0, 1))
     return jnp.swapaxes(states, 0, 1)
+
+
+def proposal_fit(model, batch: dict, key, cfg, schedule, samples: int = 16) -> dict:
+    """How well each proposal matches the data's first action on `batch`'s segments, as mean squared errors:
+    one diffusion sample, the mean of `samples` diffusion samples, BC, the Gaussian head's mean, and the data's
+    own variance (`marginal`). A proposal that ignores the history scores about twice `marginal` with one
+    sample; a faithful one about twice the conditional variance, which BC's error bounds from above."""
+    histories = jnp.asarray(batch["history"])
+    first = jnp.asarray(batch["actions"][:, 0])
+    sample = jax.jit(jax.vmap(lambda h, k: diffusion_actions(model, h, k, samples, cfg, schedule)[:, 0]))
+    drawn = sample(histories, jax.random.split(key, histories.shape[0]))            # [B, samples, A]
+    mse = lambda a: float(jnp.mean(jnp.square(a - first)))
+    return {"diffusion_one_sample": mse(drawn[:, 0]), f"diffusion_mean_of_{samples}": mse(drawn.mean(1)),
+            "bc": mse(model.bc_action(histories)), "gaussian_mean": mse(model.gaussian_params(histories)[0][:, :first.shape[-1]]),
+            "marginal": mse(first.mean(0)), "saturated_fraction": float(jnp.mean(jnp.abs(drawn) > 0.99)),
+            "segments": int(histories.shape[0])}
 
 
 def _ssr(model, history, key, cfg, objective, propose, predict):
