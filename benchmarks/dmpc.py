@@ -26,12 +26,12 @@ into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished me
 own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
 the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
 
-The sequence measured on one H200 (session 11; see papers/dmpc/README.md), each command within 30 s of the last
-so runs/ stays on the warm machine (--export writes <keep>.tar, <keep>_models.tar and the results to $OUT):
+The sequence measured on one H200 (sessions 11-12; see papers/dmpc/README.md), each command within 30 s of the
+last so runs/ stays on the warm machine (--export writes <keep>.tar, <keep>_models.tar and the results to $OUT):
   1. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:experts,walker2d:experts --worker_timeout_s 540  375 s
-  2. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate --worker_timeout_s 545
-  3. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay,walker2d:evaluate/medium_replay; then
-     python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 330 --export $OUT
+  2. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate --worker_timeout_s 520  529 s
+  3. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay,walker2d:evaluate/medium_replay --worker_timeout_s 285
+  4. python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 300 --export $OUT                          207 s
 (or repeat `python -m benchmarks.dmpc --export $OUT`, the auto stages, until it prints "every stage done").
 """
 

@@ -261,13 +261,15 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
             f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f})")
+        if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row
+            checkpoint_fn(out)
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
             out.update(planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
                                              planner_report[0]))
             log(f"  {env_name}: D-MPC plans a control step in {out['plan_ms_per_step']:.1f} ms for "
                 f"{out['plan_batch_episodes']} episodes at once")
-        if checkpoint_fn is not None:
-            checkpoint_fn(out)
+            if checkpoint_fn is not None:
+                checkpoint_fn(out)
     return trained
 
 
