@@ -37,7 +37,6 @@ last so runs/ stays on the warm machine (--export writes <keep>.tar, <keep>_mode
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -54,20 +53,13 @@ STAGES = ("experts", "evaluate", "ankle")
 ADAPTATION_ENV = "walker2d"     # configs/dmpc/locomotion.py's adaptation_env (GPU); the parent reads no config
 
 
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 
 
 def next_stage(env_name: str, keep: str) -> str | None:
     """The first stage this env has not done, judged from the files in `keep`."""
     if not os.path.exists(os.path.join(keep, env_name, "expert.pkl")):
         return "experts"
-    result = _read_json(os.path.join(keep, f"{env_name}.json"))
+    result = metrics.read_json(os.path.join(keep, f"{env_name}.json"), {})
     if len(result.get("datasets", {})) < 2:
         return "evaluate"
     if env_name in (ADAPTATION_ENV, "toy") and "broken_ankle" not in result:
@@ -85,7 +77,7 @@ def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, g
     json_path = os.path.join(keep, f"{env_name}.json")
     expert_file = os.path.join(keep, env_name, "expert.pkl")
     model_file = os.path.join(keep, env_name, "model.npz")
-    result = _read_json(json_path)
+    result = metrics.read_json(json_path, {})
     log = lambda s: print(s, flush=True)
 
     def save(update):
@@ -244,7 +236,7 @@ def main(argv=None):
     names = ("toy",) if args.smoke else ENVS
 
     def merge():
-        per_env = {e: r for e in names if (r := _read_json(os.path.join(args.keep, f"{e}.json")))}
+        per_env = {e: r for e in names if (r := metrics.read_json(os.path.join(args.keep, f"{e}.json"), {}))}
         report.update(per_env=per_env, seconds=time.perf_counter() - started, **summarize(per_env))
 
     if args.smoke:

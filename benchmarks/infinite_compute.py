@@ -178,14 +178,15 @@ def main() -> None:
     except ImportError as error:      # matplotlib missing on the GPU image: redraw with --analyze_only
         figures = [f"not drawn: {error}"]
     efficiency = result.get("data_efficiency") or {}
+    draft_gain = metrics.read_json(os.path.join(workdir, DRAFT_RESULT))
     payload = common.run_info(
         name, args, config=config.to_dict(), workdir=workdir, paper=PAPER,
         asymptote_standard=result["asymptote_standard"], asymptote_regularized=result["asymptote_regularized"],
         asymptote_ensemble=result["asymptote_ensemble"], asymptote_joint=result["asymptote_joint"],
         data_efficiency=efficiency or None,
         distill_retention=result["distill_retention"],
-        draft_acceptance_gain=_load_draft_gain(workdir),
-        draft_acceptance_gain_reason=None if _load_draft_gain(workdir) else (
+        draft_acceptance_gain=draft_gain,
+        draft_acceptance_gain_reason=None if draft_gain else (
             ((summary or {}).get("draft") or {}).get("error") or
             "not measured in this workdir: run `--stages draft` (after the distill stage) to train the "
             "re-tokenised student and measure it against the SSD pair's plain draft"),
@@ -214,16 +215,6 @@ def main() -> None:
 
 
 DRAFT_RESULT = "draft_acceptance_gain.json"    # in the sweep workdir, so --analyze_only keeps it
-
-
-def _load_draft_gain(workdir: str) -> dict | None:
-    import json
-
-    path = os.path.join(workdir, DRAFT_RESULT)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def ssd_pair_config(config, smoke: bool):

@@ -55,6 +55,14 @@ class MetricsWriter:
             self.enabled = False
 
 
+def read_json(path: str, default: Any = None) -> Any:
+    """A JSON file's content, or `default` when the file does not exist (an optional result not made yet)."""
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def read_jsonl(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

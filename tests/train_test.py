@@ -205,3 +205,6 @@ def test_write_json_is_atomic_and_keeps_numbers_as_numbers(tmp_path):
         result = json.load(f)
     assert result["value"] == 0.5 and result["step"] == 3 and result["benchmark"] == "unit"
     assert os.listdir(tmp_path / "sub") == ["result.json"]
+    assert metrics_lib.read_json(path)["step"] == 3
+    assert metrics_lib.read_json(str(tmp_path / "absent.json")) is None
+    assert metrics_lib.read_json(str(tmp_path / "absent.json"), {}) == {}

@@ -138,9 +138,4 @@ def train_student(config, workdir: str, real: np.ndarray, synthetic: np.ndarray,
 
 
 def read_summary(workdir: str) -> dict | None:
-    path = os.path.join(workdir, SUMMARY)
-    if not os.path.exists(path):
-        return None
-    import json
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return metrics_lib.read_json(os.path.join(workdir, SUMMARY))

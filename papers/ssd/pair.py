@@ -13,7 +13,6 @@ core.train.restore_trained_model: f32 params on one device, eval mode.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Mapping
@@ -141,8 +140,7 @@ def read_summary(workdir: str) -> dict:
     keeps that run's figures; a model with no summary is absent)."""
     out = {}
     for name in ("target", "draft"):
-        path = os.path.join(workdir, name, SUMMARY)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                out[name] = json.load(f)
+        summary = metrics_lib.read_json(os.path.join(workdir, name, SUMMARY))
+        if summary is not None:
+            out[name] = summary
     return out
