@@ -10,7 +10,7 @@ from flax import nnx
 from configs.dmpc import locomotion
 from core import diffusion
 from core import train as train_lib
-from papers.dmpc import models
+from papers.dmpc import models, planning
 
 # the GPU config's schedule, parameterisation and sampler: a 1000-step cosine schedule sampled with 32 DDIM steps,
 # x0 clipped to the action bounds (planning.diffusion_actions); unclipped, this setting wrecked D-MPC's proposals
@@ -88,6 +88,20 @@ def test_every_head_learns_on_segments():
     last = {k: float(v) for k, v in metrics.items()}
     for head in ("proposal", "dynamics", "value", "onestep", "gaussian", "bc"):
         assert last[head] < first[head] * 0.7, (head, first[head], last[head])
+    # the fit diagnostics each dataset row records: the trained model's proposals and rollouts fit better than
+    # the untrained one's; `marginal` is the data's own variance of the first action
+    held = batch(10_000)
+    plan = ml_collections.ConfigDict(dict(proposal_steps=8, dynamics_steps=4, clip_x0=False))
+    fits = {}
+    untrained = models.DMPCModels(dims, nnx.Rngs(0))     # the trained model's start (its buffers were donated)
+    for name, candidate in (("untrained", untrained), ("trained", train_lib.merge_model(setup.graphdef, state))):
+        fits[name] = (planning.proposal_fit(candidate, held, jax.random.key(1), plan, SCHEDULE, samples=4),
+                      planning.dynamics_fit(candidate, held, jax.random.key(2), plan, SCHEDULE))
+    np.testing.assert_allclose(fits["trained"][0]["marginal"], held["actions"][:, 0].var(0).mean(), rtol=1e-4)
+    for key in ("diffusion_one_sample", "bc", "gaussian_mean"):
+        assert fits["trained"][0][key] < fits["untrained"][0][key], (key, fits)
+    for key in ("diffusion", "onestep"):
+        assert fits["trained"][1][key] < fits["untrained"][1][key], (key, fits)
 
 
 def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):

@@ -156,10 +156,10 @@ def test_bad_numerics_is_one_clear_error():
 
 
 def test_decode_curves_are_drawn(tmp_path):
-    """benchmarks.decode.plot_curves: tokens/s vs batch (series with 2+ batches) and vs K, from JSON rows."""
+    """benchmarks.decode_plots.plot_curves: tokens/s vs batch (series with 2+ batches) and vs K, from JSON rows."""
     import argparse
 
-    from benchmarks import decode as decode_bench
+    from benchmarks import decode_plots
 
     rows = [dict(name=f"ar_T0_b{b}", mode="ar", batch=b, temperature=0.0, tokens_per_s=100.0 * b) for b in (1, 8)]
     rows += [dict(name=f"chain_K{k}_T0_b1", mode="chain", batch=1, temperature=0.0, tokens_per_s=150.0 + k,
@@ -167,10 +167,10 @@ def test_decode_curves_are_drawn(tmp_path):
     rows += [dict(name="chain_K5_T0_b8", mode="chain", batch=8, temperature=0.0, tokens_per_s=900.0, draft_len=5),
              dict(name="tree_T1_b1", mode="tree", batch=1, temperature=1.0, tokens_per_s=120.0, draft_len=5)]
     args = argparse.Namespace(out=str(tmp_path), smoke=True)
-    paths = decode_bench.plot_curves(dict(decode=rows, device_kind="cpu"), args)
+    paths = decode_plots.plot_curves(dict(decode=rows, device_kind="cpu"), args)
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["decode_batch_smoke.png", "decode_k_smoke.png"]
     assert all((tmp_path / p.rsplit("/", 1)[-1]).stat().st_size > 1000 for p in paths)
-    assert decode_bench.plot_curves(dict(decode=[]), args) == []
+    assert decode_plots.plot_curves(dict(decode=[]), args) == []
 
 
 def test_row_tiled_gemv_lowers_to_triton(monkeypatch):

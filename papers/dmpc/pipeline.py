@@ -229,9 +229,10 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                             config.value.terminal_penalty)
         model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
         trained[kind] = model
-        fit = planning.proposal_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
-                                    jax.random.key(config.seed + 7), config.plan,
-                                    diffusion.cosine_schedule(config.model.diffusion_steps))
+        fit_batch = segments.batch(np.random.default_rng(config.seed + 7), 512)
+        schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+        fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
+        dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         if models_out is not None:
@@ -248,7 +249,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
-               "train_steps": config.train.num_steps, "proposal_fit_mse": fit}
+               "train_steps": config.train.num_steps, "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:
@@ -260,7 +261,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
-            f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f})")
+            f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f}; "
+            f"{config.model.horizon}-step state MSE: diffusion {dynamics_fit['diffusion']:.3f}, one-step MLP "
+            f"{dynamics_fit['onestep']:.3f})")
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row
             checkpoint_fn(out)
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:

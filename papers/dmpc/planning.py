@@ -95,6 +95,24 @@ def proposal_fit(model, batch: dict, key, cfg, schedule, samples: int = 16) -> d
             "segments": int(histories.shape[0])}
 
 
+def dynamics_fit(model, batch: dict, key, cfg, schedule) -> dict:
+    """How well each dynamics model predicts the data's next F states from the data's actions on `batch`'s
+    segments: mean squared error in normalised state units (per dimension, averaged over the F steps and at
+    the last one) of one diffusion sample (`cfg.dynamics_steps` DDIM steps, as the planner draws it) and of the
+    one-step MLP rolled out F steps."""
+    histories, actions = jnp.asarray(batch["history"]), jnp.asarray(batch["actions"])
+    future = model.norm(jnp.asarray(batch["future"]))
+    sample = jax.jit(jax.vmap(lambda h, a, k: diffusion_states(model, h, a[None], k, cfg, schedule)[0]))
+    predicted = {"diffusion": sample(histories, actions, jax.random.split(key, histories.shape[0])),
+                 "onestep": jax.jit(jax.vmap(lambda h, a: onestep_states(model, h, a[None])[0]))(histories, actions)}
+    out = {"segments": int(histories.shape[0])}
+    for name, states in predicted.items():
+        error = jnp.square(model.norm(states) - future)                         # [B, F, S]
+        out[name] = float(error.mean())
+        out[f"{name}_last_step"] = float(error[:, -1].mean())
+    return out
+
+
 def _ssr(model, history, key, cfg, objective, propose, predict):
     def sample(key, n):
         k_act, k_dyn = jax.random.split(key)
