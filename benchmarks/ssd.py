@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.decode import held_out_prompts, inference_split, run_decode, train_models  # noqa: E402
-from papers.ssd import engine, fanout, ssd, ssd_stats  # noqa: E402
+from papers.ssd import engine, fanout, ssd, ssd_runtime, ssd_stats  # noqa: E402
 
 
-def run_ssd(runtime: ssd.SSDRuntime, prompt_sets, repeats: int, seed: int = 0) -> dict:
+def run_ssd(runtime: ssd_runtime.SSDRuntime, prompt_sets, repeats: int, seed: int = 0) -> dict:
     """Compiles on the first set, then times `repeats` passes; stats are summed over the timed calls."""
     runtime.generate(prompt_sets[0], np.full(len(prompt_sets[0]), prompt_sets[0].shape[1], np.int32),
                      jax.random.key(seed))
@@ -92,7 +92,7 @@ class Bench:
         self.models = ((tg, ts, target.config), (dg, ds, draft.config))
         self.draft_alone = ((dg, ds, draft.config), (dg, ds, draft.config))
         self.prompts = held_out_prompts(config, self.sc.num_prompts, self.sc.prompt_len)
-        self.placement = ssd.place(1, separate_draft=len(jax.devices()) > 1)
+        self.placement = ssd_runtime.place(1, separate_draft=len(jax.devices()) > 1)
         self.deadline = time.perf_counter() + self.sc.budget_s
         self.rows, self.outputs, self.skipped = {}, {}, []
 
@@ -126,7 +126,7 @@ class Bench:
         settings.update(overrides)
         config = ssd.SSDConfig(**settings)
         (tg, ts, tcfg), (dg, ds, dcfg) = self.models
-        runtime = ssd.SSDRuntime(tg, ts, tcfg, dg, ds, dcfg, config, self.placement, cache_dtype=self.dtype)
+        runtime = ssd_runtime.SSDRuntime(tg, ts, tcfg, dg, ds, dcfg, config, self.placement, cache_dtype=self.dtype)
         row = run_ssd(runtime, self.sets(batch), sc.repeats)
         self.outputs[name] = row.pop("last_tokens")
         row.update(kind="ssd", temperature=temperature, backup=config.backup, lookup=config.lookup,

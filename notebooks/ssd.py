@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Speculative speculative decoding (SSD / Saguaro) on two fake CPU devices
 # Train the smoke target/draft pair (`configs/ssd/ssd.py:smoke`, `papers/ssd/pair.py`), run SSD with the
-# target on device 0 and the draft on device 1 (`papers/ssd/ssd.py`), check greedy SSD against greedy AR,
+# target on device 0 and the draft on device 1 (`papers/ssd/ssd_runtime.py`), check greedy SSD against greedy AR,
 # and plot the speculation cache's hit rate against the fan-out. CPU timings mean nothing here; the
 # two-GPU figures come from `python -m benchmarks.ssd` (papers/ssd/README.md).
 
@@ -44,7 +44,7 @@ from flax import nnx
 
 from core import config as config_lib
 from core.data import lm_pipeline
-from papers.ssd import engine, fanout, pair, ssd
+from papers.ssd import engine, fanout, pair, ssd, ssd_runtime
 
 workdir = os.environ.get("SSD_WORKDIR", "runs/notebook_ssd")
 os.makedirs(workdir, exist_ok=True)
@@ -75,9 +75,9 @@ ar_config = engine.DecodeConfig("ar", new)
 caches = engine.init_caches(target.config, None, ar_config, batch, prompt_len, jnp.float32)
 ar, *_ = engine.make_generate(graphdef, None, ar_config)(state, None, *caches, jnp.asarray(prompts),
                                                           jnp.asarray(lengths), jax.random.key(0))
-placement = ssd.place(1, separate_draft=len(jax.devices()) > 1)
+placement = ssd_runtime.place(1, separate_draft=len(jax.devices()) > 1)
 config_ssd = ssd.SSDConfig(num_draft=2, fan_out_hit=fanout.uniform(2, 2), max_new_tokens=new)
-result = ssd.make_ssd(target, draft, config_ssd, placement, cache_dtype=jnp.float32).generate(
+result = ssd_runtime.make_ssd(target, draft, config_ssd, placement, cache_dtype=jnp.float32).generate(
     prompts, lengths, jax.random.key(0))
 print("placement:", placement)
 print("greedy SSD identical to greedy AR:", bool((result.tokens == np.asarray(ar.tokens)).all()))
@@ -90,7 +90,7 @@ print({k: result.stats[k] for k in ("hit_rate", "hit_rate_by_accepted", "accepta
 # %%
 fan_outs, hit_rates = [1, 2, 3, 4], []
 for f in fan_outs:
-    runtime = ssd.make_ssd(target, draft, ssd.SSDConfig(num_draft=2, fan_out_hit=fanout.uniform(2, f),
+    runtime = ssd_runtime.make_ssd(target, draft, ssd.SSDConfig(num_draft=2, fan_out_hit=fanout.uniform(2, f),
                                                         max_new_tokens=new), placement, cache_dtype=jnp.float32)
     hit_rates.append(runtime.generate(prompts, lengths, jax.random.key(0)).stats["hit_rate"])
 print(dict(zip(fan_outs, np.round(hit_rates, 3))))

@@ -97,3 +97,19 @@ def test_collect_mixture_gives_each_group_its_own_policy():
     np.testing.assert_array_equal(out[3].observations, again[3].observations)
     with pytest.raises(ValueError, match="out of range"):
         data_lib.collect_mixture(env, policy_fn, params, [(3, 1)], jax.random.key(0), max_steps=6, chunk=8)
+
+
+def test_held_out_split_is_seeded_disjoint_and_holds_only_usable_episodes():
+    from papers.dmpc import pipeline
+
+    n, T = 20, 12
+    lengths = np.array([2 if i % 4 == 0 else 10 for i in range(n)])     # every 4th too short for a segment
+    eps = data_lib.Episodes(observations=np.zeros((n, T + 1, 3), np.float32), actions=np.zeros((n, T, 2), np.float32),
+                        rewards=np.arange(n, dtype=np.float32)[:, None].repeat(T, 1), qpos=np.zeros((n, T + 1, 2)),
+                        qvel=np.zeros((n, T + 1, 2)), lengths=lengths, terminal=np.zeros(n, bool))
+    train, held = pipeline.split_episodes(eps, 0.25, seed=0, min_length=4)
+    again, held_again = pipeline.split_episodes(eps, 0.25, seed=0, min_length=4)
+    ids = lambda e: set(e.rewards[:, 0].astype(int))
+    assert len(held.lengths) == 5 and ids(held) == ids(held_again) and not ids(train) & ids(held)
+    assert ids(train) | ids(held) == set(range(n)) and (held.lengths >= 4).all()
+    assert pipeline.split_episodes(eps, 0.0, seed=0)[1] is None

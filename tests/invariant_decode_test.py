@@ -23,7 +23,7 @@ from flax import nnx
 
 from core.nn import transformer as tfm
 from kernels_pallas.fused_gemv import kernel as gemv_kernel, reference as gemv_reference
-from papers.ssd import engine, ssd, tree as tree_lib
+from papers.ssd import engine, ssd, ssd_runtime, tree as tree_lib
 
 CONFIG = tfm.TransformerConfig(vocab_size=512, d_model=256, n_layers=1, n_heads=4, n_kv_heads=2, head_dim=64,
                                mlp_dim=768, max_seq_len=256, tie_embeddings=False)
@@ -142,9 +142,9 @@ def test_greedy_chain_and_tree_sd_equal_greedy_ar_in_bf16():
 def test_greedy_ssd_equals_greedy_ar_in_bf16():
     """SSD's target verifies a chain with the same verify call as chain SD; this runs it end to end (~40 s)."""
     ar, target, draft, prompts, lengths = _greedy_runs()
-    runtime = ssd.make_ssd(nnx.merge(*target), nnx.merge(*draft),
-                           ssd.SSDConfig(num_draft=3, fan_out_hit=(2, 2, 1, 1), max_new_tokens=ar.shape[1]),
-                           ssd.place(1, False))
+    runtime = ssd_runtime.make_ssd(nnx.merge(*target), nnx.merge(*draft),
+                                   ssd.SSDConfig(num_draft=3, fan_out_hit=(2, 2, 1, 1), max_new_tokens=ar.shape[1]),
+                                   ssd_runtime.place(1, False))
     result = runtime.generate(np.asarray(prompts), np.asarray(lengths), jax.random.key(0))
     assert result.stats["accepted_on_hit"] > 0
     np.testing.assert_array_equal(np.asarray(result.tokens), ar)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from papers.ssd import saguaro, sampling, ssd, toy_lm
+from papers.ssd import saguaro, sampling, ssd, ssd_runtime, toy_lm
 from tests.tests_support import exact_joint as _exact_joint, joint_g_test as g_test
 
 TARGET = toy_lm.ToyConfig(vocab_size=6, context_mod=5, scale=1.0, seed=7)
@@ -50,7 +50,7 @@ def exact_joint(model, prompt, config) -> np.ndarray:
 
 def run(config, seed=11):
     target, draft = toy_lm.ToyLM(TARGET), toy_lm.ToyLM(DRAFT)
-    runtime = ssd.make_ssd(target, draft, config, ssd.place(1, separate_draft=True), lm=toy_lm)
+    runtime = ssd_runtime.make_ssd(target, draft, config, ssd_runtime.place(1, separate_draft=True), lm=toy_lm)
     prompts = np.tile(np.asarray(PROMPT, np.int32), (NUM_RUNS, 1))
     result = runtime.generate(prompts, np.full(NUM_RUNS, len(PROMPT), np.int32), jax.random.key(seed))
     assert (result.num_tokens == 3).all()

@@ -1,4 +1,4 @@
-"""SSD runtime (papers/ssd/ssd.py) on fake CPU devices: greedy SSD equals greedy AR on 1, 2 and 4 devices
+"""SSD runtime (papers/ssd/ssd_runtime.py) on fake CPU devices: greedy SSD equals greedy AR on 1, 2 and 4 devices
 (target split over 3), the speculation cache is complete when the fan-out covers the vocabulary, a draft equal
 to the target accepts everything, bad settings give one clear error each; Saguaro sampling and the fan-out /
 Theorem 7 / b* helpers."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from papers.ssd import engine, fanout, saguaro, ssd, ssd_stats, toy_lm
+from papers.ssd import engine, fanout, saguaro, ssd, ssd_runtime, ssd_stats, toy_lm
 
 TARGET = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3)
 DRAFT = toy_lm.ToyConfig(vocab_size=12, context_mod=7, scale=1.5, seed=3, perturbation=0.7)
@@ -56,7 +56,7 @@ GREEDY = {   # name: (config, target devices, separate draft device)
 @pytest.mark.parametrize("name", sorted(GREEDY))
 def test_greedy_ssd_equals_greedy_ar(name):
     config, num_target, separate = GREEDY[name]
-    runtime = ssd.make_ssd(*toy_models(), config, ssd.place(num_target, separate), lm=toy_lm)
+    runtime = ssd_runtime.make_ssd(*toy_models(), config, ssd_runtime.place(num_target, separate), lm=toy_lm)
     result = runtime.generate(*prompts_batch(), jax.random.key(0))
     np.testing.assert_array_equal(result.tokens, greedy_ar())
     np.testing.assert_array_equal(result.num_tokens, MAX_NEW)
@@ -69,8 +69,8 @@ def test_greedy_ssd_equals_greedy_ar(name):
 
 def test_target_devices_hold_the_batch():
     config = ssd.SSDConfig(num_draft=2, fan_out_hit=(1, 1, 1), max_new_tokens=4)
-    placement = ssd.place(3, True)
-    runtime = ssd.make_ssd(*toy_models(), config, placement, lm=toy_lm)
+    placement = ssd_runtime.place(3, True)
+    runtime = ssd_runtime.make_ssd(*toy_models(), config, placement, lm=toy_lm)
     tloop, dloop, spec, _ = runtime.start(*prompts_batch(), jax.random.key(0))
     assert tloop.cache.tokens.sharding.device_set == set(placement.target_devices)
     assert dloop.cache.tokens.sharding.device_set == {placement.draft_device}
@@ -83,14 +83,14 @@ def test_full_fan_out_always_hits(temperature):
     vocab = TARGET.vocab_size
     config = ssd.SSDConfig(num_draft=2, fan_out_hit=(vocab - 1, vocab - 1, vocab), max_new_tokens=MAX_NEW,
                            temperature=temperature)
-    result = ssd.make_ssd(*toy_models(), config, lm=toy_lm).generate(*prompts_batch(), jax.random.key(1))
+    result = ssd_runtime.make_ssd(*toy_models(), config, lm=toy_lm).generate(*prompts_batch(), jax.random.key(1))
     assert result.stats["hit_rate"] == 1.0 and result.stats["rounds_by_source"]["miss"] == 0
 
 
 def test_draft_equal_to_target_accepts_everything():
     target, _ = toy_models()
     config = ssd.SSDConfig(num_draft=3, fan_out_hit=(1, 1, 1, 1), max_new_tokens=MAX_NEW)
-    result = ssd.make_ssd(target, target, config, lm=toy_lm).generate(*prompts_batch(), jax.random.key(0))
+    result = ssd_runtime.make_ssd(target, target, config, lm=toy_lm).generate(*prompts_batch(), jax.random.key(0))
     np.testing.assert_array_equal(result.tokens, greedy_ar())
     assert result.stats["acceptance"] == 1.0 and result.stats["hit_rate"] == 1.0
 
@@ -98,17 +98,17 @@ def test_draft_equal_to_target_accepts_everything():
 def test_bad_settings_raise_one_clear_error():
     target, draft = toy_models()
     with pytest.raises(ValueError, match="exceeds the vocabulary"):
-        ssd.make_ssd(target, draft, ssd.SSDConfig(num_draft=1, fan_out_hit=(12, 2)), lm=toy_lm)
+        ssd_runtime.make_ssd(target, draft, ssd.SSDConfig(num_draft=1, fan_out_hit=(12, 2)), lm=toy_lm)
     other = toy_lm.ToyLM(toy_lm.ToyConfig(vocab_size=10))
     with pytest.raises(ValueError, match="vocabulary .* differs"):
-        ssd.make_ssd(target, other, ssd.SSDConfig(num_draft=1, fan_out_hit=(1, 1)), lm=toy_lm)
+        ssd_runtime.make_ssd(target, other, ssd.SSDConfig(num_draft=1, fan_out_hit=(1, 1)), lm=toy_lm)
     with pytest.raises(ValueError, match="only 8 exist"):
-        ssd.place(8, separate_draft=True)
+        ssd_runtime.place(8, separate_draft=True)
     with pytest.raises(ValueError, match="num_draft \\+ 1"):
         ssd.SSDConfig(num_draft=2, fan_out_hit=(1, 1))
     with pytest.raises(ValueError, match="lookup='draft'"):
         ssd.SSDConfig(num_draft=1, fan_out_hit=(1, 1), backup="jit", lookup="target")
-    runtime = ssd.make_ssd(target, draft, ssd.SSDConfig(num_draft=1, fan_out_hit=(1, 1)), ssd.place(3), lm=toy_lm)
+    runtime = ssd_runtime.make_ssd(target, draft, ssd.SSDConfig(num_draft=1, fan_out_hit=(1, 1)), ssd_runtime.place(3), lm=toy_lm)
     with pytest.raises(ValueError, match="multiple of the 3 target devices"):
         runtime.generate(*prompts_batch(batch=4), jax.random.key(0))
 
@@ -126,8 +126,8 @@ def test_transformer_greedy_ssd_equals_ar():
     caches = engine.init_caches(target.config, None, config, 4, 8, jnp.float32)
     ar, *_ = engine.make_generate(tg, None, config)(ts, None, *caches, jnp.asarray(prompts), jnp.asarray(lengths),
                                                      jax.random.key(0))
-    runtime = ssd.make_ssd(target, draft, ssd.SSDConfig(num_draft=3, fan_out_hit=(2, 2, 2, 2), max_new_tokens=16),
-                           ssd.place(1, True), cache_dtype=jnp.float32)
+    runtime = ssd_runtime.make_ssd(target, draft, ssd.SSDConfig(num_draft=3, fan_out_hit=(2, 2, 2, 2), max_new_tokens=16),
+                           ssd_runtime.place(1, True), cache_dtype=jnp.float32)
     result = runtime.generate(prompts, lengths, jax.random.key(0))
     np.testing.assert_array_equal(result.tokens, np.asarray(ar.tokens))
     pieces = ssd_stats.time_pieces(runtime, prompts, lengths, jax.random.key(0), num_rounds=3)
@@ -186,7 +186,7 @@ def test_neural_fallback_drafts_only_missed_rows():
     bonus = jnp.asarray(np.arange(batch) % TARGET.vocab_size, jnp.int32)
     cached = jnp.full((batch, 2), -1, jnp.int32)
     tokens, _ = ssd._neural_fallback(toy_lm, draft, cache, need, bonus, cached, None, jax.random.key(0), config)
-    full, _, _ = ssd._chain_draft(toy_lm, draft, cache, bonus, jax.random.key(0), (1, 1, 1), config)
+    full, _, _ = ssd.chain_draft(toy_lm, draft, cache, bonus, jax.random.key(0), (1, 1, 1), config)
     np.testing.assert_array_equal(np.asarray(tokens)[~np.asarray(need)], -1)
     np.testing.assert_array_equal(np.asarray(tokens)[np.asarray(need)], np.asarray(full)[np.asarray(need)])
     assert ssd.fallback_buckets(12) == (2, 3, 6, 12) and ssd.fallback_buckets(1) == (1,)

@@ -102,6 +102,19 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
             "dataset_sha256": {k: data_lib.read_manifest(p)["files"] for k, p in paths.items()}}
 
 
+def split_episodes(episodes: data_lib.Episodes, held_out_fraction: float, seed: int, min_length: int = 1):
+    """(training episodes, held-out episodes or None): a seeded random `held_out_fraction` of the episodes, drawn
+    among those of at least `min_length` steps (so each holds a segment) and leaving at least one such episode to
+    train on, is kept out of training."""
+    eligible = np.flatnonzero(episodes.lengths >= min_length)
+    count = min(int(round(held_out_fraction * len(episodes.lengths))), len(eligible) - 1)
+    if count < 1:
+        return episodes, None
+    held = np.sort(np.random.default_rng([seed, 17]).permutation(eligible)[:count])
+    kept = np.setdiff1d(np.arange(len(episodes.lengths)), held)
+    return episodes.select(kept), episodes.select(held)
+
+
 def model_dims(env, config) -> models.ModelDims:
     m = config.model
     return models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=m.history,
@@ -225,11 +238,16 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         source = data_lib.load_dataset(made["paths"][kind], env_name=env_name, kind=kind,
                                        obs_dim=env.observation_size, action_dim=env.action_size)
         episodes = data_lib.to_episodes(source)
-        segments = Segments(episodes, config.model.history, config.model.horizon, config.value.discount,
-                            config.value.terminal_penalty)
+        train_eps, held_eps = split_episodes(episodes, config.data.get("held_out_fraction", 0.0), config.seed,
+                                             min_length=config.model.horizon)
+        make_segments = lambda eps: Segments(eps, config.model.history, config.model.horizon, config.value.discount,
+                                             config.value.terminal_penalty)
+        segments = make_segments(train_eps)
         model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
         trained[kind] = model
-        fit_batch = segments.batch(np.random.default_rng(config.seed + 7), 512)
+        # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
+        fit_segments = segments if held_eps is None else make_segments(held_eps)
+        fit_batch = fit_segments.batch(np.random.default_rng(config.seed + 7), 512)
         schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
         fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
         dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
@@ -249,7 +267,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
-               "train_steps": config.train.num_steps, "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit}
+               "train_steps": config.train.num_steps, "train_episodes": int(len(train_eps.lengths)),
+               "fit_on": "training episodes" if held_eps is None else f"{len(held_eps.lengths)} held-out episodes",
+               "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:

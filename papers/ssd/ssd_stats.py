@@ -6,7 +6,7 @@
   time_pieces  each piece of a round (verify, tree, advance, the transfers, the target-side lookup) run one at
                a time and blocked on, for the benchmark's idle-time breakdown.
 
-This module imports nothing from papers.ssd.ssd: the runtime passes its counters in by name, and
+This module imports nothing from papers.ssd.ssd or ssd_runtime: the runtime passes its counters in by name, and
 time_pieces only uses the runtime's public programs and placement helpers.
 """
 
@@ -53,7 +53,7 @@ def run_stats(rounds_by_source: Mapping[str, int], accepted_by_source: Mapping[s
 
 
 def time_pieces(runtime, prompts, prompt_lengths, key, num_rounds: int = 8) -> dict:
-    """Median seconds of each piece of a round of `runtime` (a papers.ssd.ssd.SSDRuntime), run one at a time
+    """Median seconds of each piece of a round of `runtime` (a papers.ssd.ssd_runtime.SSDRuntime), run one at a time
     (each blocked on): target verify, draft tree, draft advance (lookup + fallback), the outcome transfer
     target -> draft, the speculation transfer draft -> target, the cache transfer and the target-side lookup.
     Compare with `generate`'s seconds per round to get the idle times."""
