@@ -53,8 +53,6 @@ STAGES = ("experts", "evaluate", "ankle")
 ADAPTATION_ENV = "walker2d"     # configs/dmpc/locomotion.py's adaptation_env (GPU); the parent reads no config
 
 
-
-
 def next_stage(env_name: str, keep: str) -> str | None:
     """The first stage this env has not done, judged from the files in `keep`."""
     if not os.path.exists(os.path.join(keep, env_name, "expert.pkl")):

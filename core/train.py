@@ -289,15 +289,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                 count = per_call if per_call > 1 and tc.num_steps - step >= per_call else 1
                 if first_batch is not None and count == 1:
                     batch, first_batch = first_batch, None
-                elif count == 1:
-                    batch = sharding_lib.shard_batch(get_batch(step) if get_batch else next(batches), mesh)
                 else:
                     host = [first_host] if first_batch is not None else []
                     first_batch = None
                     host += [get_batch(s) if get_batch else next(batches) for s in range(step + len(host), step + count)]
-                    batch = sharding_lib.shard_batch(
+                    batch = (sharding_lib.shard_batch(host[0], mesh) if count == 1 else sharding_lib.shard_batch(
                         jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *host), mesh,
-                        stacked=True)
+                        stacked=True))
                 step += count
                 state, metrics = (setup.multi_step_fn if count > 1 else step_fn)(state, batch)
                 if pending is not None:           # check the previous call while this one runs
