@@ -106,3 +106,18 @@ def test_bad_step_counts_are_refused():
     with pytest.raises(ValueError, match="num_steps"):
         diffusion.ddim_sample(lambda x, t, c: x, diffusion.linear_schedule(10), (2, 1), None,
                               jax.random.key(0), num_steps=20)
+
+
+def test_ddim_starts_from_the_given_noise_and_refuses_a_wrong_shape():
+    schedule = diffusion.cosine_schedule(100)
+    eps_fn = lambda x, t, cond: 0.5 * x + cond
+    key = jax.random.key(0)
+    cond = jnp.ones((3, 2))
+    default = diffusion.ddim_sample(eps_fn, schedule, (3, 2), cond, key, num_steps=5)
+    given = diffusion.ddim_sample(eps_fn, schedule, (3, 2), cond, key, num_steps=5,
+                                  x_init=jax.random.normal(jax.random.split(key)[0], (3, 2)))
+    np.testing.assert_allclose(given, default, rtol=1e-6)
+    shared = diffusion.ddim_sample(eps_fn, schedule, (3, 2), cond, key, num_steps=5, x_init=jnp.ones((3, 2)))
+    np.testing.assert_allclose(shared, jnp.broadcast_to(shared[0], (3, 2)), rtol=1e-6)   # eta=0: deterministic
+    with pytest.raises(ValueError, match="x_init"):
+        diffusion.ddim_sample(eps_fn, schedule, (3, 2), cond, key, num_steps=5, x_init=jnp.ones((1, 2)))

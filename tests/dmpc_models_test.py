@@ -96,12 +96,19 @@ def test_every_head_learns_on_segments():
     untrained = models.DMPCModels(dims, nnx.Rngs(0))     # the trained model's start (its buffers were donated)
     for name, candidate in (("untrained", untrained), ("trained", train_lib.merge_model(setup.graphdef, state))):
         fits[name] = (planning.proposal_fit(candidate, held, jax.random.key(1), plan, SCHEDULE, samples=4),
-                      planning.dynamics_fit(candidate, held, jax.random.key(2), plan, SCHEDULE))
+                      planning.dynamics_fit(candidate, held, jax.random.key(2), plan, SCHEDULE),
+                      planning.value_fit(candidate, held, jax.random.key(3), plan, SCHEDULE))
     np.testing.assert_allclose(fits["trained"][0]["marginal"], held["actions"][:, 0].var(0).mean(), rtol=1e-4)
     for key in ("diffusion_one_sample", "bc", "gaussian_mean"):
         assert fits["trained"][0][key] < fits["untrained"][0][key], (key, fits)
     for key in ("diffusion", "onestep"):
         assert fits["trained"][1][key] < fits["untrained"][1][key], (key, fits)
+    # the value target is 3 x the last future's first coordinate: the trained J ranks segments by it given the
+    # data's futures (the toy dynamics' 300 steps leave its predicted futures too rough to rank by)
+    trained, untrained = fits["trained"][2]["data_future"], fits["untrained"][2]["data_future"]
+    assert trained["mse_over_variance"] < 0.5 * untrained["mse_over_variance"], fits
+    assert trained["spearman"] > max(0.8, untrained["spearman"]), fits
+    assert set(fits["trained"][2]["predicted_future"]) == {"mse_over_variance", "spearman"}
 
 
 def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):

@@ -47,3 +47,44 @@ def test_reward_objective_prefers_the_sequence_with_the_higher_novel_reward():
     scores = objective(None, jnp.zeros(1), states, jnp.zeros((3, 2, 1)))
     np.testing.assert_allclose(scores, [-1.9, 1.0 + 1.8, 0.0], rtol=1e-6)
     assert int(jnp.argmax(scores)) == 1
+
+
+def _small_model():
+    from flax import nnx
+    from papers.dmpc import models
+    dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1, time_embed=8,
+                            prediction="v")
+    return models.DMPCModels(dims, nnx.Rngs(0))
+
+
+def _plan_cfg(**overrides):
+    import ml_collections
+    return ml_collections.ConfigDict({**dict(num_samples=6, proposal_steps=3, dynamics_steps=3, clip_x0=True,
+                                             softmax_temperature=0.1), **overrides})
+
+
+def test_shared_dynamics_noise_gives_equal_actions_equal_futures_and_independent_noise_does_not():
+    from core import diffusion
+    model, schedule = _small_model(), diffusion.cosine_schedule(100)
+    history = jax.random.normal(jax.random.key(1), (2, 3))
+    chunk = jax.random.uniform(jax.random.key(2), (1, 4, 2), minval=-1, maxval=1)
+    actions = jnp.concatenate([chunk, chunk, -chunk])                        # candidates 0 and 1 identical
+    shared = planning.diffusion_states(model, history, actions, jax.random.key(3), _plan_cfg(), schedule, True)
+    independent = planning.diffusion_states(model, history, actions, jax.random.key(3), _plan_cfg(), schedule)
+    np.testing.assert_array_equal(shared[0], shared[1])
+    assert float(jnp.abs(shared[0] - shared[2]).max()) > 1e-4              # other actions, other future
+    assert float(jnp.abs(independent[0] - independent[1]).max()) > 1e-4    # the noise alone moves the future
+
+
+def test_dmpc_softmax_tends_to_dmpc_argmax_at_low_temperature():
+    from core import diffusion
+    model, schedule = _small_model(), diffusion.cosine_schedule(100)
+    history = jax.random.normal(jax.random.key(1), (2, 3))
+    objective = lambda m, obs, states, actions: 50.0 * actions[:, 0, 0]     # spread far beyond value_std * T
+    key = jax.random.key(4)
+    argmax = planning.dmpc_act(model, history, key, _plan_cfg(), objective, schedule)
+    sharp = planning.dmpc_softmax_act(model, history, key, _plan_cfg(softmax_temperature=1e-4), objective, schedule)
+    np.testing.assert_allclose(sharp, argmax, atol=1e-5)
+    flat = planning.dmpc_softmax_act(model, history, key, _plan_cfg(softmax_temperature=1e6), objective, schedule)
+    proposals = planning.diffusion_actions(model, history, jax.random.split(key)[0], 6, _plan_cfg(), schedule)
+    np.testing.assert_allclose(flat, proposals[:, 0].mean(0), atol=1e-5)

@@ -42,7 +42,11 @@ def get_config(arg=None):
     # the pipeline compile less than the pipeline test, which runs everything
     c.lite = ml_collections.ConfigDict(dict(datasets=("medium",), methods=("dmpc", "mbop", "bc")))
     c.datasets = c.lite.datasets if args.lite else ("medium", "medium_replay")
-    c.methods = c.lite.methods if args.lite else ("dmpc", "onestep", "gaussian", "mbop", "bc")
+    # dmpc_crn / dmpc_softmax: D-MPC's ranking with shared dynamics noise / softmax-weighted first actions
+    # (papers/dmpc/planning.py); GPU only, the smoke pipeline keeps the paper's five
+    c.methods = c.lite.methods if args.lite else (
+        ("dmpc", "onestep", "gaussian", "mbop", "bc") if smoke
+        else ("dmpc", "dmpc_crn", "dmpc_softmax", "onestep", "gaussian", "mbop", "bc"))
     c.adaptation_env = "toy" if smoke else "walker2d"
     # run_evals=False: brax's evaluator would roll 1000 sequential steps at every snapshot (most of PPO's time
     # on MJX); papers.dmpc.experts.evaluate_snapshots scores all snapshots afterwards in one rollout instead.
@@ -66,11 +70,12 @@ def get_config(arg=None):
                                              depth=1 if smoke else 3, diffusion_steps=100 if smoke else 1000,
                                              prediction="v"))
     c.value = ml_collections.ConfigDict(dict(discount=0.99, terminal_penalty=-100.0))
-    # The paper: N=64 candidates, 32 DDIM steps for the proposal, 10 for the dynamics.
+    # The paper: N=64 candidates, 32 DDIM steps for the proposal, 10 for the dynamics. softmax_temperature (in
+    # units of the value's std): MBOP's and dmpc_softmax's first-action weights exp(score / (T * value_std))
     # clip_x0: DDIM's clean-sample estimate clipped to the data's range (actions [-1, 1], dynamics deltas their
     # range in the data); without it the cosine-1000 schedule's first step (ᾱ_T ≈ 2e-9) wrecks the samples
     c.plan = ml_collections.ConfigDict(dict(num_samples=8 if smoke else 64, proposal_steps=4 if smoke else 32,
-                                            dynamics_steps=2 if smoke else 10, mbop_noise=0.2, mbop_temperature=0.1,
+                                            dynamics_steps=2 if smoke else 10, mbop_noise=0.2, softmax_temperature=0.1,
                                             clip_x0=True))
     c.eval = ml_collections.ConfigDict(dict(num_episodes=4 if smoke else 50, max_steps=c.max_steps))
     c.ankle = ml_collections.ConfigDict(dict(gear_scale=0.25, dataset="medium", play_episodes=8 if smoke else 100,

@@ -92,8 +92,9 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
 
 def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], cond: Any, key: jax.Array,
                 num_steps: int = 50, eta: float = 0.0, clip_x0: float | jax.Array | None = None,
-                prediction: str = "epsilon") -> jax.Array:
-    """DDIM (Song et al. 2021) over `num_steps` evenly strided timesteps; eta=0 is deterministic.
+                prediction: str = "epsilon", x_init: jax.Array | None = None) -> jax.Array:
+    """DDIM (Song et al. 2021) over `num_steps` evenly strided timesteps; eta=0 is deterministic given the
+    starting noise, `x_init` (of `shape`; default drawn from `key`).
 
     clip_x0: bound (scalar, or per trailing dimension) on the predicted clean sample, with ε re-derived from the
     clipped x0 ("clip_denoised" of DDPM / Diffuser). Use it when the data are bounded: at the first step of a
@@ -103,7 +104,9 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
     if not 1 <= num_steps <= schedule.num_steps:
         raise ValueError(f"DDIM num_steps must be in [1, {schedule.num_steps}], got {num_steps}.")
     init_key, key = jax.random.split(key)
-    x = jax.random.normal(init_key, shape)
+    if x_init is not None and tuple(x_init.shape) != tuple(shape):
+        raise ValueError(f"DDIM x_init has shape {tuple(x_init.shape)}, expected {tuple(shape)}.")
+    x = jax.random.normal(init_key, shape) if x_init is None else x_init
     timesteps = jnp.linspace(schedule.num_steps - 1, 0, num_steps).round().astype(jnp.int32)
     previous = jnp.concatenate([timesteps[1:], jnp.array([-1], jnp.int32)])
     alpha_bar = schedule.alphas_cumprod

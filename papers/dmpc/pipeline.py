@@ -38,6 +38,10 @@ def _summary(values) -> dict:
     return {"mean": float(values.mean()), "sem": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0}
 
 
+def _schedule(config) -> diffusion.NoiseSchedule:
+    return diffusion.cosine_schedule(config.model.diffusion_steps)
+
+
 def expert_path(workdir: str) -> str:
     return os.path.join(workdir, "expert.pkl")
 
@@ -125,7 +129,7 @@ def model_dims(env, config) -> models.ModelDims:
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
                  init_model: models.DMPCModels | None = None, num_steps: int | None = None) -> models.DMPCModels:
     """All heads (or those with weight > 0) through core.train.train; returns the trained model in f32."""
-    schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+    schedule = _schedule(config)
     if init_model is None:
         model = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed))
         models.set_statistics(model, segments.statistics(seed=config.seed))
@@ -152,7 +156,7 @@ _EVAL_CACHE: dict = {}
 def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> dict:
     """policies_spec: {name: (method, model, objective)} -> evaluate() results per name. The jitted program is
     cached by (env, policies, graphdef), so two datasets of one env share one compile."""
-    schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+    schedule = _schedule(config)
     policies, states = {}, {}
     for name, (method, model, objective) in policies_spec.items():
         graphdef, state = nnx.split(model)
@@ -248,9 +252,15 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
         fit_segments = segments if held_eps is None else make_segments(held_eps)
         fit_batch = fit_segments.batch(np.random.default_rng(config.seed + 7), 512)
-        schedule = diffusion.cosine_schedule(config.model.diffusion_steps)
+        schedule = _schedule(config)
         fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
         dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
+        # the objective on held-out and on training segments: the planner's argmax exploits where J overfits
+        value_fit = {"held_out" if held_eps is not None else "training": planning.value_fit(
+            model, fit_batch, jax.random.key(config.seed + 9), config.plan, schedule)}
+        if held_eps is not None:
+            value_fit["training"] = planning.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
+                                                       jax.random.key(config.seed + 9), config.plan, schedule)
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         if models_out is not None:
@@ -269,7 +279,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
                "train_steps": config.train.num_steps, "train_episodes": int(len(train_eps.lengths)),
                "fit_on": "training episodes" if held_eps is None else f"{len(held_eps.lengths)} held-out episodes",
-               "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit}
+               "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:
@@ -283,7 +293,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
             f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f}; "
             f"{config.model.horizon}-step state MSE: diffusion {dynamics_fit['diffusion']:.3f}, one-step MLP "
-            f"{dynamics_fit['onestep']:.3f})")
+            f"{dynamics_fit['onestep']:.3f}; value 1-R^2 on predicted futures: "
+            + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items()) + ")")
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row
             checkpoint_fn(out)
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
@@ -300,7 +311,7 @@ def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str 
     """D-MPC's milliseconds per control step, batched over config.eval.num_episodes episodes (compile
     excluded), and a GIF of its first evaluation episode (up to 300 steps) at `gif_path`."""
     graphdef, state = nnx.split(model)
-    policy = planning.make_policy(graphdef, "dmpc", config.plan, diffusion.cosine_schedule(config.model.diffusion_steps))
+    policy = planning.make_policy(graphdef, "dmpc", config.plan, _schedule(config))
     resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
     histories = jnp.repeat(resets.obs[:, None], config.model.history, 1)
     out = {"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),

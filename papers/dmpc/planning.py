@@ -1,6 +1,8 @@
 """Planners over the learned models (one episode each; vmap over episodes) and their evaluation on MJX.
 
     dmpc_act        Sample-Score-Rank: diffusion proposal -> diffusion dynamics -> objective -> argmax
+    dmpc_crn_act    D-MPC with common random numbers: every candidate's future from one shared DDIM start
+    dmpc_softmax_act D-MPC with the first actions softmax-weighted by score (MBOP's aggregation), not argmax
     onestep_act     ablation: diffusion proposal, one-step MLP dynamics rolled out autoregressively
     gaussian_act    ablation: Gaussian chunk proposal, diffusion dynamics
     mbop_act        MBOP-style: BC policy + noise rolled through one-step dynamics, softmax-weighted first action
@@ -58,13 +60,17 @@ def gaussian_actions(model, history, key, n):
     return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
 
 
-def diffusion_states(model, history, actions, key, cfg, schedule):
+def diffusion_states(model, history, actions, key, cfg, schedule, shared_noise: bool = False):
+    """The dynamics' predicted states [N, F, S] for N action chunks. `shared_noise`: every chunk's sample starts
+    from the same DDIM noise (deterministic after it), so two chunks' futures differ by their actions alone; with
+    independent draws the argmax over N scores also selects the luckiest draw of the dynamics' noise."""
     n, F, _ = actions.shape
     S = model.dims.obs_dim
     cond = jnp.concatenate([_broadcast_cond(model, history, n), actions.reshape(n, -1)], -1)
+    x_init = jnp.broadcast_to(jax.random.normal(key, (1, F * S)), (n, F * S)) if shared_noise else None
     delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps,
                                   clip_x0=model.delta_bound[...] if cfg.clip_x0 else None,
-                                  prediction=model.dims.prediction)
+                                  prediction=model.dims.prediction, x_init=x_init)
     normalized = model.norm(history[-1])[None, None] + delta.reshape(n, F, S) * model.delta_std[...]
     return model.denorm(normalized)
 
@@ -113,20 +119,49 @@ def dynamics_fit(model, batch: dict, key, cfg, schedule) -> dict:
     return out
 
 
-def _ssr(model, history, key, cfg, objective, propose, predict):
+def value_fit(model, batch: dict, key, cfg, schedule) -> dict:
+    """How well the learned objective J predicts the segments' value targets, with the data's own future states
+    and with the diffusion dynamics' prediction of them (what the planner scores): `mse_over_variance`
+    (1 - R^2) and the Spearman rank correlation, each over `batch`'s segments."""
+    histories, actions = jnp.asarray(batch["history"]), jnp.asarray(batch["actions"])
+    target = np.asarray(batch["value_target"], np.float64)
+    sample = jax.jit(jax.vmap(lambda h, a, k: diffusion_states(model, h, a[None], k, cfg, schedule)[0]))
+    futures = {"data_future": jnp.asarray(batch["future"]),
+               "predicted_future": sample(histories, actions, jax.random.split(key, histories.shape[0]))}
+    ranks = lambda x: np.argsort(np.argsort(x)).astype(np.float64)
+    out = {"segments": int(histories.shape[0])}
+    for name, future in futures.items():
+        predicted = np.asarray(model.values(histories[:, -1], future, actions), np.float64)
+        out[name] = {"mse_over_variance": float(np.mean((predicted - target) ** 2) / max(np.var(target), 1e-12)),
+                     "spearman": float(np.corrcoef(ranks(predicted), ranks(target))[0, 1])}
+    return out
+
+
+def _ssr(model, history, key, cfg, objective, propose, predict, softmax: bool = False):
     def sample(key, n):
         k_act, k_dyn = jax.random.split(key)
         actions = propose(k_act, n)
         return actions, predict(actions, k_dyn)
-    (actions, _), _ = sample_score_rank(sample, lambda c: objective(model, history[-1], c[1], c[0]), key,
-                                        cfg.num_samples)
+    score = lambda c: objective(model, history[-1], c[1], c[0])
+    if softmax:
+        actions, states = sample(key, cfg.num_samples)
+        return softmax_weighted(actions[:, 0], score((actions, states)), cfg.softmax_temperature * model.value_std[...])
+    (actions, _), _ = sample_score_rank(sample, score, key, cfg.num_samples)
     return actions[0]
 
 
-def dmpc_act(model, history, key, cfg, objective, schedule):
+def dmpc_act(model, history, key, cfg, objective, schedule, shared_noise=False, softmax=False):
     return _ssr(model, history, key, cfg, objective,
                 lambda k, n: diffusion_actions(model, history, k, n, cfg, schedule),
-                lambda a, k: diffusion_states(model, history, a, k, cfg, schedule))
+                lambda a, k: diffusion_states(model, history, a, k, cfg, schedule, shared_noise), softmax)
+
+
+def dmpc_crn_act(model, history, key, cfg, objective, schedule):
+    return dmpc_act(model, history, key, cfg, objective, schedule, shared_noise=True)
+
+
+def dmpc_softmax_act(model, history, key, cfg, objective, schedule):
+    return dmpc_act(model, history, key, cfg, objective, schedule, softmax=True)
 
 
 def onestep_act(model, history, key, cfg, objective, schedule):
@@ -155,14 +190,14 @@ def mbop_act(model, history, key, cfg, objective, schedule):
     _, (actions, states) = jax.lax.scan(step, hist, jax.random.split(key, F))
     actions, states = jnp.swapaxes(actions, 0, 1), jnp.swapaxes(states, 0, 1)
     scores = objective(model, history[-1], states, actions)
-    return softmax_weighted(actions[:, 0], scores, cfg.mbop_temperature * model.value_std[...])
+    return softmax_weighted(actions[:, 0], scores, cfg.softmax_temperature * model.value_std[...])
 
 
 def bc_act(model, history, key, cfg, objective, schedule):
     return model.bc_action(history[None])[0]
 
 
-METHODS = {"dmpc": dmpc_act, "onestep": onestep_act, "gaussian": gaussian_act, "mbop": mbop_act, "bc": bc_act}
+METHODS = {"dmpc": dmpc_act, "dmpc_crn": dmpc_crn_act, "dmpc_softmax": dmpc_softmax_act, "onestep": onestep_act, "gaussian": gaussian_act, "mbop": mbop_act, "bc": bc_act}
 
 
 def make_policy(graphdef, method: str, cfg, schedule, objective=learned_objective, dtype=jnp.float32):
