@@ -83,6 +83,37 @@ def test_oracle_solves_the_smoke_episodes():
     assert report["success"] == 1.0, report
 
 
+def lag1_correlation(actions):
+    """Correlation of consecutive actions (per column, pooled): ~0 for independent draws."""
+    a = np.asarray(actions).reshape(actions.shape[0], -1, 2)
+    return float(np.corrcoef(a[:, :-1].reshape(-1), a[:, 1:].reshape(-1))[0, 1])
+
+
+def test_config_data_follow_the_official_reacher_data():
+    # swm's Reacher draws no target (render_target=0) and its data, training and evaluation episodes alike, are
+    # uniform random actions (collect_reacher.py); the expert's 25-step goals lay ~1.8 rad away, random ones ~0.6.
+    config = smoke_config()
+    env = lewm_data.make_env(config)
+    a, b = _state([0.3, -0.5], goal=(1.0, 1.0)), _state([0.3, -0.5], goal=(-2.0, 0.5))
+    assert not np.array_equal(ENV.render(a), ENV.render(b))                 # the env's default draws the target
+    np.testing.assert_array_equal(env.render(a), env.render(b))             # the config's does not
+    keys = evaluate.episode_keys(config, 16)
+
+    @jax.jit
+    def tasks_and_batch(keys):
+        tasks = jax.vmap(lambda k: planning.eval_task(env, config, *jax.random.split(k)))(keys)
+        return jax.vmap(env.goal_distance)(tasks.start, tasks.goal), tasks.demo_actions
+
+    distance, demo_actions = jax.device_get(tasks_and_batch(keys))
+    assert 0.3 < float(np.mean(distance)) < 1.0, distance                   # (the expert's: 1.8)
+    assert abs(lag1_correlation(demo_actions)) < 0.2                         # independent draws
+    train_actions = lewm_data.make_batch_fn(config, env)(0)["actions"]      # [B, 4 blocks, 5 steps x 2]
+    assert abs(lag1_correlation(train_actions)) < 0.25
+    np.testing.assert_allclose(np.std(np.asarray(train_actions)), 1 / np.sqrt(3), rtol=0.15)   # U[-1, 1]
+    with pytest.raises(ValueError, match="data.policy"):
+        lewm_data.data_policy(smoke_config(**{"data.policy": "sac"}), env)
+
+
 def random_model(config, seed):
     """A LeWM with random weights (std 0.2, so AdaLN-zero's action path is switched on) and unit BatchNorm
     statistics, drawn with numpy: no initialiser runs, so nothing compiles."""

@@ -26,6 +26,22 @@ def make_env(config: ml_collections.ConfigDict):
     return envs.make_env(config.env.name, **(dict(params) if params else {}))
 
 
+DATA_POLICIES = ("expert", "random")
+
+
+def data_policy(config: ml_collections.ConfigDict, env) -> rollout_lib.PolicyFn:
+    """The behaviour policy of the config's data (data.policy), for the training clips, the evaluation demos and
+    the surprise rollouts alike: "expert" (default) the env's scripted expert towards its task goal; "random"
+    uniform actions in [-1, 1] every step, as the official Reacher data (swm's collect_reacher.py, whose
+    random-policy dataset the Reacher evaluation draws its episodes from)."""
+    name = config.data.get("policy", "expert")
+    if name == "expert":
+        return rollout_lib.expert_policy(env)
+    if name == "random":
+        return rollout_lib.random_policy(env)
+    raise ValueError(f"data.policy must be one of {DATA_POLICIES}, got {name!r}.")
+
+
 class Clips(NamedTuple):
     frames: Array          # uint8[B, num_frames, H, W, 3]
     actions: Array         # f32[B, num_frames, frameskip * A]; block t follows frames[:, t]
@@ -171,12 +187,13 @@ def voe_rollouts(env, policy_fn: rollout_lib.PolicyFn, key: Array, num_steps: in
 def make_batch_fn(config: ml_collections.ConfigDict, env=None):
     """step -> {'frames': uint8[B, 4, H, W, 3], 'actions': f32[B, 4, frameskip*A]} rendered on device.
 
-    `config.data.bank_episodes` = 0: every clip is a fresh expert rollout (`sample_clips`); > 0: that
+    `config.data.bank_episodes` = 0: every clip is a fresh rollout of `data_policy` (`sample_clips`); > 0: that
     many episodes of max_offset + clip-span steps are simulated once and clips are cut from them
     (`clips_from_bank`; same clip distribution, a finite dataset as in the paper, and no simulation
     in the step). Either way a batch is a pure function of (data seed, step), so resuming needs no data state.
     """
     env = make_env(config) if env is None else env
+    policy_fn = data_policy(config, env)
     key = jax.random.key(config.train.data_seed)
     frames, frameskip = config.model.history + 1, config.model.frameskip
     batch, max_offset = config.data.batch_size, config.data.max_offset
@@ -184,8 +201,8 @@ def make_batch_fn(config: ml_collections.ConfigDict, env=None):
 
     if episodes:
         bank_key, key = jax.random.split(key)
-        bank = jax.jit(simulate_bank, static_argnums=(0, 2, 3))(
-            env, bank_key, episodes, max_offset + frames * frameskip)
+        bank = jax.jit(simulate_bank, static_argnums=(0, 2, 3, 4))(
+            env, bank_key, episodes, max_offset + frames * frameskip, policy_fn)
 
         @jax.jit
         def from_bank(bank, step):
@@ -197,7 +214,7 @@ def make_batch_fn(config: ml_collections.ConfigDict, env=None):
     @jax.jit
     def batch_at(step):
         clips = sample_clips(env, jax.random.fold_in(key, step), batch, num_frames=frames,
-                                     frameskip=frameskip, max_offset=max_offset)
+                                     frameskip=frameskip, max_offset=max_offset, policy_fn=policy_fn)
         return {"frames": clips.frames, "actions": clips.actions}
 
     return lambda step: batch_at(jnp.int32(step))

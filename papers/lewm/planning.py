@@ -18,6 +18,7 @@ from flax import nnx
 from core import precision
 from core.envs import rollout as env_rollout
 from core.planning import cem
+from papers.lewm import data as lewm_data
 
 
 def planning_model(graphdef, state, dtype):
@@ -64,9 +65,9 @@ class EvalTask(NamedTuple):
 
 
 def eval_task(env, config: ml_collections.ConfigDict, k_data: jax.Array, k_start: jax.Array) -> EvalTask:
-    """The start is a uniformly random step in [history span, history span + data.max_offset] of an expert
-    rollout (goals resampled on success, like the training clips, so the demo keeps moving), the goal the
-    demo's state eval.goal_offset steps later.
+    """The start is a uniformly random step in [history span, history span + data.max_offset] of a rollout of
+    the data's policy (`data.data_policy`: the expert, or Reacher's random actions; goals resampled on success,
+    like the training clips, so the demo keeps moving), the goal the demo's state eval.goal_offset steps later.
 
     With eval.fixed_goal_ghost (default) every state of the task carries the start's task goal: a demo that
     reached its own goal inside the window drew a new one, and a goal frame showing that ghost could not be
@@ -77,7 +78,7 @@ def eval_task(env, config: ml_collections.ConfigDict, k_data: jax.Array, k_start
     frameskip, history = config.model.frameskip, config.model.history
     lead = (history - 1) * frameskip                     # steps of context before the start
     jitter, offset = config.data.max_offset, config.eval.goal_offset
-    demo = env_rollout.rollout(env, env_rollout.expert_policy(env), k_data, lead + jitter + offset,
+    demo = env_rollout.rollout(env, lewm_data.data_policy(config, env), k_data, lead + jitter + offset,
                                new_goal_on_success=True)
     start = lead + jax.random.randint(k_start, (), 0, jitter + 1)
     at = lambda t: jax.tree.map(lambda x: x[t], demo.states)

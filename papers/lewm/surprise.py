@@ -1,5 +1,6 @@
-"""Violation of expectation (LeWM §5.2): latent prediction error along expert trajectories that are left
-alone, recoloured, or teleported at the same step; a paired test across episodes at the perturbation."""
+"""Violation of expectation (LeWM §5.2): latent prediction error along trajectories of the data's policy
+(the expert; Reacher's random actions) that are left alone, recoloured, or teleported at the same step; a
+paired test across episodes at the perturbation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
-from core.envs import rollout as env_rollout
 from papers.lewm import data as lewm_data
 
 CONDITIONS = ("unperturbed", "colour", "teleport")
@@ -27,7 +27,7 @@ def surprise_curves(model, config: ml_collections.ConfigDict, num_episodes: int 
 
     def one(state, key):
         model = nnx.merge(graphdef, state)
-        traj = lewm_data.voe_rollouts(env, env_rollout.expert_policy(env), key, num_frames * fs,
+        traj = lewm_data.voe_rollouts(env, lewm_data.data_policy(config, env), key, num_frames * fs,
                                         perturb_frame * fs)
         frames = traj.frames[:, ::fs][:, :num_frames]                              # [3, F, H, W, C]
         blocks = traj.actions.reshape(3, num_frames, fs * traj.actions.shape[-1])   # block t follows frame t
