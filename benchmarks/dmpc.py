@@ -26,12 +26,15 @@ into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished me
 own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
 the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
 
-The sequence measured on one H200 (sessions 11-12; see papers/dmpc/README.md), each command within 30 s of the
-last so runs/ stays on the warm machine (--export writes <keep>.tar, <keep>_models.tar and the results to $OUT):
+The sequence measured on one H200 (session 11 experts; session 13 evaluation, see papers/dmpc/README.md), each
+command within 30 s of the last so runs/ stays on the warm machine (--export writes <keep>.tar,
+<keep>_models.tar and the results to $OUT):
   1. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:experts,walker2d:experts --worker_timeout_s 540  375 s
-  2. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate --worker_timeout_s 520  529 s
-  3. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay,walker2d:evaluate/medium_replay --worker_timeout_s 285
-  4. python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 300 --export $OUT                          207 s
+  2. python -m benchmarks.dmpc --envs walker2d:evaluate/medium --worker_timeout_s 540                              420 s
+  3. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate/medium_replay --worker_timeout_s 555
+                                                                         561 s (hopper's medium_replay cut)
+  4. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay --worker_timeout_s 275                         169 s
+  5. python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 300 --export $OUT           207 s (session 12)
 (or repeat `python -m benchmarks.dmpc --export $OUT`, the auto stages, until it prints "every stage done").
 """
 
@@ -130,6 +133,9 @@ def summarize(per_env: dict) -> dict:
             out["ankle_before"] = res["broken_ankle"]["before"]["normalized_own"]["mean"]
             out["ankle_after"] = res["broken_ankle"]["after"]["normalized_own"]["mean"]
             out["ankle_gear_scale"] = res["broken_ankle"]["gear_scale"]
+            if "before_softmax" in res["broken_ankle"]:
+                out["ankle_softmax_before"] = res["broken_ankle"]["before_softmax"]["normalized_own"]["mean"]
+                out["ankle_softmax_after"] = res["broken_ankle"]["after_softmax"]["normalized_own"]["mean"]
         for kind, row in res.get("datasets", {}).items():
             if "novel_rewards" in row:
                 out.setdefault("novel_rewards", {})[f"{env_name}-{kind}"] = {

@@ -105,10 +105,21 @@ def test_every_head_learns_on_segments():
         assert fits["trained"][1][key] < fits["untrained"][1][key], (key, fits)
     # the value target is 3 x the last future's first coordinate: the trained J ranks segments by it given the
     # data's futures (the toy dynamics' 300 steps leave its predicted futures too rough to rank by)
-    trained, untrained = fits["trained"][2]["data_future"], fits["untrained"][2]["data_future"]
-    assert trained["mse_over_variance"] < 0.5 * untrained["mse_over_variance"], fits
-    assert trained["spearman"] > max(0.8, untrained["spearman"]), fits
+    value_after, value_before = fits["trained"][2]["data_future"], fits["untrained"][2]["data_future"]
+    assert value_after["mse_over_variance"] < 0.5 * value_before["mse_over_variance"], fits
+    assert value_after["spearman"] > max(0.8, value_before["spearman"]), fits
     assert set(fits["trained"][2]["predicted_future"]) == {"mse_over_variance", "spearman"}
+    # per-head early stopping keeps each head's best evaluation on held-out segments and loads it into a model
+    selector = models.HeadSelector(held, SCHEDULE, jax.random.key(5))
+    trained = train_lib.merge_model(setup.graphdef, state)
+    for step, candidate in ((100, untrained), (300, trained), (400, models.DMPCModels(dims, nnx.Rngs(1)))):
+        selector.eval_fn(candidate, step)
+    fresh = models.DMPCModels(dims, nnx.Rngs(2))
+    record = selector.apply(fresh)
+    assert {h: r["best_step"] for h, r in record.items()} == {h: 300 for h in models.HEADS}, record
+    assert all(r["last_step"] == 400 and r["best_loss"] < r["last_loss"] for r in record.values()), record
+    for head in models.HEADS:
+        jax.tree.map(np.testing.assert_array_equal, nnx.state(getattr(fresh, head)), nnx.state(getattr(trained, head)))
 
 
 def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):

@@ -165,6 +165,40 @@ def make_loss_fn(schedule: diffusion.NoiseSchedule, weights: dict[str, float] | 
     return loss_fn
 
 
+HEADS = ("proposal", "dynamics", "value", "onestep", "gaussian", "bc")    # segment_losses' keys = module names
+
+
+class HeadSelector:
+    """Early stopping per head on held-out segments. `eval_fn` (core.train's hook) scores every head's loss on
+    one fixed held-out batch (fixed noise key, so evaluations differ by the parameters alone) and keeps each
+    head's parameters from its best evaluation; `apply(model)` writes them into `model`. The heads share no
+    parameters, so their best steps may differ."""
+
+    def __init__(self, held_out: dict, schedule: diffusion.NoiseSchedule, key: jax.Array):
+        self.held_out = jax.tree.map(jnp.asarray, held_out)
+        self.best: dict[str, tuple[float, int, object]] = {}    # head -> (loss, step, host copy of its state)
+        self.curves: dict[str, list[tuple[int, float]]] = {h: [] for h in HEADS}
+        self._losses = jax.jit(lambda graphdef, state, batch: segment_losses(nnx.merge(graphdef, state), batch, key,
+                                                                             schedule), static_argnums=0)
+
+    def eval_fn(self, model: DMPCModels, step: int) -> dict:
+        losses = {k: float(v) for k, v in self._losses(*nnx.split(model), self.held_out).items()}
+        for head in HEADS:
+            self.curves[head].append((step, losses[head]))
+            if head not in self.best or losses[head] < self.best[head][0]:
+                # a host copy: the trainer donates the live buffers to its next step
+                self.best[head] = (losses[head], step, jax.device_get(nnx.state(getattr(model, head))))
+        return {f"held_out_{k}": v for k, v in losses.items()}
+
+    def apply(self, model: DMPCModels) -> dict:
+        """Loads each head's best parameters into `model`; returns {head: {best_step, best_loss, last_loss}}."""
+        for head, (_, _, state) in self.best.items():
+            nnx.update(getattr(model, head), jax.tree.map(jnp.asarray, state))
+        return {head: {"best_step": self.best[head][1], "best_loss": self.best[head][0],
+                       "last_step": self.curves[head][-1][0], "last_loss": self.curves[head][-1][1]}
+                for head in self.best}
+
+
 def set_statistics(model: DMPCModels, stats: dict) -> None:
     """Writes data statistics (from `segments.statistics`) into the model's Stat variables."""
     for name in ("obs_mean", "obs_std", "delta_std", "delta_bound", "value_mean", "value_std"):

@@ -127,8 +127,11 @@ def model_dims(env, config) -> models.ModelDims:
 
 
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
-                 init_model: models.DMPCModels | None = None, num_steps: int | None = None) -> models.DMPCModels:
-    """All heads (or those with weight > 0) through core.train.train; returns the trained model in f32."""
+                 init_model: models.DMPCModels | None = None, num_steps: int | None = None,
+                 held_out: Segments | None = None) -> tuple[models.DMPCModels, dict]:
+    """All heads (or those with weight > 0) through core.train.train; returns the trained model in f32 and, with
+    `held_out` segments and config.data.select_heads_on_held_out, the per-head early-stopping record (each head
+    keeps its parameters from the evaluation, every train.eval_every steps, with its lowest held-out loss)."""
     schedule = _schedule(config)
     if init_model is None:
         model = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed))
@@ -144,10 +147,15 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
 
     def batches(step):
         return segments.batch(np.random.default_rng([config.train.data_seed, step]), batch_size)
-    result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches)
+    selector = None
+    if held_out is not None and config.data.get("select_heads_on_held_out", False):
+        selector = models.HeadSelector(held_out.batch(np.random.default_rng(config.seed + 5), batch_size), schedule,
+                                       jax.random.key(config.seed + 5))
+    result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches,
+                             eval_fn=selector.eval_fn if selector else None)
     trained = train_lib.merge_model(result.graphdef, result.state)
     trained.eval()
-    return trained
+    return trained, (selector.apply(trained) if selector else {})
 
 
 _EVAL_CACHE: dict = {}
@@ -247,18 +255,24 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         make_segments = lambda eps: Segments(eps, config.model.history, config.model.horizon, config.value.discount,
                                              config.value.terminal_penalty)
         segments = make_segments(train_eps)
-        model = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"))
+        # held-out episodes: half select each head's early-stopping point, the other half score the fit
+        # diagnostics, which would read optimistic on the episodes that did the selecting
+        select_eps, test_eps = None, held_eps
+        if held_eps is not None and config.data.get("select_heads_on_held_out", False):
+            test_eps, select_eps = split_episodes(held_eps, 0.5, config.seed + 1, min_length=config.model.horizon)
+        model, selection = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"),
+                                        held_out=None if select_eps is None else make_segments(select_eps))
         trained[kind] = model
         # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
-        fit_segments = segments if held_eps is None else make_segments(held_eps)
+        fit_segments = segments if test_eps is None else make_segments(test_eps)
         fit_batch = fit_segments.batch(np.random.default_rng(config.seed + 7), 512)
         schedule = _schedule(config)
         fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
         dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
         # the objective on held-out and on training segments: the planner's argmax exploits where J overfits
-        value_fit = {"held_out" if held_eps is not None else "training": planning.value_fit(
+        value_fit = {"held_out" if test_eps is not None else "training": planning.value_fit(
             model, fit_batch, jax.random.key(config.seed + 9), config.plan, schedule)}
-        if held_eps is not None:
+        if test_eps is not None:
             value_fit["training"] = planning.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
                                                        jax.random.key(config.seed + 9), config.plan, schedule)
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
@@ -278,8 +292,10 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
                "train_steps": config.train.num_steps, "train_episodes": int(len(train_eps.lengths)),
-               "fit_on": "training episodes" if held_eps is None else f"{len(held_eps.lengths)} held-out episodes",
-               "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit}
+               "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
+               "selection_episodes": 0 if select_eps is None else int(len(select_eps.lengths)),
+               "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
+               "head_selection": selection}
         for m in config.methods:
             row[m] = _scores(results[m]["return"], reference, env_name)
         if i == 0:
@@ -294,7 +310,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f}; "
             f"{config.model.horizon}-step state MSE: diffusion {dynamics_fit['diffusion']:.3f}, one-step MLP "
             f"{dynamics_fit['onestep']:.3f}; value 1-R^2 on predicted futures: "
-            + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items()) + ")")
+            + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items()) + ")"
+            + "".join(f"; {h} best at step {r['best_step']} ({r['best_loss']:.4g} vs last {r['last_loss']:.4g})"
+                      for h, r in selection.items() if h in ("value", "proposal", "dynamics")))
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row
             checkpoint_fn(out)
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
@@ -343,11 +361,14 @@ def broken_ankle_experiment(env_name, model, made, config, workdir, log) -> dict
     segments = Segments(data_lib.to_episodes(data_lib.load_dataset(path, env_name=env_name, kind="play")),
                         config.model.history, config.model.horizon, config.value.discount, config.value.terminal_penalty)
     graphdef, state = nnx.split(model)
-    finetuned = train_models(broken, segments, config, os.path.join(workdir, "finetune_ankle"),
+    finetuned, _ = train_models(broken, segments, config, os.path.join(workdir, "finetune_ankle"),
                              weights={"dynamics": 1.0}, init_model=nnx.merge(graphdef, jax.tree.map(jnp.copy, state)),
                              num_steps=config.ankle.finetune_steps)
     spec = {"before": ("dmpc", model, planning.learned_objective),
             "after": ("dmpc", finetuned, planning.learned_objective)}
+    if "dmpc_softmax" in config.methods:        # the ranking variant that led on the six datasets (README)
+        spec.update({"before_softmax": ("dmpc_softmax", model, planning.learned_objective),
+                     "after_softmax": ("dmpc_softmax", finetuned, planning.learned_objective)})
     results = evaluate_models(broken, spec, jax.random.key(config.seed + 13), config)
     reference = made["reference"]
     out = {"gear_scale": config.ankle.gear_scale, "play_episodes": int(len(play.lengths)),
