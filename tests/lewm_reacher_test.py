@@ -91,7 +91,8 @@ def lag1_correlation(actions):
 
 def test_config_data_follow_the_official_reacher_data():
     # swm's Reacher draws no target (render_target=0) and its data, training and evaluation episodes alike, are
-    # uniform random actions (collect_reacher.py); the expert's 25-step goals lay ~1.8 rad away, random ones ~0.6.
+    # uniform random actions (collect_reacher.py); the evaluation's goals then lie ~0.3 rad away (largest joint),
+    # as dm_control's arm's under random actions, against ~1.8 for the expert's demos.
     config = smoke_config()
     env = lewm_data.make_env(config)
     a, b = _state([0.3, -0.5], goal=(1.0, 1.0)), _state([0.3, -0.5], goal=(-2.0, 0.5))
@@ -105,7 +106,7 @@ def test_config_data_follow_the_official_reacher_data():
         return jax.vmap(env.goal_distance)(tasks.start, tasks.goal), tasks.demo_actions
 
     distance, demo_actions = jax.device_get(tasks_and_batch(keys))
-    assert 0.3 < float(np.mean(distance)) < 1.0, distance                   # (the expert's: 1.8)
+    assert 0.15 < float(np.mean(distance)) < 0.6, distance                  # (the expert's: 1.8)
     assert abs(lag1_correlation(demo_actions)) < 0.2                         # independent draws
     train_actions = lewm_data.make_batch_fn(config, env)(0)["actions"]      # [B, 4 blocks, 5 steps x 2]
     assert abs(lag1_correlation(train_actions)) < 0.25

@@ -8,6 +8,8 @@ The data follow the official Reacher code (stable-worldmodel): uniform random ac
 RandomPolicy; the evaluation draws its episodes from that random-policy dataset) and no target drawn (swm's
 reacher renders the target transparent by default, render_target=0). Drawn, the target would jump to a new place
 whenever the arm reached it, an event the model cannot predict from the actions and the task never asks for.
+A joint speed of 0.1 rad/step at full action gives dm_control's arm's reach (~2 rad in 25 steps from rest) and,
+under random actions, its 25-step joint distances (the evaluation's start -> goal; papers/lewm/README.md).
 """
 
 from configs.lewm import base
@@ -17,7 +19,7 @@ from core.config import parse_arg
 def get_config(arg=None):
     args = parse_arg(arg, smoke=False)
     config = base.lewm_config("reacher", args.smoke)
-    config.env.params = dict(render_goal=False)
+    config.env.params = dict(render_goal=False, max_speed=0.1)
     config.data.policy = "random"
     config.model.action_standardization = True
     config.data.action_stats_batches = 8      # batches 0..7 of the training stream fit the statistics
