@@ -81,6 +81,7 @@ def main(argv=None):
             keep_other_envs(out, json.load(f), ran)
     out.setdefault("runs", {}).update({env: dict(date=out["date"], command=out["command"]) for env in ran})
     path = common.result_path(args, "lewm")
+    os.makedirs(args.out, exist_ok=True)          # the GIFs and figures go there before the JSON does
     for env in sorted(ran, key=list(minutes).index):
         config = common.load_config(f"lewm/{env}", "smoke" if args.smoke else "")
         steps = 20 if args.smoke else int(minutes[env] * 60 * args.steps_per_s)
