@@ -65,7 +65,8 @@ def test_diffusion_proposal_recovers_a_bimodal_action_law():
 def test_every_head_learns_on_segments():
     rng = np.random.default_rng(0)
     B, H, F, S, A = 64, 2, 3, 4, 2
-    dims = models.ModelDims(obs_dim=S, action_dim=A, history=H, horizon=F, hidden=32, depth=1, time_embed=16)
+    dims = models.ModelDims(obs_dim=S, action_dim=A, history=H, horizon=F, hidden=32, depth=1, time_embed=16,
+                            ensemble=2)
     model = models.DMPCModels(dims, nnx.Rngs(0))
     W = rng.normal(size=(S + A, S)).astype(np.float32) * 0.3
 

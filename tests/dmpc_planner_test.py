@@ -88,3 +88,31 @@ def test_dmpc_softmax_tends_to_dmpc_argmax_at_low_temperature():
     flat = planning.dmpc_softmax_act(model, history, key, _plan_cfg(softmax_temperature=1e6), objective, schedule)
     proposals = planning.diffusion_actions(model, history, jax.random.split(key)[0], 6, _plan_cfg(), schedule)
     np.testing.assert_allclose(flat, proposals[:, 0].mean(0), atol=1e-5)
+
+
+def test_value_ensemble_scores_its_mean_or_lower_bound_and_lcb_planner_reduces_to_softmax_without_pessimism():
+    from flax import nnx
+    from core import diffusion
+    from papers.dmpc import models
+    dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1, time_embed=8,
+                            prediction="v", ensemble=3)
+    model, schedule = models.DMPCModels(dims, nnx.Rngs(0)), diffusion.cosine_schedule(100)
+    obs, future = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 4, 3))
+    actions = jax.random.uniform(jax.random.key(3), (5, 4, 2), minval=-1, maxval=1)
+    members = model.member_values(obs, future, actions)
+    assert members.shape == (3, 5) and float(members.std(0).min()) > 0          # independently initialised
+    np.testing.assert_allclose(model.values(obs, future, actions), members.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(model.values(obs, future, actions, pessimism=2.0),
+                               members.mean(0) - 2.0 * members.std(0), rtol=1e-5, atol=1e-6)
+    # the online bootstrap reweights each member's samples; held-out evaluation does not
+    errors = jax.random.uniform(jax.random.key(4), (3, 64, 2))
+    np.testing.assert_allclose(models._member_mse(errors, jax.random.key(5), False), errors.mean(), rtol=1e-6)
+    assert abs(float(models._member_mse(errors, jax.random.key(5), True) - errors.mean())) > 1e-4
+    history = jax.random.normal(jax.random.key(6), (2, 3))
+    lcb = planning.dmpc_lcb_act(model, history, jax.random.key(7), _plan_cfg(value_pessimism=0.0), None, schedule)
+    soft = planning.dmpc_softmax_act(model, history, jax.random.key(7), _plan_cfg(), planning.learned_objective,
+                                     schedule)
+    np.testing.assert_allclose(lcb, soft, rtol=1e-5, atol=1e-6)
+    pessimistic = planning.dmpc_lcb_act(model, history, jax.random.key(7), _plan_cfg(value_pessimism=3.0), None,
+                                        schedule)
+    assert pessimistic.shape == (2,) and bool(jnp.all(jnp.isfinite(pessimistic)))

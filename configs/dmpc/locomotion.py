@@ -42,11 +42,12 @@ def get_config(arg=None):
     # the pipeline compile less than the pipeline test, which runs everything
     c.lite = ml_collections.ConfigDict(dict(datasets=("medium",), methods=("dmpc", "mbop", "bc")))
     c.datasets = c.lite.datasets if args.lite else ("medium", "medium_replay")
-    # dmpc_crn / dmpc_softmax: D-MPC's ranking with shared dynamics noise / softmax-weighted first actions
-    # (papers/dmpc/planning.py); GPU only, the smoke pipeline keeps the paper's five
+    # dmpc_crn / dmpc_softmax / dmpc_lcb: D-MPC's ranking with shared dynamics noise / softmax-weighted first
+    # actions / softmax over J's ensemble lower bound (papers/dmpc/planning.py); GPU only, the smoke pipeline
+    # keeps the paper's five
     c.methods = c.lite.methods if args.lite else (
         ("dmpc", "onestep", "gaussian", "mbop", "bc") if smoke
-        else ("dmpc", "dmpc_crn", "dmpc_softmax", "onestep", "gaussian", "mbop", "bc"))
+        else ("dmpc", "dmpc_crn", "dmpc_softmax", "dmpc_lcb", "onestep", "gaussian", "mbop", "bc"))
     c.adaptation_env = "toy" if smoke else "walker2d"
     # run_evals=False: brax's evaluator would roll 1000 sequential steps at every snapshot (most of PPO's time
     # on MJX); papers.dmpc.experts.evaluate_snapshots scores all snapshots afterwards in one rollout instead.
@@ -67,11 +68,13 @@ def get_config(arg=None):
         # train.eval_every steps), the other half score the fit diagnostics. Session 13 measured J's held-out
         # 1 - R^2 at 0.13-0.63 against ~0 on its training segments.
         held_out_fraction=0.1, select_heads_on_held_out=True))
+    # ensemble: members of the value and one-step heads (MBOP's ensembles; D-MPC's J scored by their mean, or
+    # by mean - plan.value_pessimism * std in dmpc_lcb). Session 13: one J memorised its training returns.
     # prediction "v": with ε-prediction the proposal ignored the history (first-action MSE of one sample 0.25 vs
     # the data's variance 0.44 and BC's 2e-5 after 60k steps on MJX halfcheetah data; papers/dmpc/README.md)
     c.model = ml_collections.ConfigDict(dict(history=2, horizon=4 if smoke else 8, hidden=32 if smoke else 256,
                                              depth=1 if smoke else 3, diffusion_steps=100 if smoke else 1000,
-                                             prediction="v"))
+                                             prediction="v", ensemble=2 if smoke else 5))
     c.value = ml_collections.ConfigDict(dict(discount=0.99, terminal_penalty=-100.0))
     # The paper: N=64 candidates, 32 DDIM steps for the proposal, 10 for the dynamics. softmax_temperature (in
     # units of the value's std): MBOP's and dmpc_softmax's first-action weights exp(score / (T * value_std))
@@ -79,7 +82,7 @@ def get_config(arg=None):
     # range in the data); without it the cosine-1000 schedule's first step (ᾱ_T ≈ 2e-9) wrecks the samples
     c.plan = ml_collections.ConfigDict(dict(num_samples=8 if smoke else 64, proposal_steps=4 if smoke else 32,
                                             dynamics_steps=2 if smoke else 10, mbop_noise=0.2, softmax_temperature=0.1,
-                                            clip_x0=True))
+                                            clip_x0=True, value_pessimism=1.0))
     c.eval = ml_collections.ConfigDict(dict(num_episodes=4 if smoke else 50, max_steps=c.max_steps))
     c.ankle = ml_collections.ConfigDict(dict(gear_scale=0.25, dataset="medium", play_episodes=8 if smoke else 100,
                                              finetune_steps=20 if smoke else 2000))

@@ -2,8 +2,9 @@
 
     proposal   multi-step diffusion ρ(a_{t:t+F} | s_{t-H+1:t})                 (D-MPC)
     dynamics   multi-step diffusion p(s_{t+1:t+F} | s_{t-H+1:t}, a_{t:t+F})    (D-MPC)
-    value      J(s_t, s_{t+1:t+F}, a_{t:t+F}) regressed on the discounted return from t (terminal penalty)
-    onestep    one-step MLP dynamics s_{t+1} - s_t = f(s_t, a_t)             (MBOP, one-step-dynamics ablation)
+    value      J(s_t, s_{t+1:t+F}, a_{t:t+F}) regressed on the discounted return from t (terminal penalty);
+               an ensemble of `ModelDims.ensemble` members (online bootstrap), scored by their mean or a lower bound
+    onestep    one-step MLP dynamics s_{t+1} - s_t = f(s_t, a_t), an ensemble (MBOP, one-step-dynamics ablation)
     gaussian   Gaussian (diagonal) proposal over the F-step chunk             (Gaussian-proposal ablation)
     bc         behaviour cloning a_t = π(s_{t-H+1:t})                         (BC baseline, MBOP's proposal)
 
@@ -41,6 +42,7 @@ class ModelDims:
     depth: int = 3
     time_embed: int = 64
     prediction: str = "epsilon"     # what both denoisers predict: "epsilon" or "v" (core.diffusion)
+    ensemble: int = 1               # members of the value and one-step heads (MBOP's ensembles)
 
 
 class ResidualMLP(nnx.Module):
@@ -57,6 +59,23 @@ class ResidualMLP(nnx.Module):
         for block in self.blocks:
             h = h + block(h)
         return self.out(jax.nn.gelu(self.norm(h)))
+
+
+class MLPEnsemble(nnx.Module):
+    """`members` independently initialised ResidualMLPs stored stacked on a leading axis and applied with
+    nnx.vmap (one batched matmul per layer): x [B, din] -> [members, B, dout]."""
+
+    def __init__(self, din: int, dout: int, hidden: int, depth: int, members: int, rngs: nnx.Rngs):
+        @nnx.split_rngs(splits=members)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create(rngs):
+            return ResidualMLP(din, dout, hidden, depth, rngs)
+        self.members = create(rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # plain jax.vmap over the split state: nnx.vmap refuses modules merged inside the trainer's traced step
+        graphdef, state = nnx.split(self.members)
+        return jax.vmap(lambda member: nnx.merge(graphdef, member)(x))(state)
 
 
 def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -90,8 +109,8 @@ class DMPCModels(nnx.Module):
         self.value_std = Stat(jnp.ones(()))
         self.proposal = Denoiser(F * A, H * S, dims, rngs)
         self.dynamics = Denoiser(F * S, H * S + F * A, dims, rngs)
-        self.value = ResidualMLP(S + F * S + F * A, 1, dims.hidden, dims.depth, rngs)
-        self.onestep = ResidualMLP(S + A, S, dims.hidden, dims.depth, rngs)
+        self.value = MLPEnsemble(S + F * S + F * A, 1, dims.hidden, dims.depth, dims.ensemble, rngs)
+        self.onestep = MLPEnsemble(S + A, S, dims.hidden, dims.depth, dims.ensemble, rngs)
         self.gaussian = ResidualMLP(H * S, 2 * F * A, dims.hidden, dims.depth, rngs)
         self.bc = ResidualMLP(H * S, A, dims.hidden, dims.depth, rngs)
 
@@ -107,14 +126,21 @@ class DMPCModels(nnx.Module):
         return self.norm(history).reshape(history.shape[0], -1)
 
     # ------------------------------------------------------------------ deterministic heads
-    def values(self, obs: jax.Array, future: jax.Array, actions: jax.Array) -> jax.Array:
-        """J in return units: obs [B, S], future [B, F, S], actions [B, F, A] (raw) -> [B]."""
+    def member_values(self, obs: jax.Array, future: jax.Array, actions: jax.Array) -> jax.Array:
+        """Every member's J in return units: obs [B, S], future [B, F, S], actions [B, F, A] (raw) -> [M, B]."""
         B = obs.shape[0]
         x = jnp.concatenate([self.norm(obs), self.norm(future).reshape(B, -1), actions.reshape(B, -1)], -1)
-        return self.value(x)[:, 0].astype(jnp.float32) * self.value_std[...] + self.value_mean[...]
+        return self.value(x)[..., 0].astype(jnp.float32) * self.value_std[...] + self.value_mean[...]
+
+    def values(self, obs: jax.Array, future: jax.Array, actions: jax.Array, pessimism: float = 0.0) -> jax.Array:
+        """J [B]: the members' mean minus `pessimism` times their standard deviation (a lower confidence bound
+        that penalises what the members disagree on, i.e. what the data did not pin down)."""
+        members = self.member_values(obs, future, actions)
+        return members.mean(0) - pessimism * members.std(0) if pessimism else members.mean(0)
 
     def onestep_next(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        delta = self.onestep(jnp.concatenate([self.norm(obs), action], -1)).astype(jnp.float32)
+        """The ensemble's mean one-step prediction."""
+        delta = self.onestep(jnp.concatenate([self.norm(obs), action], -1)).astype(jnp.float32).mean(0)
         return self.denorm(self.norm(obs) + delta * self.delta_std[...])
 
     def bc_action(self, history: jax.Array) -> jax.Array:
@@ -126,9 +152,21 @@ class DMPCModels(nnx.Module):
         return jnp.tanh(mean), jnp.clip(log_std, -5.0, 1.0)
 
 
-def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: diffusion.NoiseSchedule) -> dict:
+def _member_mse(errors: jax.Array, key: jax.Array, bootstrap: bool) -> jax.Array:
+    """errors [M, B, ...] -> the mean over members of each member's MSE; with `bootstrap` and M > 1 each member
+    weights the batch's samples by its own Poisson(1) draws (the online bootstrap), so members see different
+    resamples of the data rather than differing by their init alone."""
+    per_sample = errors.reshape(errors.shape[0], errors.shape[1], -1).mean(-1)          # [M, B]
+    if not bootstrap or errors.shape[0] == 1:
+        return per_sample.mean()
+    weights = jax.random.poisson(key, 1.0, per_sample.shape).astype(per_sample.dtype)
+    return jnp.mean(jnp.sum(weights * per_sample, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0))
+
+
+def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: diffusion.NoiseSchedule,
+                   bootstrap: bool = True) -> dict:
     """Per-head losses on a batch of segments: history [B, H, S], actions [B, F, A], future [B, F, S],
-    value_target [B] (raw units)."""
+    value_target [B] (raw units). `bootstrap=False` (held-out evaluation) weights every sample once."""
     F, S, A = model.dims.horizon, model.dims.obs_dim, model.dims.action_dim
     history, actions, future = batch["history"], batch["actions"], batch["future"]
     B = history.shape[0]
@@ -136,7 +174,7 @@ def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: dif
     cond = model.history_cond(history)
     flat_actions = actions.reshape(B, F * A)
     delta = ((model.norm(future) - model.norm(obs)[:, None]) / model.delta_std[...]).reshape(B, F * S)
-    k_prop, k_dyn = jax.random.split(key)
+    k_prop, k_dyn, k_value, k_onestep = jax.random.split(key, 4)
     losses = {
         "proposal": diffusion.denoising_loss(model.proposal, schedule, flat_actions, cond, k_prop,
                                              prediction=model.dims.prediction),
@@ -144,10 +182,11 @@ def segment_losses(model: DMPCModels, batch: dict, key: jax.Array, schedule: dif
                                              jnp.concatenate([cond, flat_actions], -1), k_dyn,
                                              prediction=model.dims.prediction),
     }
-    predicted = model.values(obs, future, actions)
-    losses["value"] = jnp.mean(jnp.square((predicted - batch["value_target"]) / model.value_std[...]))
+    predicted = model.member_values(obs, future, actions)                                # [M, B]
+    losses["value"] = _member_mse(jnp.square((predicted - batch["value_target"]) / model.value_std[...]), k_value,
+                                  bootstrap)
     one_delta = model.onestep(jnp.concatenate([model.norm(obs), actions[:, 0]], -1)).astype(jnp.float32)
-    losses["onestep"] = jnp.mean(jnp.square(one_delta - delta[:, :S]))
+    losses["onestep"] = _member_mse(jnp.square(one_delta - delta[:, :S]), k_onestep, bootstrap)   # [M, B, S]
     mean, log_std = model.gaussian_params(history)
     losses["gaussian"] = jnp.mean(0.5 * jnp.square((flat_actions - mean) / jnp.exp(log_std)) + log_std)
     losses["bc"] = jnp.mean(jnp.square(model.bc_action(history) - actions[:, 0]))
@@ -179,7 +218,8 @@ class HeadSelector:
         self.best: dict[str, tuple[float, int, object]] = {}    # head -> (loss, step, host copy of its state)
         self.curves: dict[str, list[tuple[int, float]]] = {h: [] for h in HEADS}
         self._losses = jax.jit(lambda graphdef, state, batch: segment_losses(nnx.merge(graphdef, state), batch, key,
-                                                                             schedule), static_argnums=0)
+                                                                             schedule, bootstrap=False),
+                               static_argnums=0)
 
     def eval_fn(self, model: DMPCModels, step: int) -> dict:
         losses = {k: float(v) for k, v in self._losses(*nnx.split(model), self.held_out).items()}

@@ -123,7 +123,7 @@ def model_dims(env, config) -> models.ModelDims:
     m = config.model
     return models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=m.history,
                             horizon=m.horizon, hidden=m.hidden, depth=m.depth,
-                            prediction=m.get("prediction", "epsilon"))
+                            prediction=m.get("prediction", "epsilon"), ensemble=m.get("ensemble", 1))
 
 
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,

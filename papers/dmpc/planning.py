@@ -3,6 +3,7 @@
     dmpc_act        Sample-Score-Rank: diffusion proposal -> diffusion dynamics -> objective -> argmax
     dmpc_crn_act    D-MPC with common random numbers: every candidate's future from one shared DDIM start
     dmpc_softmax_act D-MPC with the first actions softmax-weighted by score (MBOP's aggregation), not argmax
+    dmpc_lcb_act    dmpc_softmax scored by the learned J's ensemble lower bound, mean - plan.value_pessimism * std
     onestep_act     ablation: diffusion proposal, one-step MLP dynamics rolled out autoregressively
     gaussian_act    ablation: Gaussian chunk proposal, diffusion dynamics
     mbop_act        MBOP-style: BC policy + noise rolled through one-step dynamics, softmax-weighted first action
@@ -164,6 +165,14 @@ def dmpc_softmax_act(model, history, key, cfg, objective, schedule):
     return dmpc_act(model, history, key, cfg, objective, schedule, softmax=True)
 
 
+def dmpc_lcb_act(model, history, key, cfg, objective, schedule):
+    """Learned-objective only (`objective` is ignored): candidates the J members disagree on rank lower."""
+    def lower_bound(model, obs, states, actions):
+        obs = jnp.broadcast_to(obs, (states.shape[0],) + obs.shape)
+        return model.values(obs, states, actions, pessimism=cfg.value_pessimism)
+    return dmpc_act(model, history, key, cfg, lower_bound, schedule, softmax=True)
+
+
 def onestep_act(model, history, key, cfg, objective, schedule):
     return _ssr(model, history, key, cfg, objective,
                 lambda k, n: diffusion_actions(model, history, k, n, cfg, schedule),
@@ -197,7 +206,8 @@ def bc_act(model, history, key, cfg, objective, schedule):
     return model.bc_action(history[None])[0]
 
 
-METHODS = {"dmpc": dmpc_act, "dmpc_crn": dmpc_crn_act, "dmpc_softmax": dmpc_softmax_act, "onestep": onestep_act, "gaussian": gaussian_act, "mbop": mbop_act, "bc": bc_act}
+METHODS = {"dmpc": dmpc_act, "dmpc_crn": dmpc_crn_act, "dmpc_softmax": dmpc_softmax_act, "dmpc_lcb": dmpc_lcb_act,
+           "onestep": onestep_act, "gaussian": gaussian_act, "mbop": mbop_act, "bc": bc_act}
 
 
 def make_policy(graphdef, method: str, cfg, schedule, objective=learned_objective, dtype=jnp.float32):
