@@ -171,6 +171,27 @@ def test_distill_retention_is_the_papers_share_of_the_ensemble_gain():
     assert sweep_lib.distill_retention(4.0, float("inf"), 3.5) is None  # diverged student
 
 
+def test_student_plan_keeps_real_epochs_and_sizes_pools_for_three_repeats():
+    import ml_collections
+    from papers.infinite_compute import sweep as sweep_lib
+
+    d = ml_collections.ConfigDict(dict(epochs=16, weight_decay=0.1, keep_real_epochs=True, max_synthetic_repeats=3,
+                                       synthetic_windows=100, students=[("ensemble", 0.75), ("ensemble", 0.5),
+                                                                        ("self", 1.0)]))
+    students, pools = sweep_lib.student_plan(d, "s2", 0.01, num_real=4096, batch_size=64)
+    steps = [recipe.steps_for(p, 4096, 64) for p in students]
+    # The paper's schedule: 16 real epochs each (16 x 4096 / 16 and / 32 real rows), synthetic on top; the
+    # student without real rows keeps the base 16 x 4096 / 64 steps.
+    assert steps == [4096, 2048, 1024]
+    assert [p.epochs for p in students[:2]] == [16.0, 16.0]
+    assert pools == {"ensemble": 4096 * 48 // 3, "self": -(-1024 * 64 // 3)}
+    d.keep_real_epochs = False          # the earlier schedule: base steps, synthetic rows displace real epochs
+    students, pools = sweep_lib.student_plan(d, "s2", 0.01, num_real=4096, batch_size=64)
+    assert [recipe.steps_for(p, 4096, 64) for p in students] == [1024] * 3
+    assert [p.epochs for p in students] == [4.0, 8.0, 0.0]
+    assert pools["ensemble"] == max(100, -(-1024 * 48 // 3))
+
+
 def test_sweep_stages_put_the_distillation_teacher_and_students_before_other_ensembles():
     from papers.infinite_compute import sweep as sweep_lib
 

@@ -260,7 +260,9 @@ class Sweep:
         # Next to the checkpoints (large, kept on the machine), not with the point JSONs.
         path = os.path.join(self.store.checkpoint_dir, "synthetic", f"{name}.npy")
         if os.path.exists(path):
-            return np.load(path).astype(np.int32)
+            stored = np.load(path)
+            if len(stored) == count:          # another pool size (another schedule) is sampled afresh
+                return stored.astype(np.int32)
         d = self.config.distill
         size = teachers[0].size
         states = self.member_states(size, teachers)
@@ -292,21 +294,19 @@ class Sweep:
                  f"stages for {d.size} first)")
             return
         reg = self.store.get(f"ensemble_plan_{d.size}")   # the student takes the teachers' learning rate
-        steps = int(round(d.epochs * self.num_real / self.config.data.batch_size))
-        students = []
-        for pool, fraction in d.students:
-            real_epochs = steps * (self.config.data.batch_size - round(self.config.data.batch_size * fraction)) \
-                / self.num_real
-            students.append(Point(d.size, "distill", reg["learning_rate"], d.weight_decay, round(real_epochs, 3),
-                                  synthetic=pool, synthetic_fraction=fraction, total_steps=steps))
+        students, pools = student_plan(d, d.size, reg["learning_rate"], self.num_real, self.config.data.batch_size)
         if all(self.store.has(p.id) for p in students):
             return
+        steps = max(recipe.steps_for(p, self.num_real, self.config.data.batch_size) for p in students)
         seconds, _ = self.estimate_seconds(d.size, steps)
         if self.deadline is not None and time.time() + seconds > self.deadline:
             self.skipped.extend(p.id for p in students)
+            _log(f"skip {d.size} students ({steps} steps, ~{seconds:.0f}s): past the time budget")
             return
-        self.synthetic["ensemble"] = self.synthesize("ensemble", teachers, d.synthetic_windows, 1)
-        self.synthetic["self"] = self.synthesize("self", teachers[:1], d.synthetic_windows, 2)
+        for name, key in (("ensemble", 1), ("self", 2)):
+            if name in pools:
+                self.synthetic[name] = self.synthesize(name, teachers if name == "ensemble" else teachers[:1],
+                                                       pools[name], key)
         self.run_points(students)
 
     def data_law(self) -> None:
@@ -348,6 +348,33 @@ class Sweep:
 
 
 # ------------------------------------------------------------------------------------------- analysis
+
+def student_plan(d, size: str, learning_rate: float, num_real: int, batch_size: int
+                 ) -> tuple[list[Point], dict[str, int]]:
+    """The distillation students and the synthetic windows each pool needs.
+
+    `d.keep_real_epochs` (the paper: steps = base x epochs / (1 - w)): every student sees the real data for
+    `d.epochs` epochs and the synthetic rows come on top, so a larger synthetic share means more steps; a student
+    with no real rows keeps the base step count. Otherwise (the earlier schedule) all students take the base
+    steps and the synthetic share displaces real epochs. Each pool holds enough windows that no student repeats
+    a window more than `d.max_synthetic_repeats` times (the paper: at most ~3), and at least `d.synthetic_windows`.
+    """
+    base_steps = int(round(d.epochs * num_real / batch_size))
+    students, pools = [], {}
+    for pool, fraction in d.students:
+        synthetic_rows = round(batch_size * fraction)
+        real_rows = batch_size - synthetic_rows
+        if d.keep_real_epochs and real_rows:
+            point = Point(size, "distill", learning_rate, d.weight_decay, float(d.epochs), synthetic=pool,
+                          synthetic_fraction=fraction)
+        else:
+            point = Point(size, "distill", learning_rate, d.weight_decay, round(base_steps * real_rows / num_real, 3),
+                          synthetic=pool, synthetic_fraction=fraction, total_steps=base_steps)
+        students.append(point)
+        seen = recipe.steps_for(point, num_real, batch_size) * synthetic_rows
+        pools[pool] = max(pools.get(pool, int(d.synthetic_windows)), -(-seen // int(d.max_synthetic_repeats)))
+    return students, pools
+
 
 def distill_retention(single_loss: float, student_loss: float, ensemble_loss: float) -> float | None:
     """The paper's retained share of the ensemble's gain, (single - student) / (single - ensemble): 1 when the
