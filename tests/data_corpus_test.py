@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -32,7 +33,10 @@ def tiny_corpus(tmp_path_factory):
 
 def test_same_input_gives_the_same_bytes(tiny_corpus, tmp_path):
     out, manifest = tiny_corpus
+    temp_before = set(os.listdir(tempfile.gettempdir()))
     again = corpus.build_corpus(corpus.corpus_config(**TINY), str(tmp_path / "again"))
+    # TFDS makes an empty temp dir per new builder; the build must not leave it behind.
+    assert not [n for n in set(os.listdir(tempfile.gettempdir())) - temp_before if "tfds" in n]
     first, second = _files(out), _files(tmp_path / "again")
     assert sorted(first) == sorted(second)
     assert any(name.endswith("array_record-00000-of-00001") for name in first)

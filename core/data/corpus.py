@@ -30,6 +30,7 @@ import ml_collections
 from absl import logging
 
 from core import errors
+from core.data import tfds_scratch
 from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.1.0"
@@ -232,9 +233,10 @@ def _tfds_builder_class():
 def _write_tfds(splits: dict[str, list[dict]], data_dir: str) -> None:
     import tensorflow_datasets as tfds
     tfds.disable_progress_bar()
-    builder = _tfds_builder_class()(documents=splits, data_dir=data_dir,
-                                    file_format=tfds.core.FileFormat.ARRAY_RECORD)
-    builder.download_and_prepare()
+    with tfds_scratch.contained_tempdirs():
+        builder = _tfds_builder_class()(documents=splits, data_dir=data_dir,
+                                        file_format=tfds.core.FileFormat.ARRAY_RECORD)
+        builder.download_and_prepare()
     shutil.rmtree(os.path.join(data_dir, "downloads"), ignore_errors=True)  # empty; TFDS creates it
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from core.data import tfds_scratch
 from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.0.0"
@@ -206,9 +207,10 @@ def write_dataset(episodes: Episodes, env_name: str, kind: str, data_dir: str, m
         config = OfflineConfig(name=f"{env_name}_{kind}", env=env_name, kind=kind,
                                obs_dim=episodes.observations.shape[-1], action_dim=episodes.actions.shape[-1],
                                nq=episodes.qpos.shape[-1], nv=episodes.qvel.shape[-1])
-        builder = OfflineEpisodes(episodes=episodes, config=config, data_dir=tmp,
-                                  file_format=tfds.core.FileFormat.ARRAY_RECORD)
-        builder.download_and_prepare()
+        with tfds_scratch.contained_tempdirs():
+            builder = OfflineEpisodes(episodes=episodes, config=config, data_dir=tmp,
+                                      file_format=tfds.core.FileFormat.ARRAY_RECORD)
+            builder.download_and_prepare()
         built = os.fspath(builder.data_dir)
         # dataset_info.json and features.json carry no timestamps; the data files are hashed for the manifest
         files = {name: file_sha256(os.path.join(built, name)) for name in sorted(os.listdir(built)) if ".array_record" in name}

@@ -35,6 +35,7 @@ from PIL import Image
 
 from core.envs import make_env
 from core.envs import rollout as rollout_lib
+from core.data import tfds_scratch
 from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.0.0"
@@ -167,8 +168,9 @@ def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
 def build(config: EpisodesConfig, data_dir: str) -> str:
     """Generates the dataset (unless already there) and its manifest; returns the dataset directory."""
     validate(config)
-    builder = EnvEpisodes(config=config, data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD)
-    builder.download_and_prepare()
+    with tfds_scratch.contained_tempdirs():
+        builder = EnvEpisodes(config=config, data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD)
+        builder.download_and_prepare()
     path = os.fspath(builder.data_dir)
     manifest_path = os.path.join(path, "manifest.json")
     if not os.path.exists(manifest_path):
