@@ -136,6 +136,7 @@ def main() -> None:
                         "results JSON instead of rewriting it (a partial sweep keeps the full run's figures)")
     args = parser.parse_args()
     from core import metrics
+    from papers.infinite_compute import analysis
     from papers.infinite_compute import data as data_lib
     from papers.infinite_compute import sweep as sweep_lib
 
@@ -171,7 +172,7 @@ def main() -> None:
     if args.analyze_only and not (os.path.isdir(points) and any(f.endswith(".json") for f in os.listdir(points))):
         raise SystemExit(f"--analyze_only found no stored points in {workdir}; run the sweep there first, or pass "
                          "the --workdir that holds them.")
-    result = sweep_lib.analyze(config, workdir)
+    result = analysis.analyze(config, workdir)
     os.makedirs(args.out, exist_ok=True)
     try:     # a partial run (--update_keys) leaves the full run's figures alone
         figures = [] if args.update_keys else plot(result, config, os.path.join(args.out, name))

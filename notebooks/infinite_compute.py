@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from configs.infinite_compute import sweep as sweep_config
+from papers.infinite_compute import analysis
 from papers.infinite_compute import data as data_lib
 from papers.infinite_compute import demo, fits
 from papers.infinite_compute import sweep as sweep_lib
@@ -49,7 +50,7 @@ print(data_lib.load_manifest(config.data.dir)["counts"])
 
 # %%
 summary = sweep_lib.Sweep(config, os.path.join(workdir, "sweep")).run()
-result = sweep_lib.analyze(config, os.path.join(workdir, "sweep"))
+result = analysis.analyze(config, os.path.join(workdir, "sweep"))
 for key in ("asymptote_standard", "asymptote_regularized", "asymptote_ensemble", "asymptote_joint",
             "distill_retention"):
     print(key, None if not result[key] else round(result[key]["value"], 4))

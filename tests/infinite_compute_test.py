@@ -163,12 +163,12 @@ def test_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch):
 
 
 def test_distill_retention_is_the_papers_share_of_the_ensemble_gain():
-    from papers.infinite_compute import sweep as sweep_lib
+    from papers.infinite_compute import analysis
     # The paper's 300M figures (single 3.57, ensemble 3.32, student 3.36) give 0.84.
-    assert sweep_lib.distill_retention(3.57, 3.36, 3.32) == pytest.approx(0.84)
-    assert sweep_lib.distill_retention(4.0, 4.0, 3.5) == 0.0 and sweep_lib.distill_retention(4.0, 3.5, 3.5) == 1.0
-    assert sweep_lib.distill_retention(3.5, 3.4, 3.6) is None          # no ensemble gain: undefined
-    assert sweep_lib.distill_retention(4.0, float("inf"), 3.5) is None  # diverged student
+    assert analysis.distill_retention(3.57, 3.36, 3.32) == pytest.approx(0.84)
+    assert analysis.distill_retention(4.0, 4.0, 3.5) == 0.0 and analysis.distill_retention(4.0, 3.5, 3.5) == 1.0
+    assert analysis.distill_retention(3.5, 3.4, 3.6) is None          # no ensemble gain: undefined
+    assert analysis.distill_retention(4.0, float("inf"), 3.5) is None  # diverged student
 
 
 def test_student_plan_keeps_real_epochs_and_sizes_pools_for_three_repeats():

@@ -15,12 +15,13 @@ def with_workdir_data(config, workdir: str):
 
 def smoke_pipeline(config, workdir: str) -> list[tuple[str, str]]:
     from papers.infinite_compute import data as data_lib
+    from papers.infinite_compute import analysis
     from papers.infinite_compute import sweep as sweep_lib
 
     config = with_workdir_data(config, workdir)
     data_lib.ensure_fixed_token_set(config)
     summary = sweep_lib.Sweep(config, os.path.join(workdir, "sweep")).run()
-    result = sweep_lib.analyze(config, os.path.join(workdir, "sweep"))
+    result = analysis.analyze(config, os.path.join(workdir, "sweep"))
     fmt = lambda key: "n/a" if not result.get(key) else f"{result[key]['value']:.3f}"
     return [("points trained", str(len([n for n in os.listdir(os.path.join(workdir, "sweep", "points"))]))),
             ("asymptotes std / reg / ens / joint (smoke sizes)",
