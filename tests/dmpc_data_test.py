@@ -113,3 +113,18 @@ def test_held_out_split_is_seeded_disjoint_and_holds_only_usable_episodes():
     assert len(held.lengths) == 5 and ids(held) == ids(held_again) and not ids(train) & ids(held)
     assert ids(train) | ids(held) == set(range(n)) and (held.lengths >= 4).all()
     assert pipeline.split_episodes(eps, 0.0, seed=0)[1] is None
+
+
+def test_episode_counts_reach_the_d4rl_transition_targets():
+    from configs.dmpc import locomotion
+    from papers.dmpc import pipeline
+
+    assert pipeline.episodes_for(0, 50.0, 200, 30_000) == 200                 # no target: the episode count
+    assert pipeline.episodes_for(1_000_000, 1000.0, 200, 30_000) == 1000      # full-length episodes
+    assert pipeline.episodes_for(1_000_000, 230.0, 200, 30_000) == 4348       # hopper medium's ~230 steps
+    assert pipeline.episodes_for(1_000_000, 20.0, 200, 30_000) == 30_000      # capped
+    assert pipeline.episodes_for(1000, 1000.0, 200, 30_000) == 200            # never below the minimum
+    gpu = {env: locomotion.get_config(f"env={env}").data for env in ("halfcheetah", "hopper", "walker2d")}
+    assert all(d.medium_transitions == 1_000_000 for d in gpu.values())
+    assert [gpu[e].replay_transitions for e in ("halfcheetah", "hopper", "walker2d")] == [202_000, 402_000, 302_000]
+    assert locomotion.get_config("smoke").data.medium_transitions == 0

@@ -16,6 +16,8 @@ from papers.dmpc import demo, experts, pipeline
 
 def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     config = locomotion.get_config("smoke")
+    # a transition target above what the configured 24 episodes of <= 40 steps can give: the counts must rise
+    config.data.medium_transitions = 1500
     env = pipeline.envs_lib.make(config.env)
     keep = tmp_path / "keep"
     expert_file, model_file = str(keep / "expert.pkl"), str(keep / "model.npz")
@@ -50,6 +52,10 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
         assert manifest["env"] == "toy" and manifest["counts"]["episodes"] >= config.data.medium_episodes
         assert manifest["reference_returns"]["expert"] > manifest["reference_returns"]["random"]
         assert manifest["files"] == result["datasets"][kind]["dataset_sha256"]
+        assert manifest["collection"]["medium_transitions"] == 1500
+    medium = data_lib.read_manifest(os.path.join(tmp_path, "work", "data", "toy_medium"))
+    assert medium["collection"]["medium_episodes"] > config.data.medium_episodes
+    assert medium["counts"]["steps"] >= 0.8 * 1500        # episodes from the scoring rollout's mean length
     assert os.path.getsize(model_file) > 0
 
     # ankle stage, as a later command would run it: the saved model and the evaluate stage's JSON only

@@ -27,6 +27,11 @@ PPO = {
                 num_updates_per_batch=2, learning_rate=3e-3, entropy_cost=1e-3, batch_size=32),
 }
 
+# D4RL's dataset sizes (transitions): medium 1M for every env; medium-replay is the SAC replay buffer up to the
+# medium policy, 202k / 402k / 302k (halfcheetah / hopper / walker2d). Sessions 11-14 used 200 episodes per
+# dataset (14k-200k transitions), and every learned head memorised them.
+REPLAY_TRANSITIONS = {"halfcheetah": 202_000, "hopper": 402_000, "walker2d": 302_000, "toy": 0}
+
 
 def get_config(arg=None):
     args = parse_arg(arg, smoke=False, env="", lite=False)
@@ -58,6 +63,10 @@ def get_config(arg=None):
     c.ppo = ml_collections.ConfigDict(ppo)
     c.data = ml_collections.ConfigDict(dict(
         reference_episodes=16 if smoke else 100, medium_fraction=1 / 3, medium_episodes=24 if smoke else 200,
+        # transition targets (0: the episode counts alone); episodes per dataset are raised to reach them, from
+        # each behaviour policy's mean episode length, up to max_episodes
+        medium_transitions=0 if smoke else 1_000_000, replay_transitions=0 if smoke else REPLAY_TRANSITIONS[env],
+        max_episodes=30_000,
         # batch 2048 at lr 1e-3: the GPU step is overhead-bound, and the 48-dim diffusion proposal was over-dispersed
         # at batch 256 / lr 3e-4 (CPU check on MJX halfcheetah data, papers/dmpc/README.md)
         replay_episodes=24 if smoke else 200, batch_size=32 if smoke else 2048,

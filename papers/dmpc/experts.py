@@ -50,6 +50,7 @@ class ExpertRun:
     finished: bool = True                     # reached num_timesteps (False: stopped by the budget or killed)
     returns: np.ndarray | None = None         # per snapshot, set by evaluate_snapshots
     returns_random: float | None = None       # the uniform-random policy's, set by evaluate_snapshots
+    lengths: np.ndarray | None = None         # per snapshot, mean episode length, set by evaluate_snapshots
 
     def _returns(self) -> np.ndarray:
         if self.returns is None:
@@ -198,10 +199,11 @@ def collect_from_snapshots(env, run: ExpertRun, groups: list[tuple[int, int]], k
 def evaluate_snapshots(env, run: ExpertRun, key: jax.Array, episodes: int, random_episodes: int,
                        max_steps: int, chunk: int) -> np.ndarray:
     """Every snapshot's mean return over `episodes` stochastic episodes, and the uniform-random policy's over
-    `random_episodes`, in one shared rollout. Sets run.returns and run.returns_random; returns run.returns."""
+    `random_episodes`, in one shared rollout. Sets run.returns, run.lengths and run.returns_random; returns run.returns."""
     count = len(run.snapshots)
     groups = collect_from_snapshots(env, run, [(i, episodes) for i in range(count)] + [(count, random_episodes)],
                                     key, max_steps, chunk)
     run.returns = np.array([g.returns.mean() for g in groups[:-1]])
+    run.lengths = np.array([g.lengths.mean() for g in groups[:-1]])
     run.returns_random = float(groups[-1].returns.mean())
     return run.returns

@@ -52,7 +52,9 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
     The PPO snapshots come from workdir/expert.pkl (trained here first when missing and `train_if_missing`);
     datasets already on disk for the same snapshots are not rebuilt. Every snapshot is scored in one rollout
     (`experts.evaluate_snapshots`), then the fresh expert episodes, `medium` and every `medium_replay` policy
-    share a second rollout: two passes of max_steps sequential env steps in all."""
+    share the next rollouts (one max_steps pass per `data.chunk` episodes). Episode counts are raised to reach
+    D4RL's dataset sizes (`data.medium_transitions`, `data.replay_transitions`) from each behaviour policy's mean
+    episode length in the scoring rollout; datasets built for other targets are rebuilt."""
     name, seed, T = env.name, config.seed, config.max_steps
     data_dir = os.path.join(workdir, "data")
     os.makedirs(workdir, exist_ok=True)
@@ -69,9 +71,13 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
     paths = {kind: os.path.join(data_dir, f"{name}_{kind}") for kind in config.datasets}
     steps = [s for s, _ in run.snapshots]
     done = all(os.path.exists(os.path.join(p, "manifest.json")) for p in paths.values())
+    targets = {"medium_transitions": int(config.data.get("medium_transitions", 0)),
+               "replay_transitions": int(config.data.get("replay_transitions", 0))}
     if done:
         manifest = data_lib.read_manifest(next(iter(paths.values())))
-        done = [s["env_steps"] for s in manifest["ppo_snapshots"]] == steps
+        stored = manifest.get("collection", {})
+        done = ([s["env_steps"] for s in manifest["ppo_snapshots"]] == steps
+                and all(stored.get(k, 0) == v for k, v in targets.items()))
     if done:
         reference = (manifest["reference_returns"]["random"], manifest["reference_returns"]["expert"])
         run.returns = np.array([s["eval_return"] for s in manifest["ppo_snapshots"]])
@@ -82,8 +88,11 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
                                    T, d.chunk)
         random_return = float(run.returns_random)
         medium = run.medium_index(d.medium_fraction, random_return)
-        per = max(1, math.ceil(d.replay_episodes / (medium + 1)))
-        groups = ([(run.expert_index, d.reference_episodes), (medium, d.medium_episodes)]
+        cap = int(config.data.get("max_episodes", 30_000))
+        medium_episodes = episodes_for(targets["medium_transitions"], run.lengths[medium], d.medium_episodes, cap)
+        per = episodes_for(targets["replay_transitions"], run.lengths[: medium + 1].sum(),
+                           max(1, math.ceil(d.replay_episodes / (medium + 1))), max(1, cap // (medium + 1)))
+        groups = ([(run.expert_index, d.reference_episodes), (medium, medium_episodes)]
                   + [(i, per) for i in range(medium + 1)])
         expert_eps, medium_eps, *replay = experts.collect_from_snapshots(env, run, groups, jax.random.fold_in(key, 2),
                                                                          T, d.chunk)
@@ -91,6 +100,7 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
         common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
                   "ppo_snapshots": [{"env_steps": s, "eval_return": float(r)} for s, r in zip(steps, run.returns)],
                   "snapshot_eval_episodes": d.snapshot_episodes,
+                  "collection": {**targets, "medium_episodes": medium_episodes, "replay_episodes_per_snapshot": per},
                   "reference_returns": {"random": reference[0], "expert": reference[1]}}
         replay_eps = replay[0]
         for part in replay[1:]:
@@ -104,6 +114,15 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
     return {"paths": paths, "reference": reference, "expert_run": run, "medium_snapshot": medium,
             "expert_params": run.params(run.expert_index),
             "dataset_sha256": {k: data_lib.read_manifest(p)["files"] for k, p in paths.items()}}
+
+
+def episodes_for(target_transitions: int, mean_length: float, minimum: int, cap: int) -> int:
+    """Episodes of a policy whose episodes last `mean_length` steps on average that make about
+    `target_transitions` transitions (D4RL's dataset sizes), at least `minimum` and at most `cap`; a target of 0
+    keeps `minimum`."""
+    if target_transitions <= 0:
+        return int(minimum)
+    return int(min(cap, max(minimum, math.ceil(target_transitions / max(float(mean_length), 1.0)))))
 
 
 def split_episodes(episodes: data_lib.Episodes, held_out_fraction: float, seed: int, min_length: int = 1):
