@@ -57,6 +57,25 @@ def test_pallas_kernel_in_interpret_mode_equals_reference(nodes, parents, splits
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
 
 
+def random_tree(nodes: int, seed: int) -> list[int]:
+    """Parents of a random tree in level order (each node's parent precedes it), as the engine lays trees out."""
+    rng = np.random.default_rng(seed)
+    return [-1] + [int(rng.integers(0, i)) for i in range(1, nodes)]
+
+
+@pytest.mark.parametrize("nodes", [33, 48, 64])
+def test_pallas_kernel_takes_trees_up_to_64_nodes(nodes):
+    # Nodes 32-63 live in the second bitmask word; a deep chain through both words and a random tree.
+    q, k, v, lengths = random_inputs(jax.random.key(4), nodes=nodes, q_heads=2, kv_heads=1, dim=64, slots=192)
+    for parents in (random_tree(nodes, nodes), [-1] + list(range(nodes - 1))):
+        mask = ancestor_mask(parents)
+        want = reference.tree_attention(q, k, v, lengths, mask)
+        got = kernel.tree_attention(q, k, v, lengths, mask, interpret=True, block_k=32, num_splits=2)
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+    with pytest.raises(ValueError, match="at most 64 nodes"):
+        kernel.ancestor_bits(jnp.ones((65, 65), bool))
+
+
 def test_ops_falls_back_to_reference_on_cpu_and_refuses_bad_shapes():
     q, k, v, lengths = random_inputs(jax.random.key(2))
     mask = ancestor_mask(PARENTS)

@@ -3,7 +3,7 @@
 One program per (sequence, kv head) holds that head's group of query rows (T tree nodes × G query heads,
 padded to a power of two ≥ 16 for the tensor cores) and streams the cache in blocks of `block_k` slots with
 an online softmax, stopping at lengths[b] + T: it reads each KV byte once, for all query heads of the group
-(GQA folded into rows), and applies the ancestor mask as one int32 bitmask per node. Pallas' Triton backend
+(GQA folded into rows), and applies the ancestor mask as two int32 bitmask words per node (64 nodes). Pallas' Triton backend
 is deprecated in favour of Mosaic GPU; this kernel is small enough to port once Mosaic GPU settles.
 """
 
@@ -15,16 +15,17 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-MAX_TREE_NODES = 32  # one int32 bitmask of ancestors per node
+MAX_TREE_NODES = 64  # two int32 bitmask words of ancestors per node (nodes 0-31, 32-63)
 
 
-def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, num_nodes, block_k,
-            chunk, scale):
+def _kernel(lengths_ref, row_bits_ref, row_bits_hi_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, num_nodes,
+            block_k, chunk, scale):
     b, split = pl.program_id(0), pl.program_id(2)
     length = lengths_ref[b]
     q = q_ref[...].astype(jnp.float32) * scale                       # [M, D]
     rows = q.shape[0]
-    bits = row_bits_ref[...]                                         # [M] ancestor bitmask per query row
+    bits = row_bits_ref[...]                                         # [M] ancestors 0-31 per query row
+    bits_hi = row_bits_hi_ref[...]                                   # [M] ancestors 32-63
 
     def body(block, carry):
         m_prev, l_prev, acc = carry
@@ -35,7 +36,9 @@ def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref,
         slot = split * chunk + start + jnp.arange(block_k)
         offset = slot[None, :] - length
         in_tree = (offset >= 0) & (offset < num_nodes)
-        tree_bit = jnp.right_shift(bits[:, None], jnp.clip(offset, 0, 31)) & 1
+        shift = jnp.clip(offset, 0, 63)
+        word = jnp.where(shift < 32, bits[:, None], bits_hi[:, None])
+        tree_bit = jnp.right_shift(word, shift & 31) & 1
         visible = (offset < 0) | (in_tree & (tree_bit == 1))
         s = jnp.where(visible, s, -1e30)
         m_new = jnp.maximum(m_prev, s.max(axis=1))
@@ -56,11 +59,17 @@ def _kernel(lengths_ref, row_bits_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref,
     l_ref[...] = l_final
 
 
-def ancestor_bits(ancestor_mask: jax.Array) -> jax.Array:
-    """bool[T, T] -> int32[T] with bit j of entry i set when node i may attend node j."""
+def ancestor_bits(ancestor_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """bool[T, T] (T <= 64) -> two int32[T] words: bit j of word 0 (bit j - 32 of word 1) of entry i is set
+    when node i may attend node j. Bit 31 is the sign bit; the kernel shifts and masks, so that is harmless."""
     num_nodes = ancestor_mask.shape[-1]
-    weights = jnp.left_shift(jnp.int32(1), jnp.arange(num_nodes, dtype=jnp.int32))
-    return jnp.sum(jnp.where(ancestor_mask, weights, 0), axis=-1).astype(jnp.int32)
+    if num_nodes > MAX_TREE_NODES:
+        raise ValueError(f"Tree attention takes at most {MAX_TREE_NODES} nodes, got {num_nodes}.")
+    node = jnp.arange(num_nodes, dtype=jnp.int32)
+    weights = jnp.left_shift(jnp.int32(1), node & 31)
+    words = [jnp.sum(jnp.where(ancestor_mask & (node // 32 == w), weights, 0), axis=-1).astype(jnp.int32)
+             for w in (0, 1)]
+    return words[0], words[1]
 
 
 @functools.partial(jax.jit, static_argnames=("block_k", "num_splits", "interpret", "num_warps"))
@@ -82,7 +91,7 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
     qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - num_nodes * group), (0, 0)))
     # Row r holds node r // G; padded rows copy the last node so their softmax stays well defined.
     node_of_row = jnp.minimum(jnp.arange(rows) // group, num_nodes - 1)
-    row_bits = ancestor_bits(ancestor_mask)[node_of_row]
+    row_bits, row_bits_hi = (word[node_of_row] for word in ancestor_bits(ancestor_mask))
     if num_splits is None:
         num_splits = max(1, min(num_slots // block_k, 128 // max(1, batch * num_kv_heads)))
         while (num_slots // block_k) % num_splits:
@@ -97,6 +106,7 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
         grid=(batch, num_kv_heads, num_splits),
         in_specs=[
             pl.BlockSpec((batch,), lambda b, h, c: (0,)),
+            pl.BlockSpec((rows,), lambda b, h, c: (0,)),
             pl.BlockSpec((rows,), lambda b, h, c: (0,)),
             pl.BlockSpec((None, None, rows, head_dim), lambda b, h, c: (b, h, 0, 0)),
             pl.BlockSpec((None, chunk, None, head_dim), lambda b, h, c: (b, c, h, 0)),
@@ -114,7 +124,7 @@ def tree_attention(q, k_cache, v_cache, lengths, ancestor_mask, scale=None, *, b
         ],
         interpret=interpret,
         compiler_params=compiler_params,
-    )(lengths.astype(jnp.int32), row_bits, qg, k_cache, v_cache)
+    )(lengths.astype(jnp.int32), row_bits, row_bits_hi, qg, k_cache, v_cache)
     # Merge the splits: softmax over all slots = Σ_c e^{m_c - m} acc_c / Σ_c e^{m_c - m} l_c.
     m_max = m.max(axis=2, keepdims=True)
     weight = jnp.exp(m - m_max)
