@@ -63,6 +63,9 @@ def main(argv=None):
                         help="--oracle: stop after the chunk that passes this (0: no limit); reports what finished")
     parser.add_argument("--expert_max_action", type=float, default=0.0,
                         help="Push-T: cap on the expert's |action| for the demos the episodes are cut from (0: config)")
+    parser.add_argument("--image_size", type=int, default=0,
+                        help="encoder input and rendering size for every env (0: the configs' 224, the paper's); a "
+                        "multiple of 14. Smaller is faster per step and not the paper's model: the JSON's config says")
     parser.add_argument("--old_protocol", action="store_true",
                         help="--oracle: eval.fixed_goal_ghost=False (the goal ghost the demo drew after its own success)")
     args = parser.parse_args(argv)
@@ -83,7 +86,8 @@ def main(argv=None):
     path = common.result_path(args, "lewm")
     os.makedirs(args.out, exist_ok=True)          # the GIFs and figures go there before the JSON does
     for env in sorted(ran, key=list(minutes).index):
-        config = common.load_config(f"lewm/{env}", "smoke" if args.smoke else "")
+        config = common.load_config(f"lewm/{env}", "smoke" if args.smoke else "",
+                                    f"image_size={args.image_size}" if args.image_size else "")
         steps = 20 if args.smoke else int(minutes[env] * 60 * args.steps_per_s)
         every = max(1, -(-steps // args.evals))      # ceil: the last evaluation is the final step
         config = config_lib.apply_overrides(config, {

@@ -33,7 +33,9 @@ def make_setup(config, seed: int = 0):
 def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
-    parser.add_argument("--env", default="tworoom", choices=("tworoom", "pusht"))
+    parser.add_argument("--env", default="tworoom", choices=("tworoom", "pusht", "reacher"))
+    parser.add_argument("--image_size", type=int, default=0,
+                        help="encoder input and rendering size (0: the config's 224, the paper's); a multiple of 14")
     args = parser.parse_args(argv)
     import jax
 
@@ -43,7 +45,8 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     steps = 2 if args.smoke else args.steps
-    config = common.load_config(f"lewm/{args.env}", "smoke" if args.smoke else "")
+    config = common.load_config(f"lewm/{args.env}", "smoke" if args.smoke else "",
+                                f"image_size={args.image_size}" if args.image_size else "")
     setup, batch_at = make_setup(config)
     params = param_count(setup.model())       # before the first step donates the state
     state, step_fn, mesh = setup.state, setup.step_fn, setup.mesh
@@ -79,7 +82,9 @@ def main(argv=None):
         train_steps_per_s=with_data, train_steps_per_s_fixed_batch=model_only,
         data_batches_per_s=data_batches_per_s, data_compile_s=data_compile_s,
         frames_per_s_trained=with_data * config.data.batch_size * (config.model.history + 1))
-    metrics.write_json(common.result_path(args, "train_lewm"), result)
+    # another resolution is another model: its figure goes beside the paper-size one, not over it
+    name = "train_lewm" if not args.image_size else f"train_lewm_{args.image_size}px"
+    metrics.write_json(common.result_path(args, name), result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("config", "device")}, indent=1))
 
 

@@ -92,6 +92,23 @@ def test_pusht_batches_come_from_a_simulated_bank_and_depend_only_on_the_step():
     assert not np.array_equal(first["actions"], other["actions"])
 
 
+def test_image_size_variant_renders_and_encodes_at_that_size():
+    # 112 px = 8 x 8 patches of 14: a quarter of the paper's tokens. Push-T and Reacher render at that size;
+    # TwoRoom's world is in image pixels, so it keeps its 224-px frames and the model resizes them.
+    config = config_lib.load_config("configs/lewm/pusht.py:smoke,image_size=112")
+    assert config.model.image_size == 112 and config.env.params.image_size == 112
+    batch = lewm_train.make_batch_fn(config)(0)
+    assert batch["frames"].shape == (8, 4, 112, 112, 3)
+    model = LeWM(lewm_train.model_config(config), rngs=nnx.Rngs(0))
+    z = model.encode(jnp.asarray(batch["frames"]))
+    assert z.shape == (8, 4, config.model.embed_dim) and bool(jnp.all(jnp.isfinite(z)))
+    assert config_lib.load_config("configs/lewm/reacher.py:image_size=112").env.params.image_size == 112
+    tworoom = config_lib.load_config("configs/lewm/tworoom.py:image_size=112")
+    assert tworoom.model.image_size == 112 and "image_size" not in tworoom.env.params
+    with pytest.raises(ValueError, match="multiple of the 14-px patch"):
+        config_lib.load_config("configs/lewm/pusht.py:image_size=100")
+
+
 @pytest.mark.slow
 def test_data_parallel_loss_and_gradient_equal_the_one_device_ones():
     # mesh.data=-1 (the config) spreads each batch over every device; SIGReg and the projector's BatchNorm must

@@ -5,5 +5,5 @@ from core.config import parse_arg
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, smoke=False)
-    return base.lewm_config("pusht", args.smoke)
+    args = parse_arg(arg, smoke=False, image_size=0)
+    return base.lewm_config("pusht", args.smoke, args.image_size)

@@ -17,9 +17,9 @@ from core.config import parse_arg
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, smoke=False)
-    config = base.lewm_config("reacher", args.smoke)
-    config.env.params = dict(render_goal=False, max_speed=0.1)
+    args = parse_arg(arg, smoke=False, image_size=0)
+    config = base.lewm_config("reacher", args.smoke, args.image_size)
+    config.env.params.update(render_goal=False, max_speed=0.1)
     config.data.policy = "random"
     config.model.action_standardization = True
     config.data.action_stats_batches = 8      # batches 0..7 of the training stream fit the statistics
