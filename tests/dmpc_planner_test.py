@@ -49,6 +49,23 @@ def test_reward_objective_prefers_the_sequence_with_the_higher_novel_reward():
     assert int(jnp.argmax(scores)) == 1
 
 
+def test_reward_objective_ends_at_a_predicted_fall_with_the_terminal_penalty():
+    # obs = (height, reward); healthy while height > 0. Candidate 0 falls after its first action and then
+    # "earns" 10 per step; candidate 1 stays up and earns 1 per step.
+    reward = lambda obs, a: obs[..., 1]
+    healthy = lambda obs: (obs[..., 0] > 0).astype(jnp.float32)
+    states = jnp.array([[[1.0, 0.0], [-1.0, 10.0], [-1.0, 10.0]],
+                        [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    actions = jnp.zeros((2, 3, 1))
+    blind = planning.reward_objective(reward, discount=0.5)(None, jnp.zeros(2), states, actions)
+    np.testing.assert_allclose(blind, [0.0 + 5.0 + 2.5, 1.0 + 0.5 + 0.25], rtol=1e-6)
+    aware = planning.reward_objective(reward, 0.5, healthy_fn=healthy, terminal_penalty=-100.0)
+    scores = aware(None, jnp.zeros(2), states, actions)
+    # candidate 0: step 0 (healthy) 0, step 1 is the fall: 10 - 100 at weight 0.5, nothing after
+    np.testing.assert_allclose(scores, [0.5 * (10.0 - 100.0), 1.75], rtol=1e-6)
+    assert int(jnp.argmax(blind)) == 0 and int(jnp.argmax(scores)) == 1
+
+
 def _small_model():
     from flax import nnx
     from papers.dmpc import models

@@ -173,7 +173,8 @@ OBS_INDEX = {"walker2d": {"z": 0, "angle": 1, "vx": 8}, "hopper": {"z": 0, "angl
              "halfcheetah": {"z": 0, "angle": 1, "vx": 8}, "toy": {"z": 0, "vx": 1}}
 
 
-def _healthy(name: str, obs: jax.Array) -> jax.Array:
+def healthy(name: str, obs: jax.Array) -> jax.Array:
+    """1.0 where the env would go on from observation `obs` (its termination rule on the torso), else 0.0."""
     if name == "toy":
         return (jnp.abs(obs[..., 0]) < 1.0).astype(jnp.float32)
     if name not in SPECS or not SPECS[name].terminates:
@@ -194,8 +195,8 @@ def novel_rewards(name: str) -> dict[str, Callable[[jax.Array, jax.Array], jax.A
     idx = OBS_INDEX[name]
     ctrl = lambda action: 1e-3 * jnp.sum(jnp.square(action), -1)
     return {
-        "backward": lambda obs, a: -obs[..., idx["vx"]] + _healthy(name, obs) - ctrl(a),
-        "jump": lambda obs, a: 10.0 * (obs[..., idx["z"]] - STANDING_HEIGHT[name]) + _healthy(name, obs) - ctrl(a),
+        "backward": lambda obs, a: -obs[..., idx["vx"]] + healthy(name, obs) - ctrl(a),
+        "jump": lambda obs, a: 10.0 * (obs[..., idx["z"]] - STANDING_HEIGHT[name]) + healthy(name, obs) - ctrl(a),
     }
 
 

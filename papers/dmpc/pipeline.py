@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -303,7 +304,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         reward_fns = None
         if env_name == config.adaptation_env:     # novel rewards ride along in the same program (no retraining)
             reward_fns = envs_lib.novel_rewards(env_name)
-            spec.update({f"dmpc_{r}": ("dmpc", model, _novel_objective(env_name, r, config.value.discount))
+            spec.update({f"dmpc_{r}": ("dmpc", model, _novel_objective(env_name, r, config.value.discount,
+                                                                     config.value.terminal_penalty))
                          for r in reward_fns})
         results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config,
                                   reward_fns)
@@ -362,11 +364,14 @@ def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str 
 _NOVEL_OBJECTIVES: dict = {}
 
 
-def _novel_objective(env_name, reward_name, discount):
-    """One objective function object per novel reward, so cached evaluation programs are reused."""
-    key = (env_name, reward_name, discount)
+def _novel_objective(env_name, reward_name, discount, terminal_penalty):
+    """One objective function object per novel reward, so cached evaluation programs are reused. A predicted
+    fall ends the score with J's terminal penalty (planning.reward_objective)."""
+    key = (env_name, reward_name, discount, terminal_penalty)
     if key not in _NOVEL_OBJECTIVES:
-        _NOVEL_OBJECTIVES[key] = planning.reward_objective(envs_lib.novel_rewards(env_name)[reward_name], discount)
+        _NOVEL_OBJECTIVES[key] = planning.reward_objective(
+            envs_lib.novel_rewards(env_name)[reward_name], discount,
+            healthy_fn=functools.partial(envs_lib.healthy, env_name), terminal_penalty=terminal_penalty)
     return _NOVEL_OBJECTIVES[key]
 
 

@@ -32,11 +32,24 @@ def learned_objective(model, obs, states, actions):
     return model.values(jnp.broadcast_to(obs, (states.shape[0],) + obs.shape), states, actions)
 
 
-def reward_objective(reward_fn: Callable, discount: float = 0.99):
-    """Score = sum_k discount^k reward_fn(s_{t+k+1}, a_{t+k}) over the predicted sequence (no retraining)."""
+def reward_objective(reward_fn: Callable, discount: float = 0.99, healthy_fn: Callable | None = None,
+                     terminal_penalty: float = 0.0):
+    """Score = sum_k discount^k reward_fn(s_{t+k+1}, a_{t+k}) over the predicted sequence (no retraining).
+
+    With `healthy_fn(states) -> [N, F]` (1 while the env would go on), a predicted fall ends the sum as it would
+    end the episode: no reward after the first unhealthy state, and `terminal_penalty` discounted to that step,
+    the same treatment as J's value targets (segments.discounted_returns). Without it a short horizon cannot
+    see that a fall forfeits every later reward, and the hand-written objectives chose candidates that fell.
+    """
     def objective(model, obs, states, actions):
         rewards = reward_fn(states, actions)                              # [N, F]
-        return jnp.sum(rewards * discount ** jnp.arange(rewards.shape[1]), -1)
+        weights = discount ** jnp.arange(rewards.shape[1])
+        if healthy_fn is None:
+            return jnp.sum(rewards * weights, -1)
+        healthy = healthy_fn(states).astype(rewards.dtype)                # [N, F]: after action k
+        alive = jnp.cumprod(jnp.pad(healthy[:, :-1], ((0, 0), (1, 0)), constant_values=1.0), -1)
+        falls = alive * (1.0 - healthy)                                   # 1 at the first unhealthy step
+        return jnp.sum((rewards + terminal_penalty * falls) * alive * weights, -1)
     return objective
 
 
