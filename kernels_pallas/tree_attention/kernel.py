@@ -3,8 +3,9 @@
 One program per (sequence, kv head) holds that head's group of query rows (T tree nodes × G query heads,
 padded to a power of two ≥ 16 for the tensor cores) and streams the cache in blocks of `block_k` slots with
 an online softmax, stopping at lengths[b] + T: it reads each KV byte once, for all query heads of the group
-(GQA folded into rows), and applies the ancestor mask as two int32 bitmask words per node (64 nodes). Pallas' Triton backend
-is deprecated in favour of Mosaic GPU; this kernel is small enough to port once Mosaic GPU settles.
+(GQA folded into rows), and applies the ancestor mask as two int32 bitmask words per node (up to 64 nodes).
+Pallas' Triton backend is deprecated in favour of Mosaic GPU; this kernel is small enough to port once Mosaic GPU
+settles.
 """
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ def collect_from_snapshots(env, run: ExpertRun, groups: list[tuple[int, int]], k
 def evaluate_snapshots(env, run: ExpertRun, key: jax.Array, episodes: int, random_episodes: int,
                        max_steps: int, chunk: int) -> np.ndarray:
     """Every snapshot's mean return over `episodes` stochastic episodes, and the uniform-random policy's over
-    `random_episodes`, in one shared rollout. Sets run.returns, run.lengths and run.returns_random; returns run.returns."""
+    `random_episodes`, in one shared rollout. Sets run.returns, run.lengths and run.returns_random; returns
+    run.returns."""
     count = len(run.snapshots)
     groups = collect_from_snapshots(env, run, [(i, episodes) for i in range(count)] + [(count, random_episodes)],
                                     key, max_steps, chunk)

@@ -72,8 +72,7 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
     paths = {kind: os.path.join(data_dir, f"{name}_{kind}") for kind in config.datasets}
     steps = [s for s, _ in run.snapshots]
     done = all(os.path.exists(os.path.join(p, "manifest.json")) for p in paths.values())
-    targets = {"medium_transitions": int(config.data.get("medium_transitions", 0)),
-               "replay_transitions": int(config.data.get("replay_transitions", 0))}
+    targets = {k: int(config.data[k]) for k in ("medium_transitions", "replay_transitions")}
     if done:
         manifest = data_lib.read_manifest(next(iter(paths.values())))
         stored = manifest.get("collection", {})
@@ -89,7 +88,7 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
                                    T, d.chunk)
         random_return = float(run.returns_random)
         medium = run.medium_index(d.medium_fraction, random_return)
-        cap = int(config.data.get("max_episodes", 30_000))
+        cap = int(d.max_episodes)
         medium_episodes = episodes_for(targets["medium_transitions"], run.lengths[medium], d.medium_episodes, cap)
         per = episodes_for(targets["replay_transitions"], run.lengths[: medium + 1].sum(),
                            max(1, math.ceil(d.replay_episodes / (medium + 1))), max(1, cap // (medium + 1)))
