@@ -53,6 +53,7 @@ from core import metrics
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
 STAGES = ("experts", "evaluate", "ankle")
+KEEP_TAR = "benchmarks/results/dmpc_keep.tar"   # the last GPU session's <keep> (experts, finished rows), committed
 ADAPTATION_ENV = "walker2d"     # configs/dmpc/locomotion.py's adaptation_env (GPU); the parent reads no config
 
 
@@ -187,6 +188,26 @@ def parse_tasks(envs: str, default_stage: str, keep: str, max_auto: int) -> list
     return tasks
 
 
+def restore_keep(keep: str, tar_path: str) -> bool:
+    """Unpacks a committed `--export` tar (PPO snapshots, per-env JSONs) as <keep> when <keep> is absent, so a
+    fresh machine resumes after the stages that tar records instead of retraining the experts."""
+    if os.path.exists(keep) or not tar_path or not os.path.exists(tar_path):
+        return False
+    parent, name = os.path.split(os.path.normpath(keep))
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+        if not members or any(m.name.split("/")[0] != name or m.name.startswith("/") or ".." in m.name.split("/")
+                              for m in members):
+            raise ValueError(f"{tar_path} is not an export of a folder named {name!r}; pass --keep_tar ''.")
+        scratch = os.path.join(parent or ".", f".{name}.restore")
+        shutil.rmtree(scratch, ignore_errors=True)
+        tar.extractall(scratch, filter="data")
+    os.replace(os.path.join(scratch, name), keep)        # whole or not at all
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"restored {keep} from {tar_path}", flush=True)
+    return True
+
+
 def export(args, paths: list[str]) -> None:
     """Copies <keep> and the result files to --export (e.g. $OUT) as few files as a device command may return
     (8 files of <= 16 MiB): <keep>.tar (PPO snapshots, per-env JSONs), <keep>_models.tar (the saved models) and
@@ -224,12 +245,16 @@ def main(argv=None):
     parser.add_argument("--mem_fraction", type=float, default=0.0,
                         help="GPU memory per worker (0: 0.8 / workers sharing a GPU)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to spread the workers over (0: all visible)")
+    parser.add_argument("--keep_tar", default=KEEP_TAR,
+                        help="a committed <keep>.tar to start from when <keep> does not exist ('' to start bare)")
     parser.add_argument("--worker", default="", help="internal: env:stage to run in this process")
     args = parser.parse_args(argv)
     suffix = "_smoke" if args.smoke else ""
     args.workdir = args.workdir or f"runs/dmpc_bench{suffix}"
     args.keep = args.keep or f"runs/dmpc_keep{suffix}"
     gif = common.result_path(args, "dmpc_walker", "gif")
+    if not args.smoke and not args.worker:
+        restore_keep(args.keep, args.keep_tar)
     if args.worker:
         env_name, stage = args.worker.split(":")
         run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s)
@@ -242,7 +267,9 @@ def main(argv=None):
     names = ("toy",) if args.smoke else ENVS
 
     def merge():
-        per_env = {e: r for e in names if (r := metrics.read_json(os.path.join(args.keep, f"{e}.json"), {}))}
+        # first_episode_qpos (the GIF's source, ~0.2 MB per env) stays in <keep>, out of the results JSON
+        per_env = {e: {k: v for k, v in r.items() if k != "first_episode_qpos"}
+                   for e in names if (r := metrics.read_json(os.path.join(args.keep, f"{e}.json"), {}))}
         report.update(per_env=per_env, seconds=time.perf_counter() - started, **summarize(per_env))
 
     if args.smoke:

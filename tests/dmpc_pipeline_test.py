@@ -130,3 +130,34 @@ def test_benchmark_stages_follow_the_carried_files(tmp_path, tmp_path_factory):
     copy = restored / os.path.basename(keep)
     assert (copy / "walker2d" / "model.npz").read_bytes() == b"model"
     assert json.loads((copy / "hopper.json").read_text()) == {"datasets": {"medium": {}, "medium_replay": {}}}
+
+
+def test_committed_keep_tar_restores_keep_only_when_absent(tmp_path):
+    import argparse
+    import tarfile
+    from benchmarks import dmpc as bench
+    keep = tmp_path / "src" / "dmpc_keep"
+    os.makedirs(keep / "hopper")
+    (keep / "hopper" / "expert.pkl").write_bytes(b"snapshots")
+    (keep / "hopper.json").write_text('{"datasets": {"medium": {}}}')
+    out = tmp_path / "out"
+    bench.export(argparse.Namespace(export=str(out), keep=str(keep)), [])
+    target = tmp_path / "fresh" / "dmpc_keep"
+    os.makedirs(target.parent)
+    assert bench.restore_keep(str(target), str(out / "dmpc_keep.tar"))
+    assert (target / "hopper" / "expert.pkl").read_bytes() == b"snapshots"
+    assert bench.next_stage("hopper", str(target)) == "evaluate"
+    # an existing <keep> wins: nothing is overwritten
+    (target / "hopper.json").write_text("{}")
+    assert not bench.restore_keep(str(target), str(out / "dmpc_keep.tar"))
+    assert (target / "hopper.json").read_text() == "{}"
+    # a tar of another folder is refused with one clear error, and leaves no half-made <keep>
+    other = tmp_path / "other.tar"
+    with tarfile.open(other, "w") as tar:
+        tar.add(keep / "hopper.json", arcname="elsewhere/hopper.json")
+    with pytest.raises(ValueError, match="not an export of a folder named"):
+        bench.restore_keep(str(tmp_path / "fresh2" / "dmpc_keep"), str(other))
+    assert not os.path.exists(tmp_path / "fresh2" / "dmpc_keep")
+    # the committed tar (the last GPU session's experts) is an export of dmpc_keep
+    with tarfile.open(bench.KEEP_TAR) as tar:
+        assert all(n.startswith("dmpc_keep/") for n in tar.getnames())
