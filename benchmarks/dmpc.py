@@ -17,8 +17,9 @@ most one worker per GPU):
   ankle     walker2d only: the broken-ankle experiment from model.npz (play data, dynamics-only fine-tune,
             before / after).
   auto      the first of experts / evaluate / ankle that this env has not done (from <keep>).
-Workers (one process per env) go round-robin over the visible GPUs, one per GPU is the fast case; workers
-still running at --worker_timeout_s are killed. <keep> (default runs/dmpc_keep) holds only small files (the
+Workers (one process per task) go round-robin over the visible GPUs and run one at a time per GPU (the next
+starts when one ends; `--concurrent` starts them all at once); workers still running at --worker_timeout_s are
+killed and tasks not yet started are reported. <keep> (default runs/dmpc_keep) holds only small files (the
 PPO snapshots, per-env result JSONs, one model: < 30 MB): `--export DIR` copies it and the results to DIR at
 the end, and carrying it back into the next command resumes there. Large things (datasets, checkpoints,
 compile cache) stay in --workdir and are re-made when lost. Every command merges all per-env JSONs in <keep>
@@ -26,27 +27,28 @@ into benchmarks/results/dmpc.json: `normalized_mean` (D-MPC over the finished me
 own-reference normalised; D4RL-reference normalised beside it), `mbop_normalized_mean`, `bc_normalized_mean`,
 the ablations, `ankle_before`, `ankle_after`, `plan_ms_per_step`, `mjx_vs_cpu_step`.
 
-The sequence measured on one H200 (session 11 experts; session 13 evaluation, see papers/dmpc/README.md), each
-command within 30 s of the last so runs/ stays on the warm machine (--export writes <keep>.tar,
-<keep>_models.tar and the results to $OUT):
-  1. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:experts,walker2d:experts --worker_timeout_s 540  375 s
-  2. python -m benchmarks.dmpc --envs walker2d:evaluate/medium --worker_timeout_s 540                              420 s
-  3. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate/medium_replay --worker_timeout_s 555
-                                                                         561 s (hopper's medium_replay cut)
-  4. python -m benchmarks.dmpc --envs hopper:evaluate/medium_replay --worker_timeout_s 275                         169 s
-  5. python -m benchmarks.dmpc --envs walker2d:ankle --worker_timeout_s 300 --export $OUT           207 s (session 12)
+Session 16 on one H200 (D4RL-size datasets; each command within 30 s of the last so runs/ stays on the warm
+machine; --export writes <keep>.tar, <keep>_models.tar and the results to $OUT; the first two commands ran
+their workers concurrently, the old default):
+  1. python -m benchmarks.dmpc --envs halfcheetah:experts,hopper:experts,walker2d:experts --worker_timeout_s 420   ~400 s
+  2. python -m benchmarks.dmpc --envs halfcheetah:evaluate,hopper:evaluate,walker2d:evaluate --worker_timeout_s 545
+                                                         554 s (halfcheetah-medium done, the rest cut)
+  3. python -m benchmarks.dmpc --envs walker2d:evaluate/medium,hopper:evaluate/medium --worker_timeout_s 525
+                                                         534 s (hopper-medium done in 417 s, walker2d cut)
+The remaining commands are in papers/dmpc/README.md; benchmarks/results/dmpc_keep.tar (this session's <keep>)
+is unpacked when <keep> is missing, so they start from these experts and rows.
 (or repeat `python -m benchmarks.dmpc --export $OUT`, the auto stages, until it prints "every stage done").
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+from typing import Callable
 
 from benchmarks import common
 from core import metrics
@@ -156,6 +158,53 @@ def summarize(per_env: dict) -> dict:
     return out
 
 
+def gpu_queues(tasks: list[tuple[str, str]], gpus: int) -> list[list[tuple[str, str]]]:
+    """Tasks round-robin over the GPUs, in order; a GPU works through its queue one worker at a time unless
+    --concurrent."""
+    return [tasks[g::gpus] for g in range(gpus)]
+
+
+def run_workers(queues: list[list[tuple[str, str]]], per_gpu: int, timeout_s: float,
+                launch: Callable[[int, str, str], subprocess.Popen], on_exit: Callable[[], None] = lambda: None,
+                poll_s: float = 2.0) -> dict[str, str]:
+    """Runs queues[gpu]'s tasks on that GPU, `per_gpu` at a time, until they end or `timeout_s` passes (running
+    workers killed, the rest not started). Calls `on_exit` after each worker ends; returns task -> outcome
+    ("done", "failed (exit N)", "killed", "not started")."""
+    queues = [list(q) for q in queues]
+    procs, outcome = {}, {}
+    deadline = time.time() + timeout_s
+
+    def fill(gpu: int) -> None:
+        while queues[gpu] and time.time() < deadline and sum(g == gpu for _, g in procs.values()) < per_gpu:
+            e, stage = queues[gpu].pop(0)
+            procs[f"{e}:{stage}"] = (launch(gpu, e, stage), gpu)
+
+    for gpu in range(len(queues)):
+        fill(gpu)
+    while procs:
+        for task, (p, gpu) in list(procs.items()):
+            if p.poll() is not None or time.time() > deadline:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                    outcome[task] = "killed"
+                    print(f"{task}: worker killed at the {timeout_s:.0f}s limit", flush=True)
+                elif p.returncode:
+                    outcome[task] = f"failed (exit {p.returncode})"
+                    print(f"{task}: worker failed (exit {p.returncode})", flush=True)
+                else:
+                    outcome[task] = "done"
+                procs.pop(task)
+                on_exit()
+                fill(gpu)
+        time.sleep(poll_s)
+    for queue in queues:
+        for e, stage in queue:
+            outcome[f"{e}:{stage}"] = "not started"
+            print(f"{e}:{stage}: not started (the {timeout_s:.0f}s limit came first)", flush=True)
+    return outcome
+
+
 def _visible_gpus() -> int:
     """GPUs on this machine without initialising a JAX backend in the parent (its workers need the memory)."""
     try:
@@ -245,6 +294,8 @@ def main(argv=None):
     parser.add_argument("--mem_fraction", type=float, default=0.0,
                         help="GPU memory per worker (0: 0.8 / workers sharing a GPU)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to spread the workers over (0: all visible)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="start every task at once (sharing GPUs) instead of one worker per GPU at a time")
     parser.add_argument("--keep_tar", default=KEEP_TAR,
                         help="a committed <keep>.tar to start from when <keep> does not exist ('' to start bare)")
     parser.add_argument("--worker", default="", help="internal: env:stage to run in this process")
@@ -281,32 +332,26 @@ def main(argv=None):
             run_stage("toy", stage, True, args.workdir, args.keep, gif, None)
             merge()
     else:
-        # Workers go round-robin over the GPUs: processes sharing one GPU are time-sliced, which costs MJX's many
-        # small kernels dearly (three PPO workers on one H200 ran several times slower than one alone).
+        # Workers go round-robin over the GPUs and, by default, one at a time per GPU: processes sharing one GPU
+        # are time-sliced, which costs MJX's many small kernels dearly (three PPO workers on one H200 ran several
+        # times slower than one alone; in session 16 a dataset's training ran at 58 steps/s beside a worker that
+        # was collecting data and 140 alone), and at the deadline every one of them was cut with nothing done.
         gpus = args.gpus or _visible_gpus()
         tasks = parse_tasks(args.envs, args.stage, args.keep, max_auto=gpus)
-        per_gpu = max(1, math.ceil(len(tasks) / gpus))
-        procs = {}
-        for i, (e, stage) in enumerate(tasks):
+        queues = gpu_queues(tasks, gpus)
+        per_gpu = max(1, *(len(q) for q in queues)) if args.concurrent else 1
+        cache = os.path.abspath(os.path.join(args.workdir, "jax_cache"))
+
+        def launch(gpu: int, env_name: str, stage: str) -> subprocess.Popen:
             env_vars = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction or 0.8 / per_gpu),
-                            XLA_PYTHON_CLIENT_PREALLOCATE="true", CUDA_VISIBLE_DEVICES=str(i % gpus),
-                            JAX_COMPILATION_CACHE_DIR=os.path.abspath(os.path.join(args.workdir, "jax_cache")))
-            print(f"{e}: stage {stage} on GPU {i % gpus}", flush=True)
-            procs[f"{e}:{stage}"] = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.dmpc", "--worker", f"{e}:{stage}", "--workdir", args.workdir,
+                            XLA_PYTHON_CLIENT_PREALLOCATE="true", CUDA_VISIBLE_DEVICES=str(gpu),
+                            JAX_COMPILATION_CACHE_DIR=cache)
+            print(f"{env_name}: stage {stage} on GPU {gpu}", flush=True)
+            return subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.dmpc", "--worker", f"{env_name}:{stage}", "--workdir", args.workdir,
                  "--keep", args.keep, "--out", args.out, "--ppo_budget_s", str(args.ppo_budget_s)], env=env_vars)
-        deadline = time.time() + args.worker_timeout_s
-        while procs:
-            for task, p in list(procs.items()):
-                if p.poll() is not None or time.time() > deadline:
-                    if p.poll() is None:
-                        p.kill()
-                        print(f"{task}: worker killed at the {args.worker_timeout_s:.0f}s limit", flush=True)
-                    elif p.returncode:
-                        print(f"{task}: worker failed (exit {p.returncode})", flush=True)
-                    procs.pop(task)
-                    merge()
-            time.sleep(2)
+
+        run_workers(queues, per_gpu, args.worker_timeout_s, launch, on_exit=merge)
     merge()
     export(args, [report.path, gif])
     d = report.data

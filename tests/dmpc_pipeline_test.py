@@ -161,3 +161,36 @@ def test_committed_keep_tar_restores_keep_only_when_absent(tmp_path):
     # the committed tar (the last GPU session's experts) is an export of dmpc_keep
     with tarfile.open(bench.KEEP_TAR) as tar:
         assert all(n.startswith("dmpc_keep/") for n in tar.getnames())
+
+
+def test_workers_run_one_at_a_time_per_gpu_and_the_deadline_cuts_the_rest():
+    import subprocess
+    import sys
+    import time
+    from benchmarks import dmpc as bench
+    tasks = [("halfcheetah", "evaluate/medium"), ("hopper", "evaluate/medium"), ("walker2d", "experts")]
+    assert bench.gpu_queues(tasks, 2) == [[tasks[0], tasks[2]], [tasks[1]]]
+    started = {}
+
+    def launch(seconds):
+        def start(gpu, env_name, stage):
+            started[env_name] = (gpu, time.time())
+            return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+        return start
+
+    # one GPU, sequential: each worker starts after the previous one ended
+    exits = []
+    outcome = bench.run_workers(bench.gpu_queues(tasks, 1), 1, 60, launch(0.3), on_exit=lambda: exits.append(1),
+                                poll_s=0.05)
+    assert outcome == {f"{e}:{s}": "done" for e, s in tasks} and len(exits) == 3
+    times = [started[e][1] for e, _ in tasks]
+    assert times[1] - times[0] >= 0.3 and times[2] - times[1] >= 0.3
+    # the deadline kills the running worker and leaves the queued ones unstarted
+    started.clear()
+    outcome = bench.run_workers(bench.gpu_queues(tasks, 1), 1, 0.5, launch(30), poll_s=0.05)
+    assert outcome == {"halfcheetah:evaluate/medium": "killed", "hopper:evaluate/medium": "not started",
+                       "walker2d:experts": "not started"} and list(started) == ["halfcheetah"]
+    # concurrent (per_gpu = queue length): all start at once
+    started.clear()
+    bench.run_workers(bench.gpu_queues(tasks, 1), 3, 60, launch(0.2), poll_s=0.05)
+    assert max(t for _, t in started.values()) - min(t for _, t in started.values()) < 0.2
