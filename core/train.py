@@ -58,7 +58,8 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW / Adam / SGD with warmup-cosine and global-norm clipping; decay skips vectors (norms, biases)."""
+    """AdamW / Adam / SGD with warmup-cosine and global-norm clipping; decay skips vectors (norms, biases).
+    `flatten` (optional key): the update runs on all parameters raveled into one vector (optax.flatten)."""
     schedule = make_schedule(config)
     decay_mask = lambda params: jax.tree.map(lambda p: np.ndim(p) > 1, params)
     if config.name == "adamw":
@@ -73,6 +74,15 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         raise ValueError(f"Unknown optimizer {config.name!r}; use adamw, adam or sgd.")
     if config.grad_clip and config.grad_clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+    if config.get("flatten", False):
+        # One vector instead of one update per parameter leaf: for small models (many leaves, tiny tensors) the
+        # optimizer's per-leaf kernels are a large share of a step. Elementwise updates are unchanged; the
+        # shape-based decay mask would see one vector, so decay is refused rather than silently dropped.
+        if config.name != "adam" and config.weight_decay:
+            raise ValueError(f"optim.flatten works with optimizer 'adam' or weight_decay 0 (the decay mask "
+                             f"selects matrices by shape); got {config.name!r} with weight_decay "
+                             f"{config.weight_decay}.")
+        opt = optax.flatten(opt)
     return opt
 
 
