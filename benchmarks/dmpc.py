@@ -72,12 +72,15 @@ def next_stage(env_name: str, keep: str) -> str | None:
 
 
 def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, gif_path: str | None,
-              ppo_budget_s: float | None) -> dict:
-    """One stage for one env in this process; merges its numbers into <keep>/<env>.json (after every step)."""
+              ppo_budget_s: float | None, train_steps: int = 0) -> dict:
+    """One stage for one env in this process; merges its numbers into <keep>/<env>.json (after every step).
+    `train_steps` > 0 replaces the config's training steps (and schedule length) of the models."""
     from papers.dmpc import envs as envs_lib
     from papers.dmpc import experts, pipeline
 
     config = common.load_config("dmpc/locomotion", f"env={env_name}", "smoke" if smoke else "")
+    if train_steps > 0:
+        config.train.num_steps = config.optim.total_steps = train_steps
     json_path = os.path.join(keep, f"{env_name}.json")
     expert_file = os.path.join(keep, env_name, "expert.pkl")
     model_file = os.path.join(keep, env_name, "model.npz")
@@ -148,6 +151,8 @@ def summarize(per_env: dict) -> dict:
             out.setdefault("mjx_vs_cpu_step", {})[env_name] = res["mjx_vs_cpu_step"]
         if "plan_ms_per_step" in res:
             out["plan_ms_per_step"] = res["plan_ms_per_step"]
+        if "variants_ms_per_step" in res:
+            out["variants_ms_per_step"] = res["variants_ms_per_step"]
     out["paper"] = {"normalized_mean": 65.98, "mbop_normalized_mean": 33.13, "bc_normalized_mean": 41.92,
                     "ankle_before": 22.74, "ankle_after": 30.65,
                     "source": "D-MPC via a secondary summary; MBOP/BC: jannerm/diffuser locomotion_scores.py "
@@ -289,6 +294,8 @@ def main(argv=None):
     parser.add_argument("--export", default="", help="copy <keep> and the results here at the end (e.g. $OUT)")
     parser.add_argument("--ppo_budget_s", type=float, default=330.0,
                         help="PPO stops at its first snapshot past this many seconds")
+    parser.add_argument("--train_steps", type=int, default=0,
+                        help="training steps of the models per dataset (0: the config's; each row records its own)")
     parser.add_argument("--worker_timeout_s", type=float, default=480.0,
                         help="workers still running then are killed (their files so far are kept)")
     parser.add_argument("--mem_fraction", type=float, default=0.0,
@@ -308,7 +315,7 @@ def main(argv=None):
         restore_keep(args.keep, args.keep_tar)
     if args.worker:
         env_name, stage = args.worker.split(":")
-        run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s)
+        run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s, args.train_steps)
         return
     if not args.smoke:
         # the parent only merges JSON: it must not preallocate the GPU memory its workers need
@@ -329,7 +336,7 @@ def main(argv=None):
         for path in (args.workdir, args.keep):
             shutil.rmtree(path, ignore_errors=True)
         for stage in STAGES:
-            run_stage("toy", stage, True, args.workdir, args.keep, gif, None)
+            run_stage("toy", stage, True, args.workdir, args.keep, gif, None, args.train_steps)
             merge()
     else:
         # Workers go round-robin over the GPUs and, by default, one at a time per GPU: processes sharing one GPU
@@ -349,7 +356,8 @@ def main(argv=None):
             print(f"{env_name}: stage {stage} on GPU {gpu}", flush=True)
             return subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.dmpc", "--worker", f"{env_name}:{stage}", "--workdir", args.workdir,
-                 "--keep", args.keep, "--out", args.out, "--ppo_budget_s", str(args.ppo_budget_s)], env=env_vars)
+                 "--keep", args.keep, "--out", args.out, "--ppo_budget_s", str(args.ppo_budget_s),
+                 "--train_steps", str(args.train_steps)], env=env_vars)
 
         run_workers(queues, per_gpu, args.worker_timeout_s, launch, on_exit=merge)
     merge()

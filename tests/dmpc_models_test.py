@@ -138,3 +138,31 @@ def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):
         models.load_params(models.DMPCModels(other, nnx.Rngs(0)), path)
     with pytest.raises(FileNotFoundError, match="evaluate stage"):
         models.load_params(model, str(tmp_path / "missing.npz"))
+
+
+def test_training_twice_in_one_workdir_trains_afresh_with_its_head_selection(tmp_path):
+    """A final checkpoint left in the workdir by an earlier run (same or other data) is not restored in place
+    of training: the second run trains its own steps and records its own head selection."""
+    from papers.dmpc import data as data_lib
+    from papers.dmpc import envs, pipeline
+    from papers.dmpc.segments import Segments
+    config = locomotion.get_config("smoke")
+    config.train.num_steps = config.optim.total_steps = 40
+    env = envs.make("toy")
+    N, T, S, A = 12, 30, env.observation_size, env.action_size
+
+    def episodes(seed):
+        r = np.random.default_rng(seed)
+        return data_lib.Episodes(
+            observations=r.normal(size=(N, T + 1, S)).astype(np.float32),
+            actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
+            qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
+            lengths=np.full(N, T), terminal=np.zeros(N, bool))
+    make = lambda eps: Segments(eps, config.model.history, config.model.horizon)
+    workdir = str(tmp_path / "train_medium")
+    records = []
+    for seed in (1, 2):
+        _, selection = pipeline.train_models(env, make(episodes(seed)), config, workdir, held_out=make(episodes(9)))
+        records.append(selection)
+    assert set(records[1]) == set(models.HEADS), records[1]
+    assert all(r["last_step"] == 40 for r in records[1].values()), records[1]

@@ -39,6 +39,8 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     assert set(result["datasets"]) == {"medium", "medium_replay"} and "broken_ankle" not in result
     # the planner report rides on the ankle dataset's model: ms per control step for the batch, and the GIF
     assert result["plan_ms_per_step"] > 0 and result["plan_batch_episodes"] == config.eval.num_episodes
+    timing = result["variants_ms_per_step"]     # batched variants vs one call each, measured side by side
+    assert timing["variants"] == ["dmpc", "dmpc_softmax"] and timing["batched"] > 0 and timing["one_call_each"] > 0
     assert result["gif"] == gif and os.path.getsize(gif) > 0
     for row in result["datasets"].values():
         for method in config.methods:
@@ -194,3 +196,40 @@ def test_workers_run_one_at_a_time_per_gpu_and_the_deadline_cuts_the_rest():
     started.clear()
     bench.run_workers(bench.gpu_queues(tasks, 1), 3, 60, launch(0.2), poll_s=0.05)
     assert max(t for _, t in started.values()) - min(t for _, t in started.values()) < 0.2
+
+
+def test_train_steps_flag_reaches_the_stage_config(tmp_path, monkeypatch):
+    from benchmarks import dmpc as bench
+    seen = {}
+
+    def fake_run_env(env_name, config, workdir, **kwargs):
+        seen["steps"] = (config.train.num_steps, config.optim.total_steps)
+        return {"datasets": {}}
+    monkeypatch.setattr(pipeline, "run_env", fake_run_env)
+    keep = str(tmp_path / "keep")
+    os.makedirs(keep)
+    bench.run_stage("toy", "evaluate", True, str(tmp_path / "work"), keep, None, None, train_steps=7)
+    saved = json.loads((tmp_path / "keep" / "toy.json").read_text())
+    assert seen["steps"] == (7, 7) and saved["config"]["train"]["num_steps"] == 7
+    bench.run_stage("toy", "evaluate", True, str(tmp_path / "work"), keep, None, None)
+    default = locomotion.get_config("smoke").train.num_steps
+    assert seen["steps"] == (default, default) != (7, 7)
+
+
+def test_evaluating_one_dataset_stores_both_so_the_other_is_not_rebuilt(tmp_path, monkeypatch):
+    config = locomotion.get_config("smoke")
+    env = pipeline.envs_lib.make(config.env)
+    workdir = str(tmp_path / "work")
+    config.datasets = ("medium",)
+    first = pipeline.make_datasets(env, config, workdir, log=lambda s: None)
+    assert set(first["paths"]) == {"medium"}
+    # the next command asks for the other kind: built already, so no snapshot scoring and no rollouts
+    def refuse(*args, **kwargs):
+        raise AssertionError("rebuilt a dataset that was on disk")
+    monkeypatch.setattr(experts, "evaluate_snapshots", refuse)
+    monkeypatch.setattr(experts, "collect_from_snapshots", refuse)
+    config.datasets = ("medium_replay",)
+    second = pipeline.make_datasets(env, config, workdir, log=lambda s: None)
+    assert set(second["paths"]) == {"medium_replay"} and second["reference"] == first["reference"]
+    manifest = data_lib.read_manifest(second["paths"]["medium_replay"])
+    assert manifest["behaviour_snapshots"] == list(range(first["medium_snapshot"] + 1))

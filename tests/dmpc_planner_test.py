@@ -133,3 +133,45 @@ def test_value_ensemble_scores_its_mean_or_lower_bound_and_lcb_planner_reduces_t
     pessimistic = planning.dmpc_lcb_act(model, history, jax.random.key(7), _plan_cfg(value_pessimism=3.0), None,
                                         schedule)
     assert pessimistic.shape == (2,) and bool(jnp.all(jnp.isfinite(pessimistic)))
+
+
+def test_batched_dmpc_variants_act_like_each_variant_alone():
+    """make_variants_policy (the four learned-objective D-MPC variants as one vmapped batch) gives each
+    variant's episodes the actions its own policy gives them, with the same keys; and evaluate() lays the
+    grouped episodes out so every policy's returns equal the ungrouped evaluation's."""
+    from flax import nnx
+    from core import diffusion
+    from papers.dmpc import envs, models
+    dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1, time_embed=8,
+                            prediction="v", ensemble=3)
+    model, schedule = models.DMPCModels(dims, nnx.Rngs(0)), diffusion.cosine_schedule(100)
+    cfg = _plan_cfg(value_pessimism=1.5)
+    graphdef, state = nnx.split(model)
+    variants = ("dmpc", "dmpc_crn", "dmpc_lcb", "dmpc_softmax")
+    E = 3
+    histories = jax.random.normal(jax.random.key(1), (len(variants) * E, 2, 3))
+    keys = jax.random.split(jax.random.key(2), len(variants))
+    grouped = jax.jit(planning.make_variants_policy(graphdef, variants, cfg, schedule))(state, histories, keys)
+    for j, v in enumerate(variants):
+        alone = jax.jit(planning.make_policy(graphdef, v, cfg, schedule))(state, histories[j * E:(j + 1) * E], keys[j])
+        np.testing.assert_allclose(grouped[j * E:(j + 1) * E], alone, rtol=1e-5, atol=1e-6, err_msg=v)
+    # the variants really differ (argmax vs softmax vs lower bound), so the switches are not ignored
+    assert float(jnp.abs(grouped[:E] - grouped[3 * E:]).max()) > 1e-3
+    with pytest.raises(ValueError, match="Not learned-objective D-MPC variants"):
+        planning.make_variants_policy(graphdef, ("dmpc", "mbop"), cfg, schedule)
+
+    env = envs.make("toy")
+    dims = models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=2, horizon=4,
+                            hidden=16, depth=1, time_embed=8, prediction="v", ensemble=2)
+    model = models.DMPCModels(dims, nnx.Rngs(3))
+    graphdef, state = nnx.split(model)
+    solo = {v: planning.make_policy(graphdef, v, cfg, schedule) for v in variants + ("bc",)}
+    group = planning.make_variants_policy(graphdef, variants, cfg, schedule)
+    states = {v: state for v in solo}
+    args = (jax.random.key(5), 4, 12)
+    separate = planning.evaluate(env, solo, states, *args, history=2)
+    together = planning.evaluate(env, {**{v: group for v in variants}, "bc": solo["bc"]}, states, *args, history=2)
+    for v in solo:
+        np.testing.assert_allclose(together[v]["return"], separate[v]["return"], rtol=1e-4, atol=1e-4, err_msg=v)
+    with pytest.raises(ValueError, match="registered under each of its members"):
+        planning.evaluate(env, {"dmpc": group, "bc": solo["bc"]}, states, *args, history=2)

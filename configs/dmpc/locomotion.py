@@ -48,10 +48,10 @@ def get_config(arg=None):
     c.lite = ml_collections.ConfigDict(dict(datasets=("medium",), methods=("dmpc", "mbop", "bc")))
     c.datasets = c.lite.datasets if args.lite else ("medium", "medium_replay")
     # dmpc_crn / dmpc_softmax / dmpc_lcb: D-MPC's ranking with shared dynamics noise / softmax-weighted first
-    # actions / softmax over J's ensemble lower bound (papers/dmpc/planning.py); GPU only, the smoke pipeline
-    # keeps the paper's five
+    # actions / softmax over J's ensemble lower bound (papers/dmpc/planning.py); the smoke pipeline keeps the
+    # paper's five plus dmpc_softmax, so the batched variants (plan.batch_variants) run there too
     c.methods = c.lite.methods if args.lite else (
-        ("dmpc", "onestep", "gaussian", "mbop", "bc") if smoke
+        ("dmpc", "dmpc_softmax", "onestep", "gaussian", "mbop", "bc") if smoke
         else ("dmpc", "dmpc_crn", "dmpc_softmax", "dmpc_lcb", "onestep", "gaussian", "mbop", "bc"))
     c.adaptation_env = "toy" if smoke else "walker2d"
     # run_evals=False: brax's evaluator would roll 1000 sequential steps at every snapshot (most of PPO's time
@@ -91,7 +91,10 @@ def get_config(arg=None):
     # range in the data); without it the cosine-1000 schedule's first step (ᾱ_T ≈ 2e-9) wrecks the samples
     c.plan = ml_collections.ConfigDict(dict(num_samples=8 if smoke else 64, proposal_steps=4 if smoke else 32,
                                             dynamics_steps=2 if smoke else 10, mbop_noise=0.2, softmax_temperature=0.1,
-                                            clip_x0=True, value_pessimism=1.0))
+                                            clip_x0=True, value_pessimism=1.0,
+                                            # the learned-J D-MPC variants of one model in one vmapped batch
+                                            # (planning.make_variants_policy): fewer, larger kernels per step
+                                            batch_variants=True))
     c.eval = ml_collections.ConfigDict(dict(num_episodes=4 if smoke else 50, max_steps=c.max_steps))
     c.ankle = ml_collections.ConfigDict(dict(gear_scale=0.25, dataset="medium", play_episodes=8 if smoke else 100,
                                              finetune_steps=20 if smoke else 2000))

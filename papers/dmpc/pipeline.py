@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -106,8 +107,9 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
         for part in replay[1:]:
             replay_eps = replay_eps.concat(part)
         built = {"medium": (medium_eps, [medium]), "medium_replay": (replay_eps, list(range(medium + 1)))}
-        for kind in config.datasets:
-            eps, behaviour = built[kind]
+        # both kinds, whichever this command evaluates: the rollouts made them anyway, and a later
+        # `evaluate/<other kind>` on this machine then finds its dataset instead of rebuilding everything
+        for kind, (eps, behaviour) in built.items():
             data_lib.write_dataset(eps, name, kind, data_dir, {**common, "behaviour_snapshots": behaviour})
     log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index} of "
         f"{len(steps)}), medium snapshot {medium} (return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
@@ -170,6 +172,10 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
     if held_out is not None and config.data.get("select_heads_on_held_out", False):
         selector = models.HeadSelector(held_out.batch(np.random.default_rng(config.seed + 5), batch_size), schedule,
                                        jax.random.key(config.seed + 5))
+    # from scratch every time: only the final checkpoint is written (checkpoint_every = num_steps), so one left
+    # here by an earlier run (another dataset, step count or model) would be restored instead of training, and
+    # without the head selection, whose record lives in this process
+    shutil.rmtree(workdir, ignore_errors=True)
     result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches,
                              eval_fn=selector.eval_fn if selector else None)
     trained = train_lib.merge_model(result.graphdef, result.state)
@@ -185,7 +191,26 @@ def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> d
     cached by (env, policies, graphdef), so two datasets of one env share one compile."""
     schedule = _schedule(config)
     policies, states = {}, {}
+    # the learned-objective D-MPC variants of one model run as one batch (planning.make_variants_policy)
+    variants = [n for n, (method, model, objective) in policies_spec.items()
+                if config.plan.get("batch_variants", True) and n == method and method in planning.DMPC_VARIANTS
+                and (objective is planning.learned_objective or method == "dmpc_lcb")]
+    groups = {}
+    for name in variants:
+        groups.setdefault(id(policies_spec[name][1]), []).append(name)
+    groups = {k: sorted(v) for k, v in groups.items()}     # sorted: the same action keys as ungrouped policies
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        graphdef, state = nnx.split(policies_spec[members[0]][1])
+        cache_key = (repr(env), tuple(members), "variants", graphdef)
+        if cache_key not in _EVAL_CACHE:
+            _EVAL_CACHE[cache_key] = planning.make_variants_policy(graphdef, tuple(members), config.plan, schedule)
+        for name in members:
+            policies[name], states[name] = _EVAL_CACHE[cache_key], state
     for name, (method, model, objective) in policies_spec.items():
+        if name in policies:
+            continue
         graphdef, state = nnx.split(model)
         cache_key = (repr(env), name, method, objective, graphdef)
         if cache_key not in _EVAL_CACHE:
@@ -339,7 +364,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             out.update(planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
                                              planner_report[0]))
             log(f"  {env_name}: D-MPC plans a control step in {out['plan_ms_per_step']:.1f} ms for "
-                f"{out['plan_batch_episodes']} episodes at once")
+                f"{out['plan_batch_episodes']} episodes at once"
+                + ("; its variants {variants}: {batched:.1f} ms batched vs {one_call_each:.1f} ms one call each".format(
+                    **out["variants_ms_per_step"]) if "variants_ms_per_step" in out else ""))
             if checkpoint_fn is not None:
                 checkpoint_fn(out)
     return trained
@@ -354,6 +381,18 @@ def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str 
     histories = jnp.repeat(resets.obs[:, None], config.model.history, 1)
     out = {"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
            "plan_batch_episodes": config.eval.num_episodes}
+    # the learned-J variants in the evaluation: one vmapped batch vs one call per variant, same episodes each
+    variants = tuple(sorted(m for m in config.methods if m in planning.DMPC_VARIANTS))
+    if len(variants) > 1:
+        schedule = _schedule(config)
+        grouped = planning.make_variants_policy(graphdef, variants, config.plan, schedule)
+        many = jnp.tile(histories, (len(variants), 1, 1))
+        keyed = lambda fn: (lambda st, h, key: fn(st, h, jax.random.split(key, len(variants))))
+        singles = [planning.make_policy(graphdef, v, config.plan, schedule) for v in variants]
+        out["variants_ms_per_step"] = {
+            "variants": list(variants),
+            "batched": planning.plan_ms_per_step(keyed(grouped), state, many),
+            "one_call_each": sum(planning.plan_ms_per_step(p, state, histories) for p in singles)}
     if gif_path:
         figures.episode_gif(env.name, np.asarray(first_episode_qpos)[:300], gif_path)
         out["gif"] = gif_path

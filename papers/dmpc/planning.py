@@ -74,14 +74,21 @@ def gaussian_actions(model, history, key, n):
     return jnp.clip(flat, -1.0, 1.0).reshape(n, F, A)
 
 
-def diffusion_states(model, history, actions, key, cfg, schedule, shared_noise: bool = False):
+def shared_dynamics_noise(key, n, size):
+    """One DDIM start [1, size] for all n candidates (common random numbers), drawn from the sampler's key."""
+    return jnp.broadcast_to(jax.random.normal(key, (1, size)), (n, size))
+
+
+def diffusion_states(model, history, actions, key, cfg, schedule, shared_noise: bool = False, x_init=None):
     """The dynamics' predicted states [N, F, S] for N action chunks. `shared_noise`: every chunk's sample starts
     from the same DDIM noise (deterministic after it), so two chunks' futures differ by their actions alone; with
-    independent draws the argmax over N scores also selects the luckiest draw of the dynamics' noise."""
+    independent draws the argmax over N scores also selects the luckiest draw of the dynamics' noise. `x_init`
+    [N, F*S] overrides the start (default: drawn from `key` as core.diffusion.ddim_sample draws it)."""
     n, F, _ = actions.shape
     S = model.dims.obs_dim
     cond = jnp.concatenate([_broadcast_cond(model, history, n), actions.reshape(n, -1)], -1)
-    x_init = jnp.broadcast_to(jax.random.normal(key, (1, F * S)), (n, F * S)) if shared_noise else None
+    if x_init is None and shared_noise:
+        x_init = shared_dynamics_noise(key, n, F * S)
     delta = diffusion.ddim_sample(model.dynamics, schedule, (n, F * S), cond, key, num_steps=cfg.dynamics_steps,
                                   clip_x0=model.delta_bound[...] if cfg.clip_x0 else None,
                                   prediction=model.dims.prediction, x_init=x_init)
@@ -186,6 +193,50 @@ def dmpc_lcb_act(model, history, key, cfg, objective, schedule):
     return dmpc_act(model, history, key, cfg, lower_bound, schedule, softmax=True)
 
 
+# the learned-objective D-MPC variants as switches of one function: (shared dynamics noise, softmax first action,
+# ranked by J's lower bound)
+DMPC_VARIANTS = {"dmpc": (False, False, False), "dmpc_crn": (True, False, False),
+                 "dmpc_softmax": (False, True, False), "dmpc_lcb": (False, True, True)}
+
+
+def dmpc_variant_act(model, history, key, cfg, schedule, shared_noise, softmax, pessimism):
+    """dmpc / dmpc_crn / dmpc_softmax / dmpc_lcb (learned J) with the variant's switches as traced values, so
+    episodes of all four run as one vmapped batch: a quarter of the kernels per control step. For the same key
+    it draws what each variant's own function draws (tests/dmpc_planner_test.py checks the actions agree)."""
+    n, F, S = cfg.num_samples, model.dims.horizon, model.dims.obs_dim
+    k_act, k_dyn = jax.random.split(key)
+    actions = diffusion_actions(model, history, k_act, n, cfg, schedule)
+    independent = jax.random.normal(jax.random.split(k_dyn)[0], (n, F * S))      # ddim_sample's own draw
+    x_init = jnp.where(shared_noise, shared_dynamics_noise(k_dyn, n, F * S), independent)
+    states = diffusion_states(model, history, actions, k_dyn, cfg, schedule, x_init=x_init)
+    members = model.member_values(jnp.broadcast_to(history[-1], (n,) + history[-1].shape), states, actions)
+    scores = jnp.where(pessimism > 0, members.mean(0) - pessimism * members.std(0), members.mean(0))
+    best = actions[jnp.argmax(scores), 0]
+    weighted = softmax_weighted(actions[:, 0], scores, cfg.softmax_temperature * model.value_std[...])
+    return jnp.where(softmax, weighted, best)
+
+
+def make_variants_policy(graphdef, variants: tuple[str, ...], cfg, schedule):
+    """`policy(model_state, histories[V*E, H, S], keys[V]) -> actions[V*E, A]` for V learned-objective D-MPC
+    variants sharing one model: variant j owns rows j*E:(j+1)*E and episode keys split from keys[j], as
+    make_policy's policy would split them. `policy.members` names the variants (the evaluator's grouping)."""
+    unknown = [v for v in variants if v not in DMPC_VARIANTS]
+    if unknown:
+        raise ValueError(f"Not learned-objective D-MPC variants: {unknown}; choose from {sorted(DMPC_VARIANTS)}.")
+    switches = np.asarray([DMPC_VARIANTS[v] for v in variants], np.float32)        # [V, 3]
+
+    def policy(model_state, histories, keys):
+        model = nnx.merge(graphdef, model_state)
+        per_variant = histories.shape[0] // len(variants)
+        episode_keys = jnp.concatenate([jax.random.split(k, per_variant) for k in keys])
+        shared, softmax, pessimistic = (jnp.repeat(jnp.asarray(switches[:, i]), per_variant) for i in range(3))
+        return jax.vmap(lambda h, k, c, s, p: dmpc_variant_act(model, h, k, cfg, schedule, c > 0, s > 0,
+                                                               p * cfg.value_pessimism))(
+            histories, episode_keys, shared, softmax, pessimistic)
+    policy.members = tuple(variants)
+    return policy
+
+
 def onestep_act(model, history, key, cfg, objective, schedule):
     return _ssr(model, history, key, cfg, objective,
                 lambda k, n: diffusion_actions(model, history, k, n, cfg, schedule),
@@ -242,7 +293,7 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
     vmapped MJX step per control step inside one `lax.scan`. Returns, per policy, numpy arrays `return`
     (the env's reward), `length`, `return_<name>` for each extra reward_fn(next_obs, action) (summed
     while alive), and `first_episode_qpos` (the first episode's qpos, for a GIF)."""
-    names = sorted(policies)
+    names = _episode_order(policies)
     reward_fns = reward_fns or {}
     cache_key = (env, tuple((n, policies[n]) for n in names), num_episodes, max_steps,
                  tuple(sorted(reward_fns.items())), history)
@@ -259,6 +310,21 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
 _EVALUATORS: dict = {}
 
 
+def _episode_order(policies: dict) -> list[str]:
+    """Policy names in the order their episodes are laid out: sorted, except that the members of a grouped
+    policy (one with `.members`, registered under each member's name) sit together in its own order."""
+    names, placed = [], set()
+    for n in sorted(policies):
+        if n in placed:
+            continue
+        members = getattr(policies[n], "members", (n,))
+        if n not in members or any(policies.get(m) is not policies[n] for m in members):
+            raise ValueError(f"Grouped policy under {n!r} must be registered under each of its members {members}.")
+        names += list(members)
+        placed.update(members)
+    return names
+
+
 def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history):
     M, E = len(names), num_episodes
 
@@ -271,8 +337,14 @@ def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, h
         def step(carry, key):
             state, hist, alive, totals = carry
             keys = jax.random.split(key, M)
-            actions = jnp.concatenate([policies[n](model_states[n], hist[i * E:(i + 1) * E], keys[i])
-                                       for i, n in enumerate(names)])
+            chunks, i = [], 0
+            while i < M:                         # a grouped policy takes all its members' episodes at once
+                n = names[i]
+                grouped = hasattr(policies[n], "members")
+                k = len(policies[n].members) if grouped else 1
+                chunks.append(policies[n](model_states[n], hist[i * E:(i + k) * E], keys[i:i + k] if grouped else keys[i]))
+                i += k
+            actions = jnp.concatenate(chunks)
             actions = jnp.clip(actions, -1.0, 1.0)
             nxt = jax.vmap(env.step)(state, actions)
             rewards = {"return": nxt.reward, **{f"return_{k}": fn(nxt.obs, actions) for k, fn in reward_fns.items()}}
