@@ -50,3 +50,28 @@ def test_attention_probability_dropout_is_unbiased_and_off_without_a_key():
         jax.random.split(jax.random.key(9), 4000))
     assert np.abs(dropped[0] - plain).max() > 0.1        # a single draw really drops
     np.testing.assert_allclose(dropped.mean(0), plain, atol=0.08)   # inverted dropout: unbiased in expectation
+
+
+def test_stacked_modulations_equal_each_blocks_own_and_save_matmuls():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+    from core.nn.adaln import AdaLNZeroBlock, stacked_modulations
+    blocks = [AdaLNZeroBlock(16, 2, 8, 32, 0.0, nnx.Rngs(i)) for i in range(4)]
+    for i, block in enumerate(blocks):     # zero-initialised: give them weights so a mix-up shows
+        block.modulation.kernel[...] = jax.random.normal(jax.random.key(i), block.modulation.kernel.shape)
+        block.modulation.bias[...] = jax.random.normal(jax.random.key(10 + i), block.modulation.bias.shape)
+    condition = jax.random.normal(jax.random.key(20), (2, 3, 16))
+    stacked = stacked_modulations(blocks, condition)
+    for block, got in zip(blocks, stacked):
+        np.testing.assert_allclose(got, block.modulation(jax.nn.silu(condition)), rtol=1e-5, atol=1e-5)
+    x = jax.random.normal(jax.random.key(21), (2, 3, 16))
+    np.testing.assert_allclose(blocks[0](x, condition, modulation=stacked[0]), blocks[0](x, condition),
+                               rtol=1e-5, atol=1e-5)
+
+    def dots(fn):
+        text = jax.jit(fn).lower(condition).as_text()
+        return text.count("dot_general")
+    assert dots(lambda c: stacked_modulations(blocks, c)) == 1
+    assert dots(lambda c: [b.modulation(jax.nn.silu(c)) for b in blocks]) == 4

@@ -70,8 +70,13 @@ class AdaLNZeroBlock(nnx.Module):
         self.modulation = nnx.Linear(width, 6 * width, rngs=rngs, kernel_init=nnx.initializers.zeros,
                                      bias_init=nnx.initializers.zeros)
 
-    def __call__(self, x, condition, causal: bool = True, key: jax.Array | None = None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.modulation(jax.nn.silu(condition)), 6, -1)
+    def __call__(self, x, condition, causal: bool = True, key: jax.Array | None = None,
+                 modulation: jax.Array | None = None):
+        """`modulation` [..., 6 * width]: this block's modulation(silu(condition)) computed by the caller (see
+        `stacked_modulations`); `condition` is then unused."""
+        if modulation is None:
+            modulation = self.modulation(jax.nn.silu(condition))
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(modulation, 6, -1)
         keys = jax.random.split(key, 4) if key is not None else (None,) * 4
         b, n, _ = x.shape
         h = self._modulated_norm(self.norm1, x, shift1, scale1)
@@ -93,3 +98,17 @@ class AdaLNZeroBlock(nnx.Module):
         if self.layout == "official":
             return norm(_layer_norm_no_affine(x) * (1 + scale) + shift)
         return norm(x) * (1 + scale) + shift
+
+
+def stacked_modulations(blocks, condition: jax.Array) -> list[jax.Array]:
+    """Every block's modulation(silu(condition)) from ONE matmul against the blocks' kernels side by side.
+
+    A stack of AdaLN blocks conditioned on the same tokens (LeWM's predictor: the action embedding) would run
+    one silu and one GEMM per block; in latency-bound CEM planning (150 predictor calls per plan) each is a
+    kernel launch. Concatenating the kernels is loop-invariant, so XLA hoists it out of the planner's loops.
+    Same dtype promotion as nnx.Linear (inputs, kernel and bias promoted together)."""
+    kernels = jnp.concatenate([b.modulation.kernel[...] for b in blocks], -1)
+    biases = jnp.concatenate([b.modulation.bias[...] for b in blocks], -1)
+    dtype = jnp.result_type(condition, kernels, biases)
+    out = jnp.dot(jax.nn.silu(condition).astype(dtype), kernels.astype(dtype)) + biases.astype(dtype)
+    return jnp.split(out, len(blocks), -1)
