@@ -166,3 +166,48 @@ def test_training_twice_in_one_workdir_trains_afresh_with_its_head_selection(tmp
         records.append(selection)
     assert set(records[1]) == set(models.HEADS), records[1]
     assert all(r["last_step"] == 40 for r in records[1].values()), records[1]
+
+
+def test_training_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    """With a fingerprint, a run killed after a checkpoint resumes there (head selection included) and ends
+    where an uninterrupted run ends; another fingerprint in the same workdir trains afresh."""
+    from papers.dmpc import data as data_lib
+    from papers.dmpc import envs, pipeline
+    from papers.dmpc.segments import Segments
+    config = locomotion.get_config("smoke")
+    config.train.num_steps = config.optim.total_steps = 60      # checkpoints and evaluations every 20
+    env = envs.make("toy")
+    N, T, S, A = 12, 30, env.observation_size, env.action_size
+    r = np.random.default_rng(1)
+    eps = data_lib.Episodes(
+        observations=r.normal(size=(N, T + 1, S)).astype(np.float32),
+        actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
+        qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
+        lengths=np.full(N, T), terminal=np.zeros(N, bool))
+    segments = Segments(eps, config.model.history, config.model.horizon)
+    held = Segments(eps.select(np.arange(4)), config.model.history, config.model.horizon)
+    run = lambda workdir, fingerprint: pipeline.train_models(env, segments, config, str(tmp_path / workdir),
+                                                             held_out=held, fingerprint=fingerprint)
+    whole, whole_selection = run("whole", {"dataset": "a"})
+
+    original = models.HeadSelector.eval_fn
+
+    def killed_at_40(self, model, step):
+        if step == 40:
+            raise KeyboardInterrupt("killed")
+        return original(self, model, step)
+    monkeypatch.setattr(models.HeadSelector, "eval_fn", killed_at_40)
+    try:
+        run("killed", {"dataset": "a"})
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(models.HeadSelector, "eval_fn", original)
+    capsys.readouterr()
+    resumed, resumed_selection = run("killed", {"dataset": "a"})
+    assert "resumed from" in capsys.readouterr().out
+    assert resumed_selection == whole_selection
+    chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jax.tree.map(chex_close, nnx.state(resumed, nnx.Param), nnx.state(whole, nnx.Param))
+    # another dataset's fingerprint: the old run is cleared, nothing resumed
+    run("killed", {"dataset": "b"})
+    assert "resumed from" not in capsys.readouterr().out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -213,10 +214,17 @@ class HeadSelector:
     head's parameters from its best evaluation; `apply(model)` writes them into `model`. The heads share no
     parameters, so their best steps may differ."""
 
-    def __init__(self, held_out: dict, schedule: diffusion.NoiseSchedule, key: jax.Array):
+    def __init__(self, held_out: dict, schedule: diffusion.NoiseSchedule, key: jax.Array,
+                 save_path: str | None = None, save_every: int = 0):
+        """`save_path`: the record is written there at every multiple of `save_every` (the trainer's checkpoint
+        steps, so it matches a checkpoint) and read back at construction, so a resumed run keeps it."""
         self.held_out = jax.tree.map(jnp.asarray, held_out)
         self.best: dict[str, tuple[float, int, object]] = {}    # head -> (loss, step, host copy of its state)
         self.curves: dict[str, list[tuple[int, float]]] = {h: [] for h in HEADS}
+        self.save_path, self.save_every = save_path, save_every
+        if save_path and os.path.exists(save_path):
+            with open(save_path, "rb") as f:
+                self.best, self.curves = pickle.load(f)
         self._losses = jax.jit(lambda graphdef, state, batch: segment_losses(nnx.merge(graphdef, state), batch, key,
                                                                              schedule, bootstrap=False),
                                static_argnums=0)
@@ -224,10 +232,16 @@ class HeadSelector:
     def eval_fn(self, model: DMPCModels, step: int) -> dict:
         losses = {k: float(v) for k, v in self._losses(*nnx.split(model), self.held_out).items()}
         for head in HEADS:
-            self.curves[head].append((step, losses[head]))
+            # a resumed run re-evaluates the steps after its checkpoint: those points are replaced, not doubled
+            self.curves[head] = [c for c in self.curves[head] if c[0] < step] + [(step, losses[head])]
             if head not in self.best or losses[head] < self.best[head][0]:
                 # a host copy: the trainer donates the live buffers to its next step
                 self.best[head] = (losses[head], step, jax.device_get(nnx.state(getattr(model, head))))
+        if self.save_path and self.save_every and step % self.save_every == 0:
+            tmp = self.save_path + ".tmp"
+            with open(tmp, "wb") as f:
+                pickle.dump((self.best, self.curves), f)
+            os.replace(tmp, self.save_path)
         return {f"held_out_{k}": v for k, v in losses.items()}
 
     def apply(self, model: DMPCModels) -> dict:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from core import diffusion
+from core import metrics as metrics_lib
 from core import train as train_lib
 from papers.dmpc import data as data_lib
 from papers.dmpc import envs as envs_lib
@@ -149,10 +151,14 @@ def model_dims(env, config) -> models.ModelDims:
 
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
                  init_model: models.DMPCModels | None = None, num_steps: int | None = None,
-                 held_out: Segments | None = None) -> tuple[models.DMPCModels, dict]:
+                 held_out: Segments | None = None, fingerprint: dict | None = None) -> tuple[models.DMPCModels, dict]:
     """All heads (or those with weight > 0) through core.train.train; returns the trained model in f32 and, with
     `held_out` segments and config.data.select_heads_on_held_out, the per-head early-stopping record (each head
-    keeps its parameters from the evaluation, every train.eval_every steps, with its lowest held-out loss)."""
+    keeps its parameters from the evaluation, every train.eval_every steps, with its lowest held-out loss).
+
+    With a `fingerprint` (what the training depends on: data, steps, model), a run killed part-way resumes from
+    its last checkpoint (every train.resume_every steps) with its head selection as it stood there; a workdir
+    holding another fingerprint's run, or none, is cleared first, so a stale checkpoint is never restored."""
     schedule = _schedule(config)
     if init_model is None:
         model = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed))
@@ -163,19 +169,26 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
     if num_steps is not None:
         cfg.train.num_steps = num_steps
         cfg.optim.total_steps = num_steps
-    cfg.train.checkpoint_every = cfg.train.num_steps
+    resumable = fingerprint is not None
+    every = int(cfg.train.get("resume_every", 0)) if resumable else 0
+    cfg.train.checkpoint_every = every if every > 0 else cfg.train.num_steps
     batch_size = config.data.batch_size
 
     def batches(step):
         return segments.batch(np.random.default_rng([config.train.data_seed, step]), batch_size)
+    fingerprint = json.loads(json.dumps({**(fingerprint or {}), "train": cfg.train.to_dict(),
+                                         "optim": cfg.optim.to_dict(), "weights": weights}, sort_keys=True))
+    stamp = os.path.join(workdir, "fingerprint.json")
+    if not resumable or metrics_lib.read_json(stamp, None) != fingerprint:
+        shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir, exist_ok=True)
+    metrics_lib.write_json(stamp, fingerprint)
     selector = None
     if held_out is not None and config.data.get("select_heads_on_held_out", False):
         selector = models.HeadSelector(held_out.batch(np.random.default_rng(config.seed + 5), batch_size), schedule,
-                                       jax.random.key(config.seed + 5))
-    # from scratch every time: only the final checkpoint is written (checkpoint_every = num_steps), so one left
-    # here by an earlier run (another dataset, step count or model) would be restored instead of training, and
-    # without the head selection, whose record lives in this process
-    shutil.rmtree(workdir, ignore_errors=True)
+                                       jax.random.key(config.seed + 5),
+                                       save_path=os.path.join(workdir, "head_selection.pkl") if resumable else None,
+                                       save_every=cfg.train.checkpoint_every)
     result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches,
                              eval_fn=selector.eval_fn if selector else None)
     trained = train_lib.merge_model(result.graphdef, result.state)
@@ -305,6 +318,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if held_eps is not None and config.data.get("select_heads_on_held_out", False):
             test_eps, select_eps = split_episodes(held_eps, 0.5, config.seed + 1, min_length=config.model.horizon)
         model, selection = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"),
+                                        fingerprint={"dataset_sha256": made["dataset_sha256"][kind],
+                                                     "model": config.model.to_dict(), "seed": config.seed,
+                                                     "data": config.data.to_dict(), "value": config.value.to_dict()},
                                         held_out=None if select_eps is None else make_segments(select_eps))
         trained[kind] = model
         # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
