@@ -143,21 +143,12 @@ def test_saved_params_round_trip_and_refuse_another_shape(tmp_path):
 def test_training_twice_in_one_workdir_trains_afresh_with_its_head_selection(tmp_path):
     """A final checkpoint left in the workdir by an earlier run (same or other data) is not restored in place
     of training: the second run trains its own steps and records its own head selection."""
-    from papers.dmpc import data as data_lib
     from papers.dmpc import envs, pipeline
     from papers.dmpc.segments import Segments
     config = locomotion.get_config("smoke")
     config.train.num_steps = config.optim.total_steps = 40
     env = envs.make("toy")
-    N, T, S, A = 12, 30, env.observation_size, env.action_size
-
-    def episodes(seed):
-        r = np.random.default_rng(seed)
-        return data_lib.Episodes(
-            observations=r.normal(size=(N, T + 1, S)).astype(np.float32),
-            actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
-            qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
-            lengths=np.full(N, T), terminal=np.zeros(N, bool))
+    episodes = lambda seed: _random_episodes(env, seed)
     make = lambda eps: Segments(eps, config.model.history, config.model.horizon)
     workdir = str(tmp_path / "train_medium")
     records = []
@@ -171,19 +162,12 @@ def test_training_twice_in_one_workdir_trains_afresh_with_its_head_selection(tmp
 def test_training_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
     """With a fingerprint, a run killed after a checkpoint resumes there (head selection included) and ends
     where an uninterrupted run ends; another fingerprint in the same workdir trains afresh."""
-    from papers.dmpc import data as data_lib
     from papers.dmpc import envs, pipeline
     from papers.dmpc.segments import Segments
     config = locomotion.get_config("smoke")
     config.train.num_steps = config.optim.total_steps = 60      # checkpoints and evaluations every 20
     env = envs.make("toy")
-    N, T, S, A = 12, 30, env.observation_size, env.action_size
-    r = np.random.default_rng(1)
-    eps = data_lib.Episodes(
-        observations=r.normal(size=(N, T + 1, S)).astype(np.float32),
-        actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
-        qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
-        lengths=np.full(N, T), terminal=np.zeros(N, bool))
+    eps = _random_episodes(env, 1)
     segments = Segments(eps, config.model.history, config.model.horizon)
     held = Segments(eps.select(np.arange(4)), config.model.history, config.model.horizon)
     run = lambda workdir, fingerprint: pipeline.train_models(env, segments, config, str(tmp_path / workdir),
@@ -211,3 +195,15 @@ def test_training_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path, 
     # another dataset's fingerprint: the old run is cleared, nothing resumed
     run("killed", {"dataset": "b"})
     assert "resumed from" not in capsys.readouterr().out
+
+
+def _random_episodes(env, seed: int, episodes: int = 12, steps: int = 30):
+    """Full-length episodes of random observations / actions / rewards in `env`'s sizes (training inputs only)."""
+    from papers.dmpc import data as data_lib
+    r = np.random.default_rng(seed)
+    N, T, S, A = episodes, steps, env.observation_size, env.action_size
+    return data_lib.Episodes(
+        observations=r.normal(size=(N, T + 1, S)).astype(np.float32),
+        actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
+        qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
+        lengths=np.full(N, T), terminal=np.zeros(N, bool))

@@ -137,7 +137,9 @@ class DMPCModels(nnx.Module):
         """J [B]: the members' mean minus `pessimism` times their standard deviation (a lower confidence bound
         that penalises what the members disagree on, i.e. what the data did not pin down)."""
         members = self.member_values(obs, future, actions)
-        return members.mean(0) - pessimism * members.std(0) if pessimism else members.mean(0)
+        if isinstance(pessimism, (int, float)) and not pessimism:
+            return members.mean(0)
+        return members.mean(0) - pessimism * members.std(0)     # a traced 0 gives the mean exactly too
 
     def onestep_next(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         """The ensemble's mean one-step prediction."""

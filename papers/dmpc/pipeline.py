@@ -392,7 +392,8 @@ def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str 
     """D-MPC's milliseconds per control step, batched over config.eval.num_episodes episodes (compile
     excluded), and a GIF of its first evaluation episode (up to 300 steps) at `gif_path`."""
     graphdef, state = nnx.split(model)
-    policy = planning.make_policy(graphdef, "dmpc", config.plan, _schedule(config))
+    schedule = _schedule(config)
+    policy = planning.make_policy(graphdef, "dmpc", config.plan, schedule)
     resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
     histories = jnp.repeat(resets.obs[:, None], config.model.history, 1)
     out = {"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
@@ -400,7 +401,6 @@ def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str 
     # the learned-J variants in the evaluation: one vmapped batch vs one call per variant, same episodes each
     variants = tuple(sorted(m for m in config.methods if m in planning.DMPC_VARIANTS))
     if len(variants) > 1:
-        schedule = _schedule(config)
         grouped = planning.make_variants_policy(graphdef, variants, config.plan, schedule)
         many = jnp.tile(histories, (len(variants), 1, 1))
         keyed = lambda fn: (lambda st, h, key: fn(st, h, jax.random.split(key, len(variants))))

@@ -209,8 +209,7 @@ def dmpc_variant_act(model, history, key, cfg, schedule, shared_noise, softmax, 
     independent = jax.random.normal(jax.random.split(k_dyn)[0], (n, F * S))      # ddim_sample's own draw
     x_init = jnp.where(shared_noise, shared_dynamics_noise(k_dyn, n, F * S), independent)
     states = diffusion_states(model, history, actions, k_dyn, cfg, schedule, x_init=x_init)
-    members = model.member_values(jnp.broadcast_to(history[-1], (n,) + history[-1].shape), states, actions)
-    scores = jnp.where(pessimism > 0, members.mean(0) - pessimism * members.std(0), members.mean(0))
+    scores = model.values(jnp.broadcast_to(history[-1], (n,) + history[-1].shape), states, actions, pessimism)
     best = actions[jnp.argmax(scores), 0]
     weighted = softmax_weighted(actions[:, 0], scores, cfg.softmax_temperature * model.value_std[...])
     return jnp.where(softmax, weighted, best)
