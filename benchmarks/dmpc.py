@@ -124,7 +124,9 @@ def summarize(per_env: dict) -> dict:
     """The headline keys over every (env, dataset) that finished."""
     import numpy as np
     rows = [(env, kind, r) for env, res in per_env.items() for kind, r in res.get("datasets", {}).items()]
-    out = {"datasets_finished": [f"{env}-{kind}" for env, kind, _ in rows]}
+    out = {"datasets_finished": [f"{env}-{kind}" for env, kind, _ in rows],
+           # training seeds behind each row (rows from before config.seeds existed had one)
+           "seeds_per_dataset": {f"{env}-{kind}": int(r.get("seeds", 1)) for env, kind, r in rows}}
     for method, key in (("dmpc", "normalized_mean"), ("mbop", "mbop_normalized_mean"), ("bc", "bc_normalized_mean"),
                         ("onestep", "onestep_normalized_mean"), ("gaussian", "gaussian_normalized_mean"),
                         ("dmpc_crn", "dmpc_crn_normalized_mean"), ("dmpc_softmax", "dmpc_softmax_normalized_mean"),

@@ -87,9 +87,22 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                     mesh: jax.sharding.Mesh | None = None) -> tuple[nnx.GraphDef, TrainState]:
-    """Splits the model and builds the state; with a mesh, params are placed by their logical names."""
+                     mesh: jax.sharding.Mesh | None = None, members: int = 1) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits the model and builds the state; with a mesh, params are placed by their logical names.
+
+    members > 1: `model` is `stack_models` of that many independent models and `rng` a stack of as many keys;
+    every field of the state gets a leading member axis and is replicated over the mesh."""
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    if members > 1:
+        leading = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves((params, model_state))}
+        if leading != {members} or np.shape(jax.random.key_data(rng))[0] != members:
+            raise ValueError(f"train.members={members} needs a model from core.train.stack_models of {members} "
+                             f"models and {members} train keys; got leading axes {sorted(map(str, leading))}.")
+        state = TrainState(step=jnp.zeros((members,), jnp.int32), params=params, model_state=model_state,
+                           opt_state=jax.vmap(optimizer.init)(params), rng=rng)
+        if mesh is not None:
+            state = _place(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        return graphdef, state
     if mesh is not None:
         params = _place(params, sharding_lib.state_shardings(params, mesh))
         model_state = _place(model_state, sharding_lib.state_shardings(model_state, mesh))
@@ -127,8 +140,23 @@ def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) ->
     return nnx.merge(graphdef, cast_floating(state.params, dtype), state.model_state)
 
 
+def stack_models(models: list[nnx.Module]) -> nnx.Module:
+    """Independent models of one architecture as one module whose every variable has a leading member axis:
+    what `train` takes with `train.members` = len(models). `member_model` takes one back out."""
+    graphdef, *_ = nnx.split(models[0])
+    states = [nnx.state(m) for m in models]
+    return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *states))
+
+
+def member_model(stacked: nnx.Module, index: int) -> nnx.Module:
+    """Member `index` of a `stack_models` module (or of a model trained with `train.members`)."""
+    graphdef, state = nnx.split(stacked)
+    return nnx.merge(graphdef, jax.tree.map(lambda x: x[index], state))
+
+
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    compute_dtype: Any = jnp.bfloat16, donate: bool = True, steps_per_call: int = 1) -> Callable:
+                    compute_dtype: Any = jnp.bfloat16, donate: bool = True, steps_per_call: int = 1,
+                    members: int = 1) -> Callable:
     """Returns jitted `step(state, batch) -> (state, metrics)`.
 
     Params stay f32; the loss sees them cast to `compute_dtype` and gradients flow back through the cast.
@@ -138,6 +166,11 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
     steps_per_call > 1: `step(state, batches)` takes that many batches stacked on a leading axis and runs them
     as a `lax.scan` in one program, for small models whose step is shorter than the host's per-call work
     (pytree flattening, dispatch, batch transfer). Metrics are the last step's; "nonfinite" is any step's.
+
+    members > 1: independent runs in one program (the state from `init_train_state(..., members=)`, every batch
+    leaf [batch, members, ...], so the batch axis stays first for the mesh): the whole step, optimizer and
+    gradient clipping included, is vmapped, so member i follows exactly the run it would have alone. Metrics
+    are member means; "nonfinite" is any member's.
     """
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
@@ -171,11 +204,16 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
 
     if steps_per_call < 1:
         raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}.")
+    one_step = step
+    if members > 1:
+        def one_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+            state, metrics = jax.vmap(step, in_axes=(0, 1))(state, batch)
+            return state, {k: jnp.any(v) if k == "nonfinite" else jnp.mean(v) for k, v in metrics.items()}
     if steps_per_call == 1:
-        return jax.jit(step, donate_argnums=(0,) if donate else ())
+        return jax.jit(one_step, donate_argnums=(0,) if donate else ())
 
     def steps(state: TrainState, batches: Any) -> tuple[TrainState, dict]:
-        state, metrics = jax.lax.scan(step, state, batches)
+        state, metrics = jax.lax.scan(one_step, state, batches)
         last = jax.tree.map(lambda m: m[-1], metrics)
         return state, {**last, "nonfinite": jnp.any(metrics["nonfinite"])}
 
@@ -206,13 +244,23 @@ def setup_training(config: ml_collections.ConfigDict, model: nnx.Module, loss_fn
     optimizer = make_optimizer(config.optim)
     mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.get("mesh"))
     compute_dtype = jnp.dtype(tc.get("compute_dtype", "bfloat16"))
-    graphdef, state = init_train_state(model, optimizer, jax.random.key(tc.seed if seed is None else seed), mesh)
-    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype)
+    members = int(tc.get("members", 1))
+    graphdef, state = init_train_state(model, optimizer, member_keys(tc.seed if seed is None else seed, members),
+                                       mesh, members)
+    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype, members=members)
     per_call = int(tc.get("steps_per_call", 1))
-    multi_step_fn = (make_train_step(graphdef, loss_fn, optimizer, compute_dtype, steps_per_call=per_call)
-                     if per_call > 1 else None)
+    multi_step_fn = (make_train_step(graphdef, loss_fn, optimizer, compute_dtype, steps_per_call=per_call,
+                                     members=members) if per_call > 1 else None)
     return TrainSetup(graphdef=graphdef, state=state, step_fn=step_fn, mesh=mesh, optimizer=optimizer,
                       compute_dtype=compute_dtype, multi_step_fn=multi_step_fn, steps_per_call=per_call)
+
+
+def member_keys(seed: int, members: int = 1) -> jax.Array:
+    """The train key of a run, or with members > 1 one per member: member i gets seed + i's key, the key of
+    the run it would be alone with train.seed + i."""
+    if members <= 1:
+        return jax.random.key(seed)
+    return jnp.stack([jax.random.key(seed + i) for i in range(members)])
 
 
 def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
@@ -220,7 +268,8 @@ def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model
     """The model trained by `train(config, workdir, ...)`, restored from workdir/checkpoints (latest finalized
     step unless given), on one device and in eval mode. `model` is a freshly built skeleton of the same shape."""
     optimizer = make_optimizer(config.optim)
-    graphdef, state = init_train_state(model, optimizer, jax.random.key(config.train.seed))
+    members = int(config.train.get("members", 1))
+    graphdef, state = init_train_state(model, optimizer, member_keys(config.train.seed, members), members=members)
     with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints") as ckpt:
         state = ckpt.restore(state, step)
     restored = merge_model(graphdef, state, dtype)
@@ -232,8 +281,11 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
     """Defaults for the `train` config section."""
     # steps_per_call: optimizer steps per jitted call (a lax.scan); > 1 only pays for models whose step is
     # shorter than the host's per-call overhead. Logging, eval and checkpoints then happen at call boundaries.
+    # members: independent runs of one small model trained as one vmapped program (seeds as replicates, small
+    # ensembles); the model is core.train.stack_models(...) and every batch leaf [batch, members, ...]
     defaults = dict(num_steps=1000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
-                    seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True, steps_per_call=1)
+                    seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True, steps_per_call=1,
+                    members=1)
     defaults.update(overrides)
     return ml_collections.ConfigDict(defaults)
 

@@ -80,6 +80,22 @@ def test_segments_gather_history_actions_and_future():
         Segments(episodes, history=1, horizon=7)
 
 
+def test_segments_gather_every_segment_like_two_dimensional_indexing():
+    """The flat-row gather against the plain [episode, time] indexing it replaced, on every segment of padded
+    episodes of three lengths (episodes past the first: the flat row offsets are where an error would show)."""
+    episodes = make_episodes()
+    segments = Segments(episodes, history=2, horizon=3, discount=0.5, terminal_penalty=-100.0)
+    rows = np.arange(len(segments))
+    batch = segments.gather(rows)
+    i, t = segments.index[rows, 0], segments.index[rows, 1]
+    obs = episodes.observations
+    np.testing.assert_array_equal(batch["history"], obs[i[:, None], np.maximum(t[:, None] + np.arange(-1, 1), 0)])
+    np.testing.assert_array_equal(batch["future"], obs[i[:, None], t[:, None] + np.arange(1, 4)])
+    np.testing.assert_array_equal(batch["actions"], episodes.actions[i[:, None], t[:, None] + np.arange(3)])
+    np.testing.assert_array_equal(batch["value_target"], segments.returns[i, t])
+    assert set(i) == {0, 1, 2}
+
+
 def test_collect_mixture_gives_each_group_its_own_policy():
     import jax
     import jax.numpy as jnp

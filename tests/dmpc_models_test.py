@@ -159,6 +159,41 @@ def test_training_twice_in_one_workdir_trains_afresh_with_its_head_selection(tmp
     assert all(r["last_step"] == 40 for r in records[1].values()), records[1]
 
 
+def test_seeds_train_as_one_program_and_seed_zero_is_the_single_run(tmp_path):
+    """pipeline.train_seed_models: two training seeds in one vmapped program; seed 0 ends exactly where
+    train_models' single run ends (parameters and head selection), seed 1 elsewhere, each with its own
+    selection of every head."""
+    from papers.dmpc import envs, pipeline
+    from papers.dmpc.segments import Segments
+    config = locomotion.get_config("smoke")
+    config.train.num_steps = config.optim.total_steps = 40
+    env = envs.make("toy")
+    make = lambda eps: Segments(eps, config.model.history, config.model.horizon)
+    segments, held = make(_random_episodes(env, 1)), make(_random_episodes(env, 9))
+    single, single_selection = pipeline.train_models(env, segments, config, str(tmp_path / "one"), held_out=held)
+    (seed0, selection0), (seed1, selection1) = pipeline.train_seed_models(env, segments, config,
+                                                                          str(tmp_path / "two"), 2, held_out=held)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, nnx.state(seed0, nnx.Param), nnx.state(single, nnx.Param))
+    assert {h: r["best_step"] for h, r in selection0.items()} == {h: r["best_step"] for h, r in single_selection.items()}
+    assert set(selection1) == set(models.HEADS)
+    differs = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), nnx.state(seed1, nnx.Param),
+                                           nnx.state(seed0, nnx.Param)))
+    assert all(differs)
+
+
+def test_seed_scores_are_means_over_seeds_with_the_seeds_standard_error():
+    from papers.dmpc import pipeline
+    reference = (0.0, 100.0)
+    one = pipeline.seed_scores([np.array([10.0, 20.0, 30.0])], reference, "toy")
+    assert one["normalized_own"] == {"mean": 20.0, "sem": 10.0 / np.sqrt(3)} and "per_seed" not in one
+    three = pipeline.seed_scores([np.array([10.0, 30.0]), np.array([40.0, 40.0]), np.array([70.0, 70.0])],
+                                 reference, "toy")
+    assert three["seeds"] == 3 and three["episodes_per_seed"] == 2 and len(three["per_seed"]) == 3
+    np.testing.assert_allclose(three["normalized_own"]["mean"], (20.0 + 40.0 + 70.0) / 3)
+    np.testing.assert_allclose(three["normalized_own"]["sem"], np.std([20.0, 40.0, 70.0], ddof=1) / np.sqrt(3))
+
+
 def test_training_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
     """With a fingerprint, a run killed after a checkpoint resumes there (head selection included) and ends
     where an uninterrupted run ends; another fingerprint in the same workdir trains afresh."""

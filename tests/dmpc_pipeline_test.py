@@ -18,6 +18,7 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     config = locomotion.get_config("smoke")
     # a transition target above what the configured 24 episodes of <= 40 steps can give: the counts must rise
     config.data.medium_transitions = 1500
+    config.seeds = 2            # two training seeds per dataset (one vmapped program), each scored on its own episodes
     env = pipeline.envs_lib.make(config.env)
     keep = tmp_path / "keep"
     expert_file, model_file = str(keep / "expert.pkl"), str(keep / "model.npz")
@@ -43,8 +44,11 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     assert timing["variants"] == ["dmpc", "dmpc_softmax"] and timing["batched"] > 0 and timing["one_call_each"] > 0
     assert result["gif"] == gif and os.path.getsize(gif) > 0
     for row in result["datasets"].values():
+        assert row["seeds"] == 2 and len(row["head_selection_other_seeds"]) == 1
         for method in config.methods:
             assert math.isfinite(row[method]["normalized_own"]["mean"])
+            per_seed = [p["normalized_own"]["mean"] for p in row[method]["per_seed"]]
+            assert len(per_seed) == 2 and np.isclose(row[method]["normalized_own"]["mean"], np.mean(per_seed))
         assert set(row["novel_rewards"]) >= {"dmpc", "dmpc_backward", "dmpc_jump"}
     returns = [s["eval_return"] for s in result["ppo"]["snapshots"]]
     assert len(returns) == len(steps) and result["ppo"]["expert_snapshot"] == int(np.argmax(returns))

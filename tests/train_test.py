@@ -132,6 +132,43 @@ def test_steps_per_call_trains_exactly_like_one_step_per_call(tmp_path):
         assert 10 in ckpt.all_steps() and 8 in ckpt.all_steps()   # 8 crossed checkpoint_every=3 at step 6
 
 
+def test_members_train_as_one_program_exactly_like_each_run_alone(tmp_path):
+    """train.members: two independent runs (own init, train key and data) vmapped in one program end where each
+    ends alone, with clipping active (a clip over both members' gradients would couple them), through the
+    scanned steps_per_call path and its single-step remainder, BatchNorm statistics included."""
+    def member_batches(i):
+        return lambda step: batch_at(step + 1000 * i)
+
+    def stacked_batches(step):
+        return jax.tree.map(lambda *xs: np.stack(xs, axis=1), *(member_batches(i)(step) for i in range(2)))
+
+    def configured(members):
+        config = make_config(num_steps=7)
+        config.optim.grad_clip = 0.05
+        config.train.steps_per_call = 3
+        config.train.members = members
+        return config
+
+    alone = []
+    for i in range(2):
+        config = configured(1)
+        config.train.seed = i
+        result = train_lib.train(config, str(tmp_path / f"alone_{i}"), TinyMLP(16, nnx.Rngs(i)), regression_loss,
+                                 member_batches(i))
+        alone.append(jax.device_get((result.state.params, result.state.model_state)))
+    stacked = train_lib.stack_models([TinyMLP(16, nnx.Rngs(i)) for i in range(2)])
+    result = train_lib.train(configured(2), str(tmp_path / "members"), stacked, regression_loss, stacked_batches)
+    assert result.state.step.shape == (2,) and result.history[-1]["step"] == 7
+    trained = train_lib.merge_model(result.graphdef, result.state)
+    for i in range(2):
+        member = jax.device_get((nnx.state(train_lib.member_model(trained, i), nnx.Param),
+                                 nnx.state(train_lib.member_model(trained, i), nnx.Not(nnx.Param))))
+        chex.assert_trees_all_close(member, alone[i], atol=1e-6, rtol=1e-5)
+    assert not np.allclose(alone[0][0]["w1"].get_value(), alone[1][0]["w1"].get_value())
+    with pytest.raises(ValueError, match="train.members=3 needs a model from core.train.stack_models"):
+        train_lib.train(configured(3), str(tmp_path / "wrong"), stacked, regression_loss, stacked_batches)
+
+
 def test_steps_per_call_below_one_is_refused():
     config = make_config()
     graphdef, _ = train_lib.init_train_state(TinyMLP(16, nnx.Rngs(0)), train_lib.make_optimizer(config.optim),

@@ -54,6 +54,9 @@ def get_config(arg=None):
         ("dmpc", "dmpc_softmax", "onestep", "gaussian", "mbop", "bc") if smoke
         else ("dmpc", "dmpc_crn", "dmpc_softmax", "dmpc_lcb", "onestep", "gaussian", "mbop", "bc"))
     c.adaptation_env = "toy" if smoke else "walker2d"
+    # training seeds per dataset, trained as one vmapped program (core.train's train.members) and each scored on
+    # its own eval.num_episodes; a row's score is the mean over seeds ± the s.e. over seeds (the issue: >= 3)
+    c.seeds = 1 if smoke else 3
     # run_evals=False: brax's evaluator would roll 1000 sequential steps at every snapshot (most of PPO's time
     # on MJX); papers.dmpc.experts.evaluate_snapshots scores all snapshots afterwards in one rollout instead.
     ppo = dict(num_envs=16 if smoke else 2048, episode_length=c.max_steps, normalize_observations=True,

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from core import diffusion
+from core import train as train_lib
 
 
 class Stat(nnx.Variable):
@@ -253,6 +254,21 @@ class HeadSelector:
         return {head: {"best_step": self.best[head][1], "best_loss": self.best[head][0],
                        "last_step": self.curves[head][-1][0], "last_loss": self.curves[head][-1][1]}
                 for head in self.best}
+
+
+class SeedHeadSelectors:
+    """One HeadSelector per training seed of a model trained with core.train's `train.members`: core.train's
+    eval hook sees the stacked model; each seed's heads are scored and kept on their own. The logged losses
+    are the seeds' means."""
+
+    def __init__(self, selectors: list[HeadSelector]):
+        self.selectors = selectors
+
+    def eval_fn(self, model: DMPCModels, step: int) -> dict:
+        if len(self.selectors) == 1:
+            return self.selectors[0].eval_fn(model, step)
+        rows = [s.eval_fn(train_lib.member_model(model, i), step) for i, s in enumerate(self.selectors)]
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
 def set_statistics(model: DMPCModels, stats: dict) -> None:

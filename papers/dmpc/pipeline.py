@@ -87,8 +87,10 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
         medium = run.medium_index(config.data.medium_fraction, reference[0])
     else:
         d = config.data
+        phase = time.perf_counter()
         experts.evaluate_snapshots(env, run, jax.random.fold_in(key, 1), d.snapshot_episodes, d.reference_episodes,
                                    T, d.chunk)
+        scored_s = time.perf_counter() - phase
         random_return = float(run.returns_random)
         medium = run.medium_index(d.medium_fraction, random_return)
         cap = int(d.max_episodes)
@@ -97,8 +99,10 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
                            max(1, math.ceil(d.replay_episodes / (medium + 1))), max(1, cap // (medium + 1)))
         groups = ([(run.expert_index, d.reference_episodes), (medium, medium_episodes)]
                   + [(i, per) for i in range(medium + 1)])
+        phase = time.perf_counter()
         expert_eps, medium_eps, *replay = experts.collect_from_snapshots(env, run, groups, jax.random.fold_in(key, 2),
                                                                          T, d.chunk)
+        collected_s = time.perf_counter() - phase
         reference = (random_return, float(expert_eps.returns.mean()))
         common = {"seed": seed, "max_steps": T, "env_repr": repr(env), "ppo": config.ppo.to_dict(),
                   "ppo_snapshots": [{"env_steps": s, "eval_return": float(r)} for s, r in zip(steps, run.returns)],
@@ -111,8 +115,12 @@ def make_datasets(env, config, workdir: str, log: Callable = print, train_if_mis
         built = {"medium": (medium_eps, [medium]), "medium_replay": (replay_eps, list(range(medium + 1)))}
         # both kinds, whichever this command evaluates: the rollouts made them anyway, and a later
         # `evaluate/<other kind>` on this machine then finds its dataset instead of rebuilding everything
+        phase = time.perf_counter()
         for kind, (eps, behaviour) in built.items():
             data_lib.write_dataset(eps, name, kind, data_dir, {**common, "behaviour_snapshots": behaviour})
+        # where a data build's time goes (GPU commands are 10 minutes; the build shares one with training)
+        log(f"  {name}: data build: snapshots scored {scored_s:.0f}s, episodes collected {collected_s:.0f}s "
+            f"({sum(n for _, n in groups):,} episodes), written {time.perf_counter() - phase:.0f}s")
     log(f"  {name}: random {reference[0]:.1f}, expert {reference[1]:.1f} (snapshot {run.expert_index} of "
         f"{len(steps)}), medium snapshot {medium} (return {run.returns[medium]:.1f}); PPO {run.seconds:.0f}s")
     return {"paths": paths, "reference": reference, "expert_run": run, "medium_snapshot": medium,
@@ -159,13 +167,33 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
     With a `fingerprint` (what the training depends on: data, steps, model), a run killed part-way resumes from
     its last checkpoint (every train.resume_every steps) with its head selection as it stood there; a workdir
     holding another fingerprint's run, or none, is cleared first, so a stale checkpoint is never restored."""
+    (trained, selection), = train_seed_models(env, segments, config, workdir, 1, weights, init_model, num_steps,
+                                              held_out, fingerprint)
+    return trained, selection
+
+
+def train_seed_models(env, segments: Segments, config, workdir: str, seeds: int, weights: dict | None = None,
+                      init_model: models.DMPCModels | None = None, num_steps: int | None = None,
+                      held_out: Segments | None = None, fingerprint: dict | None = None
+                      ) -> list[tuple[models.DMPCModels, dict]]:
+    """`train_models` for `seeds` independent training seeds at once, as one vmapped program (core.train's
+    `train.members`): seed i initialises with config.seed + i and draws its batches and diffusion noise from
+    its own streams, and ends where a run of that seed alone ends (seed 0 is `train_models`' run). Each seed
+    keeps its own head selection. Returns [(model, selection)] per seed."""
     schedule = _schedule(config)
+    if init_model is not None and seeds != 1:
+        raise ValueError("Fine-tuning (init_model) trains one model; use seeds=1.")
     if init_model is None:
-        model = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed))
-        models.set_statistics(model, segments.statistics(seed=config.seed))
+        built = []
+        for i in range(seeds):
+            one = models.DMPCModels(model_dims(env, config), nnx.Rngs(config.seed + i))
+            models.set_statistics(one, segments.statistics(seed=config.seed))
+            built.append(one)
+        model = built[0] if seeds == 1 else train_lib.stack_models(built)
     else:
         model = init_model
     cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.train.members = seeds
     if num_steps is not None:
         cfg.train.num_steps = num_steps
         cfg.optim.total_steps = num_steps
@@ -174,8 +202,13 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
     cfg.train.checkpoint_every = every if every > 0 else cfg.train.num_steps
     batch_size = config.data.batch_size
 
-    def batches(step):
-        return segments.batch(np.random.default_rng([config.train.data_seed, step]), batch_size)
+    def seed_batch(i, step):
+        return segments.batch(np.random.default_rng([config.train.data_seed + i, step]), batch_size)
+
+    def batches(step):       # with seeds, every leaf [batch, seeds, ...] (core.train's members layout)
+        if seeds == 1:
+            return seed_batch(0, step)
+        return jax.tree.map(lambda *xs: np.stack(xs, axis=1), *(seed_batch(i, step) for i in range(seeds)))
     fingerprint = json.loads(json.dumps({**(fingerprint or {}), "train": cfg.train.to_dict(),
                                          "optim": cfg.optim.to_dict(), "weights": weights}, sort_keys=True))
     stamp = os.path.join(workdir, "fingerprint.json")
@@ -183,17 +216,23 @@ def train_models(env, segments: Segments, config, workdir: str, weights: dict | 
         shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir, exist_ok=True)
     metrics_lib.write_json(stamp, fingerprint)
-    selector = None
+    selectors = None
     if held_out is not None and config.data.get("select_heads_on_held_out", False):
-        selector = models.HeadSelector(held_out.batch(np.random.default_rng(config.seed + 5), batch_size), schedule,
-                                       jax.random.key(config.seed + 5),
-                                       save_path=os.path.join(workdir, "head_selection.pkl") if resumable else None,
-                                       save_every=cfg.train.checkpoint_every)
+        held_batch = held_out.batch(np.random.default_rng(config.seed + 5), batch_size)
+        selectors = models.SeedHeadSelectors([
+            models.HeadSelector(held_batch, schedule, jax.random.key(config.seed + 5),
+                                save_path=(os.path.join(workdir, "head_selection.pkl" if i == 0 else
+                                                        f"head_selection_{i}.pkl") if resumable else None),
+                                save_every=cfg.train.checkpoint_every) for i in range(seeds)])
     result = train_lib.train(cfg, workdir, model, models.make_loss_fn(schedule, weights), batches,
-                             eval_fn=selector.eval_fn if selector else None)
+                             eval_fn=selectors.eval_fn if selectors else None)
     trained = train_lib.merge_model(result.graphdef, result.state)
-    trained.eval()
-    return trained, (selector.apply(trained) if selector else {})
+    per_seed = [trained] if seeds == 1 else [train_lib.member_model(trained, i) for i in range(seeds)]
+    out = []
+    for i, one in enumerate(per_seed):
+        one.eval()
+        out.append((one, selectors.selectors[i].apply(one) if selectors else {}))
+    return out
 
 
 _EVAL_CACHE: dict = {}
@@ -238,6 +277,18 @@ def _scores(returns, reference, env_name) -> dict:
     out = {"return": _summary(returns), "normalized_own": _summary(data_lib.normalized_score(returns, reference))}
     if env_name in envs_lib.D4RL_REFERENCE:
         out["normalized_d4rl_ref"] = _summary(data_lib.normalized_score(returns, envs_lib.D4RL_REFERENCE[env_name]))
+    return out
+
+
+def seed_scores(per_seed_returns: list, reference, env_name) -> dict:
+    """`_scores` over training seeds: with one seed, that seed's episodes (mean ± s.e. over episodes); with
+    several, the mean of the seeds' episode means ± the s.e. over seeds (seeds are the replicates; episodes
+    within a seed share its model), each seed's own scores under `per_seed`."""
+    if len(per_seed_returns) == 1:
+        return _scores(per_seed_returns[0], reference, env_name)
+    per_seed = [_scores(r, reference, env_name) for r in per_seed_returns]
+    out = {key: _summary([p[key]["mean"] for p in per_seed]) for key in per_seed[0]}
+    out.update(seeds=len(per_seed), episodes_per_seed=int(len(per_seed_returns[0])), per_seed=per_seed)
     return out
 
 
@@ -307,6 +358,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         source = data_lib.load_dataset(made["paths"][kind], env_name=env_name, kind=kind,
                                        obs_dim=env.observation_size, action_dim=env.action_size)
         episodes = data_lib.to_episodes(source)
+        load_s = time.perf_counter() - t0
         train_eps, held_eps = split_episodes(episodes, config.data.get("held_out_fraction", 0.0), config.seed,
                                              min_length=config.model.horizon)
         make_segments = lambda eps: Segments(eps, config.model.history, config.model.horizon, config.value.discount,
@@ -317,11 +369,15 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         select_eps, test_eps = None, held_eps
         if held_eps is not None and config.data.get("select_heads_on_held_out", False):
             test_eps, select_eps = split_episodes(held_eps, 0.5, config.seed + 1, min_length=config.model.horizon)
-        model, selection = train_models(env, segments, config, os.path.join(workdir, f"train_{kind}"),
+        seeds = int(config.get("seeds", 1))
+        seed_models = train_seed_models(env, segments, config, os.path.join(workdir, f"train_{kind}"), seeds,
                                         fingerprint={"dataset_sha256": made["dataset_sha256"][kind],
                                                      "model": config.model.to_dict(), "seed": config.seed,
                                                      "data": config.data.to_dict(), "value": config.value.to_dict()},
                                         held_out=None if select_eps is None else make_segments(select_eps))
+        # seed 0's model is the one every single-model output uses: fit diagnostics, novel rewards, the ankle
+        # stage's saved model, the planner report and GIF
+        model, selection = seed_models[0]
         trained[kind] = model
         # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
         fit_segments = segments if test_eps is None else make_segments(test_eps)
@@ -349,16 +405,26 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                          for r in reward_fns})
         results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config,
                                   reward_fns)
+        # the other seeds' models: the same planners on their own episodes (same compiled programs)
+        returns = {m: [results[m]["return"]] for m in config.methods}
+        for s, (seed_model, _) in enumerate(seed_models[1:], start=1):
+            seed_results = evaluate_models(
+                env, {m: (m, seed_model, planning.learned_objective) for m in config.methods},
+                jax.random.fold_in(jax.random.key(config.seed + s), 1000 + i), config)
+            for m in config.methods:
+                returns[m].append(seed_results[m]["return"])
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
-               "dataset_return": _summary(episodes.returns), "train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
+               "dataset_return": _summary(episodes.returns), "load_s": load_s, "train_s": t1 - t0 - load_s,
+               "eval_s": time.perf_counter() - t1,
                "train_steps": config.train.num_steps, "train_episodes": int(len(train_eps.lengths)),
                "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
                "selection_episodes": 0 if select_eps is None else int(len(select_eps.lengths)),
                "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
-               "head_selection": selection}
+               "head_selection": selection, "seeds": seeds,
+               "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
         for m in config.methods:
-            row[m] = _scores(results[m]["return"], reference, env_name)
+            row[m] = seed_scores(returns[m], reference, env_name)
         if i == 0:
             out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist()
                                          for m in ("dmpc", "bc") if m in results}
@@ -367,7 +433,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                                     for p, r in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
-            + f"  (own-reference normalised; train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
+            + f"  (own-reference normalised, {seeds} seed{'s' if seeds > 1 else ''}; load {load_s:.0f}s, train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
             f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f}; "
             f"{config.model.horizon}-step state MSE: diffusion {dynamics_fit['diffusion']:.3f}, one-step MLP "
             f"{dynamics_fit['onestep']:.3f}; value 1-R^2 on predicted futures: "
