@@ -34,10 +34,13 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
 
     # evaluate stage: no PPO here (train_if_missing=False), everything from the snapshot file
     gif = str(tmp_path / "episode.gif")
+    evaluators_before = len(pipeline.planning._EVALUATORS)
     result = pipeline.run_env(config.env, config, str(tmp_path / "work"), log=lambda s: None, stages=("evaluate",),
                               expert_file=expert_file, model_file=model_file, train_if_missing=False,
                               planner_report=True, gif_path=gif)
     assert set(result["datasets"]) == {"medium", "medium_replay"} and "broken_ankle" not in result
+    # two datasets x two seeds, novel rewards included, through one compiled evaluation program
+    assert len(pipeline.planning._EVALUATORS) - evaluators_before == 1
     # the planner report rides on the ankle dataset's model: ms per control step for the batch, and the GIF
     assert result["plan_ms_per_step"] > 0 and result["plan_batch_episodes"] == config.eval.num_episodes
     timing = result["variants_ms_per_step"]     # batched variants vs one call each, measured side by side

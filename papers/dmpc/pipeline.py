@@ -396,23 +396,20 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if models_out is not None:
             models_out[kind] = model
         t1 = time.perf_counter()
-        spec = {m: (m, model, planning.learned_objective) for m in config.methods}
-        reward_fns = None
-        if env_name == config.adaptation_env:     # novel rewards ride along in the same program (no retraining)
-            reward_fns = envs_lib.novel_rewards(env_name)
-            spec.update({f"dmpc_{r}": ("dmpc", model, _novel_objective(env_name, r, config.value.discount,
-                                                                     config.value.terminal_penalty))
-                         for r in reward_fns})
-        results = evaluate_models(env, spec, jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config,
-                                  reward_fns)
-        # the other seeds' models: the same planners on their own episodes (same compiled programs)
-        returns = {m: [results[m]["return"]] for m in config.methods}
-        for s, (seed_model, _) in enumerate(seed_models[1:], start=1):
-            seed_results = evaluate_models(
-                env, {m: (m, seed_model, planning.learned_objective) for m in config.methods},
-                jax.random.fold_in(jax.random.key(config.seed + s), 1000 + i), config)
-            for m in config.methods:
-                returns[m].append(seed_results[m]["return"])
+        reward_fns = envs_lib.novel_rewards(env_name) if env_name == config.adaptation_env else None
+
+        def spec_for(seed_model):
+            spec = {m: (m, seed_model, planning.learned_objective) for m in config.methods}
+            for r in reward_fns or ():       # novel rewards ride along in the same program (no retraining)
+                spec[f"dmpc_{r}"] = ("dmpc", seed_model, _novel_objective(env_name, r, config.value.discount,
+                                                                         config.value.terminal_penalty))
+            return spec
+        # every seed's model through the same planners (the same compiled program), each on its own episodes
+        per_seed = [evaluate_models(env, spec_for(seed_model),
+                                    jax.random.fold_in(jax.random.key(config.seed + s), 1000 + i), config, reward_fns)
+                    for s, (seed_model, _) in enumerate(seed_models)]
+        results = per_seed[0]
+        returns = {m: [r[m]["return"] for r in per_seed] for m in config.methods}
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": _summary(episodes.returns), "load_s": load_s, "train_s": t1 - t0 - load_s,
@@ -428,9 +425,11 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if i == 0:
             out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist()
                                          for m in ("dmpc", "bc") if m in results}
-        if reward_fns:
-            row["novel_rewards"] = {p: {k: _summary(v) for k, v in r.items() if k != "first_episode_qpos"}
-                                    for p, r in results.items() if p.startswith("dmpc") or p == "bc"}
+        if reward_fns:     # per seed over episodes; with several seeds, the seeds' means ± s.e. over seeds
+            row["novel_rewards"] = {
+                p: {k: _summary(v) if len(per_seed) == 1 else _summary([np.mean(r[p][k]) for r in per_seed])
+                    for k, v in res.items() if k != "first_episode_qpos"}
+                for p, res in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
             + f"  (own-reference normalised, {seeds} seed{'s' if seeds > 1 else ''}; load {load_s:.0f}s, train {row['train_s']:.0f}s, eval {row['eval_s']:.0f}s; first-action "
