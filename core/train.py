@@ -39,6 +39,9 @@ class TrainState:
     model_state: nnx.State     # every other variable (BatchNorm stats, ...)
     opt_state: Any
     rng: jax.Array             # the *train* key; data order has its own seed
+    # train.ema_decay > 0: an exponential moving average of params (what eval and inference use, as diffusion
+    # models are usually evaluated); None otherwise, so states without it keep their checkpoint layout
+    ema_params: Any = None
 
 
 def optim_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -87,8 +90,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                     mesh: jax.sharding.Mesh | None = None, members: int = 1) -> tuple[nnx.GraphDef, TrainState]:
-    """Splits the model and builds the state; with a mesh, params are placed by their logical names.
+                     mesh: jax.sharding.Mesh | None = None, members: int = 1,
+                     ema: bool = False) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits the model and builds the state; with a mesh, params are placed by their logical names. `ema`:
+    the state carries an average of the params, starting at them (train.ema_decay).
 
     members > 1: `model` is `stack_models` of that many independent models and `rng` a stack of as many keys;
     every field of the state gets a leading member axis and is replicated over the mesh."""
@@ -99,7 +104,8 @@ def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation,
             raise ValueError(f"train.members={members} needs a model from core.train.stack_models of {members} "
                              f"models and {members} train keys; got leading axes {sorted(map(str, leading))}.")
         state = TrainState(step=jnp.zeros((members,), jnp.int32), params=params, model_state=model_state,
-                           opt_state=jax.vmap(optimizer.init)(params), rng=rng)
+                           opt_state=jax.vmap(optimizer.init)(params), rng=rng,
+                           ema_params=jax.tree.map(jnp.copy, params) if ema else None)
         if mesh is not None:
             state = _place(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         return graphdef, state
@@ -114,8 +120,8 @@ def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation,
     else:
         opt_state = optimizer.init(params)
         step = jnp.zeros((), jnp.int32)
-    return graphdef, TrainState(step=step, params=params, model_state=model_state,
-                                opt_state=opt_state, rng=rng)
+    return graphdef, TrainState(step=step, params=params, model_state=model_state, opt_state=opt_state, rng=rng,
+                                ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
 
 def _place(tree: Any, shardings: Any) -> Any:
@@ -135,9 +141,11 @@ def _like_params(tree: Any, params: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.tree_util.tree_map_with_path(sharding_for, tree)
 
 
-def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None) -> nnx.Module:
-    """The nnx module for eval or inference (optionally with params cast, e.g. to bf16)."""
-    return nnx.merge(graphdef, cast_floating(state.params, dtype), state.model_state)
+def merge_model(graphdef: nnx.GraphDef, state: TrainState, dtype: Any = None, raw: bool = False) -> nnx.Module:
+    """The nnx module for eval or inference (optionally with params cast, e.g. to bf16): the params' moving
+    average when the state keeps one (train.ema_decay), unless `raw`."""
+    params = state.params if raw or state.ema_params is None else state.ema_params
+    return nnx.merge(graphdef, cast_floating(params, dtype), state.model_state)
 
 
 def stack_models(models: list[nnx.Module]) -> nnx.Module:
@@ -156,7 +164,7 @@ def member_model(stacked: nnx.Module, index: int) -> nnx.Module:
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     compute_dtype: Any = jnp.bfloat16, donate: bool = True, steps_per_call: int = 1,
-                    members: int = 1) -> Callable:
+                    members: int = 1, ema_decay: float = 0.0) -> Callable:
     """Returns jitted `step(state, batch) -> (state, metrics)`.
 
     Params stay f32; the loss sees them cast to `compute_dtype` and gradients flow back through the cast.
@@ -171,6 +179,9 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
     leaf [batch, members, ...], so the batch axis stays first for the mesh): the whole step, optimizer and
     gradient clipping included, is vmapped, so member i follows exactly the run it would have alone. Metrics
     are member means; "nonfinite" is any member's.
+
+    ema_decay > 0 (the state from `init_train_state(..., ema=True)`): after each update,
+    ema <- decay * ema + (1 - decay) * params.
     """
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
@@ -192,12 +203,17 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_model_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_model_state, state.model_state)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            ema_params = keep(jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params),
+                              ema_params)
         new_state = TrainState(
             step=state.step + 1,
             params=keep(params, state.params),
             model_state=keep(new_model_state, state.model_state),
             opt_state=keep(opt_state, state.opt_state),
-            rng=state.rng)
+            rng=state.rng,
+            ema_params=ema_params)
         metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": ~finite,
                    **{k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()}}
         return new_state, metrics
@@ -245,12 +261,15 @@ def setup_training(config: ml_collections.ConfigDict, model: nnx.Module, loss_fn
     mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.get("mesh"))
     compute_dtype = jnp.dtype(tc.get("compute_dtype", "bfloat16"))
     members = int(tc.get("members", 1))
+    ema_decay = float(tc.get("ema_decay", 0.0))
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1) (0: no average); got {ema_decay}.")
     graphdef, state = init_train_state(model, optimizer, member_keys(tc.seed if seed is None else seed, members),
-                                       mesh, members)
-    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype, members=members)
+                                       mesh, members, ema=ema_decay > 0)
+    step_fn = make_train_step(graphdef, loss_fn, optimizer, compute_dtype, members=members, ema_decay=ema_decay)
     per_call = int(tc.get("steps_per_call", 1))
     multi_step_fn = (make_train_step(graphdef, loss_fn, optimizer, compute_dtype, steps_per_call=per_call,
-                                     members=members) if per_call > 1 else None)
+                                     members=members, ema_decay=ema_decay) if per_call > 1 else None)
     return TrainSetup(graphdef=graphdef, state=state, step_fn=step_fn, mesh=mesh, optimizer=optimizer,
                       compute_dtype=compute_dtype, multi_step_fn=multi_step_fn, steps_per_call=per_call)
 
@@ -269,7 +288,8 @@ def restore_trained_model(config: ml_collections.ConfigDict, workdir: str, model
     step unless given), on one device and in eval mode. `model` is a freshly built skeleton of the same shape."""
     optimizer = make_optimizer(config.optim)
     members = int(config.train.get("members", 1))
-    graphdef, state = init_train_state(model, optimizer, member_keys(config.train.seed, members), members=members)
+    graphdef, state = init_train_state(model, optimizer, member_keys(config.train.seed, members), members=members,
+                                       ema=float(config.train.get("ema_decay", 0.0)) > 0)
     with checkpoint_lib.Checkpointer(f"{workdir}/checkpoints") as ckpt:
         state = ckpt.restore(state, step)
     restored = merge_model(graphdef, state, dtype)
@@ -283,9 +303,11 @@ def train_config(**overrides: Any) -> ml_collections.ConfigDict:
     # shorter than the host's per-call overhead. Logging, eval and checkpoints then happen at call boundaries.
     # members: independent runs of one small model trained as one vmapped program (seeds as replicates, small
     # ensembles); the model is core.train.stack_models(...) and every batch leaf [batch, members, ...]
+    # ema_decay: > 0 keeps a moving average of the params, which eval hooks, merge_model and
+    # restore_trained_model then use
     defaults = dict(num_steps=1000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
                     seed=0, data_seed=0, compute_dtype="bfloat16", async_checkpoint=True, steps_per_call=1,
-                    members=1)
+                    members=1, ema_decay=0.0)
     defaults.update(overrides)
     return ml_collections.ConfigDict(defaults)
 

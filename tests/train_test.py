@@ -169,6 +169,52 @@ def test_members_train_as_one_program_exactly_like_each_run_alone(tmp_path):
         train_lib.train(configured(3), str(tmp_path / "wrong"), stacked, regression_loss, stacked_batches)
 
 
+def test_ema_params_follow_the_moving_average_and_are_what_eval_sees(tmp_path):
+    """train.ema_decay: the state's average is decay * ema + (1 - decay) * params after every step (checked
+    against the raw params the hook sees), merge_model and the eval hook use it, raw=True gives the params;
+    it survives a kill and resume; a decay outside [0, 1) is refused."""
+    decay = 0.8
+    config = make_config(num_steps=6)
+    config.train.ema_decay = decay
+    config.train.eval_every = 6
+    seen, evaluated = [], []
+
+    def record(step, state, metrics):
+        seen.append(jax.device_get(state.params))
+
+    def eval_fn(model, step):
+        evaluated.append(jax.device_get(nnx.state(model, nnx.Param)))
+        return {}
+    init = jax.device_get(nnx.state(TinyMLP(16, nnx.Rngs(0)), nnx.Param))
+    result = train_lib.train(config, str(tmp_path / "ema"), TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at,
+                             eval_fn=eval_fn, hooks=(record,))
+    expected = init
+    for params in seen:
+        expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, expected, params)
+    chex.assert_trees_all_close(jax.device_get(result.state.ema_params), expected, atol=1e-6, rtol=1e-5)
+    chex.assert_trees_all_close(evaluated[-1], expected, atol=1e-6, rtol=1e-5)
+    merged = train_lib.merge_model(result.graphdef, result.state)
+    chex.assert_trees_all_close(jax.device_get(nnx.state(merged, nnx.Param)), expected, atol=1e-6, rtol=1e-5)
+    raw = train_lib.merge_model(result.graphdef, result.state, raw=True)
+    chex.assert_trees_all_close(jax.device_get(nnx.state(raw, nnx.Param)), seen[-1], atol=1e-6, rtol=1e-6)
+    assert not np.allclose(expected["w1"].get_value(), seen[-1]["w1"].get_value())
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(step, state, metrics):
+        if step == 4:
+            raise Killed()
+    with pytest.raises(Killed):
+        train_lib.train(config, str(tmp_path / "killed"), TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at,
+                        hooks=(kill_at_4,))
+    resumed = train_lib.train(config, str(tmp_path / "killed"), TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+    chex.assert_trees_all_close(jax.device_get(resumed.state.ema_params), expected, atol=1e-6, rtol=1e-5)
+    config.train.ema_decay = 1.0
+    with pytest.raises(ValueError, match="train.ema_decay must be in"):
+        train_lib.train(config, str(tmp_path / "bad"), TinyMLP(16, nnx.Rngs(0)), regression_loss, batch_at)
+
+
 def test_steps_per_call_below_one_is_refused():
     config = make_config()
     graphdef, _ = train_lib.init_train_state(TinyMLP(16, nnx.Rngs(0)), train_lib.make_optimizer(config.optim),
