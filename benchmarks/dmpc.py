@@ -130,7 +130,7 @@ def summarize(per_env: dict) -> dict:
     for method, key in (("dmpc", "normalized_mean"), ("mbop", "mbop_normalized_mean"), ("bc", "bc_normalized_mean"),
                         ("onestep", "onestep_normalized_mean"), ("gaussian", "gaussian_normalized_mean"),
                         ("dmpc_crn", "dmpc_crn_normalized_mean"), ("dmpc_softmax", "dmpc_softmax_normalized_mean"),
-                        ("dmpc_lcb", "dmpc_lcb_normalized_mean")):
+                        ("dmpc_lcb", "dmpc_lcb_normalized_mean"), ("dmpc_zero", "dmpc_zero_normalized_mean")):
         values = [r[method]["normalized_own"]["mean"] for _, _, r in rows if method in r]
         out[key] = float(np.mean(values)) if values else None
         d4rl = [r[method]["normalized_d4rl_ref"]["mean"] for _, _, r in rows if "normalized_d4rl_ref" in r.get(method, {})]
@@ -370,7 +370,8 @@ def main(argv=None):
         value = d.get(key)
         print(f"{key:32s} {('%.2f' % value) if value is not None else '-':>10s} {d['paper'][key]:>8.2f}")
     for key in ("onestep_normalized_mean", "gaussian_normalized_mean", "dmpc_crn_normalized_mean",
-                "dmpc_softmax_normalized_mean", "dmpc_lcb_normalized_mean", "plan_ms_per_step"):
+                "dmpc_softmax_normalized_mean", "dmpc_lcb_normalized_mean", "dmpc_zero_normalized_mean",
+                "plan_ms_per_step"):
         value = d.get(key)
         print(f"{key:32s} {('%.2f' % value) if value is not None else '-':>10s}")
     for e, res in d.get("per_env", {}).items():

@@ -44,7 +44,7 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     # the planner report rides on the ankle dataset's model: ms per control step for the batch, and the GIF
     assert result["plan_ms_per_step"] > 0 and result["plan_batch_episodes"] == config.eval.num_episodes
     timing = result["variants_ms_per_step"]     # batched variants vs one call each, measured side by side
-    assert timing["variants"] == ["dmpc", "dmpc_softmax"] and timing["batched"] > 0 and timing["one_call_each"] > 0
+    assert timing["variants"] == ["dmpc", "dmpc_softmax", "dmpc_zero"] and timing["batched"] > 0 and timing["one_call_each"] > 0
     assert result["gif"] == gif and os.path.getsize(gif) > 0
     for row in result["datasets"].values():
         assert row["seeds"] == 2 and len(row["head_selection_other_seeds"]) == 1

@@ -147,7 +147,7 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
     model, schedule = models.DMPCModels(dims, nnx.Rngs(0)), diffusion.cosine_schedule(100)
     cfg = _plan_cfg(value_pessimism=1.5)
     graphdef, state = nnx.split(model)
-    variants = ("dmpc", "dmpc_crn", "dmpc_lcb", "dmpc_softmax")
+    variants = ("dmpc", "dmpc_crn", "dmpc_lcb", "dmpc_softmax", "dmpc_zero")
     E = 3
     histories = jax.random.normal(jax.random.key(1), (len(variants) * E, 2, 3))
     keys = jax.random.split(jax.random.key(2), len(variants))
@@ -156,7 +156,13 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
         alone = jax.jit(planning.make_policy(graphdef, v, cfg, schedule))(state, histories[j * E:(j + 1) * E], keys[j])
         np.testing.assert_allclose(grouped[j * E:(j + 1) * E], alone, rtol=1e-5, atol=1e-6, err_msg=v)
     # the variants really differ (argmax vs softmax vs lower bound), so the switches are not ignored
-    assert float(jnp.abs(grouped[:E] - grouped[3 * E:]).max()) > 1e-3
+    assert float(jnp.abs(grouped[:E] - grouped[3 * E:4 * E]).max()) > 1e-3
+    # zero-noise futures are the same whatever the key (the central prediction), unlike a draw's
+    actions = jax.random.uniform(jax.random.key(3), (5, 4, 2), minval=-1, maxval=1)
+    futures = [planning.diffusion_states(model, histories[0], actions, jax.random.key(k), cfg, schedule,
+                                         zero_noise=zero) for zero in (True, False) for k in (7, 8)]
+    np.testing.assert_allclose(futures[0], futures[1], rtol=1e-6)
+    assert float(jnp.abs(futures[2] - futures[3]).max()) > 1e-3
     with pytest.raises(ValueError, match="Not learned-objective D-MPC variants"):
         planning.make_variants_policy(graphdef, ("dmpc", "mbop"), cfg, schedule)
 
@@ -175,3 +181,50 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
         np.testing.assert_allclose(together[v]["return"], separate[v]["return"], rtol=1e-4, atol=1e-4, err_msg=v)
     with pytest.raises(ValueError, match="registered under each of its members"):
         planning.evaluate(env, {"dmpc": group, "bc": solo["bc"]}, states, *args, history=2)
+
+
+def test_seed_models_evaluate_in_one_program_each_on_its_own_episodes():
+    """planning.seeds_policy: seed s's block of a (grouped or single) policy's episodes gets the actions the
+    policy gives with seed s's model and keys folded with s; pipeline.evaluate_seed_models splits the returns
+    per seed so a key-free planner (BC) scores exactly as separate evaluations of each model on those episodes."""
+    from flax import nnx
+    from configs.dmpc import locomotion
+    from core import diffusion
+    from papers.dmpc import envs, models, pipeline
+    dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1, time_embed=8,
+                            prediction="v", ensemble=2)
+    seeds = [models.DMPCModels(dims, nnx.Rngs(i)) for i in range(2)]
+    schedule, cfg = diffusion.cosine_schedule(100), _plan_cfg(value_pessimism=1.0)
+    graphdef, _ = nnx.split(seeds[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.split(m)[1] for m in seeds))
+    variants, E, S = ("dmpc", "dmpc_softmax"), 3, 2
+    for policy, k in ((planning.make_variants_policy(graphdef, variants, cfg, schedule), 2),
+                      (planning.make_policy(graphdef, "dmpc", cfg, schedule), 1)):
+        histories = jax.random.normal(jax.random.key(1), (k * S * E, 2, 3))
+        keys = jax.random.split(jax.random.key(2), k) if k > 1 else jax.random.key(2)
+        wrapped = planning.seeds_policy(policy, S)
+        assert getattr(wrapped, "members", None) == getattr(policy, "members", None)
+        together = jax.jit(wrapped)(stacked, histories, keys)
+        for s in range(S):
+            rows = np.concatenate([np.arange(j * S * E + s * E, j * S * E + (s + 1) * E) for j in range(k)])
+            seed_keys = (jax.vmap(lambda kk: jax.random.fold_in(kk, s))(keys) if k > 1
+                         else jax.random.fold_in(keys, s))
+            alone = jax.jit(policy)(nnx.split(seeds[s])[1], histories[rows], seed_keys)
+            np.testing.assert_allclose(together[rows], alone, rtol=1e-5, atol=1e-6)
+
+    config = locomotion.get_config("smoke")
+    env = envs.make("toy")
+    dims = pipeline.model_dims(env, config)
+    seeds = [models.DMPCModels(dims, nnx.Rngs(i)) for i in range(2)]
+    spec_for = lambda m: {"bc": ("bc", m, planning.learned_objective), "dmpc": ("dmpc", m, planning.learned_objective),
+                          "dmpc_softmax": ("dmpc_softmax", m, planning.learned_objective)}
+    key = jax.random.key(4)
+    per_seed = pipeline.evaluate_seed_models(env, spec_for, seeds, key, config)
+    n = config.eval.num_episodes
+    for s, model in enumerate(seeds):
+        policy = planning.make_policy(nnx.split(model)[0], "bc", config.plan, diffusion.cosine_schedule(100))
+        alone = planning.evaluate(env, {"bc": policy}, {"bc": nnx.split(model)[1]}, key, 2 * n,
+                                  config.eval.max_steps, history=config.model.history)
+        np.testing.assert_allclose(per_seed[s]["bc"]["return"], alone["bc"]["return"][s * n:(s + 1) * n], rtol=1e-5)
+        assert per_seed[s]["dmpc"]["return"].shape == (n,)
+    assert not np.allclose(per_seed[0]["bc"]["return"], per_seed[1]["bc"]["return"])

@@ -47,12 +47,13 @@ def get_config(arg=None):
     # the pipeline compile less than the pipeline test, which runs everything
     c.lite = ml_collections.ConfigDict(dict(datasets=("medium",), methods=("dmpc", "mbop", "bc")))
     c.datasets = c.lite.datasets if args.lite else ("medium", "medium_replay")
+    # dmpc_zero: D-MPC's argmax over futures from the dynamics' zero DDIM start (its central prediction; session 17)
     # dmpc_crn / dmpc_softmax / dmpc_lcb: D-MPC's ranking with shared dynamics noise / softmax-weighted first
     # actions / softmax over J's ensemble lower bound (papers/dmpc/planning.py); the smoke pipeline keeps the
     # paper's five plus dmpc_softmax, so the batched variants (plan.batch_variants) run there too
     c.methods = c.lite.methods if args.lite else (
-        ("dmpc", "dmpc_softmax", "onestep", "gaussian", "mbop", "bc") if smoke
-        else ("dmpc", "dmpc_crn", "dmpc_softmax", "dmpc_lcb", "onestep", "gaussian", "mbop", "bc"))
+        ("dmpc", "dmpc_softmax", "dmpc_zero", "onestep", "gaussian", "mbop", "bc") if smoke
+        else ("dmpc", "dmpc_crn", "dmpc_softmax", "dmpc_lcb", "dmpc_zero", "onestep", "gaussian", "mbop", "bc"))
     c.adaptation_env = "toy" if smoke else "walker2d"
     # training seeds per dataset, trained as one vmapped program (core.train's train.members) and each scored on
     # its own eval.num_episodes; a row's score is the mean over seeds ± the s.e. over seeds (the issue: >= 3)

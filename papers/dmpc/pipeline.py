@@ -241,6 +241,43 @@ _EVAL_CACHE: dict = {}
 def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> dict:
     """policies_spec: {name: (method, model, objective)} -> evaluate() results per name. The jitted program is
     cached by (env, policies, graphdef), so two datasets of one env share one compile."""
+    policies, states = _policies(env, policies_spec, config)
+    return planning.evaluate(env, policies, states, key, config.eval.num_episodes, config.eval.max_steps,
+                             reward_fns, history=config.model.history)
+
+
+def evaluate_seed_models(env, spec_for: Callable, seed_models: list, key, config, reward_fns=None) -> list[dict]:
+    """`evaluate_models` for the models of several training seeds at once: `spec_for(model)` gives one seed's
+    policies_spec; every policy runs vmapped over the seeds' stacked model states (planning.seeds_policy), one
+    program at S times the episodes instead of S programs' worth of calls, each seed on its own
+    config.eval.num_episodes episodes. Returns one result dict per seed. One seed: `evaluate_models` itself."""
+    if len(seed_models) == 1:
+        return [evaluate_models(env, spec_for(seed_models[0]), key, config, reward_fns)]
+    S, E = len(seed_models), config.eval.num_episodes
+    specs = [spec_for(m) for m in seed_models]
+    policies, _ = _policies(env, specs[0], config)
+    states = {n: jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.split(spec[n][1])[1] for spec in specs))
+              for n in policies}
+    wrapped = {n: _seeds_wrapper(p, S) for n, p in policies.items()}
+    results = planning.evaluate(env, wrapped, states, key, S * E, config.eval.max_steps, reward_fns,
+                                history=config.model.history)
+    return [{n: {k: (v if k == "first_episode_qpos" else v[s * E:(s + 1) * E]) for k, v in r.items()}
+             for n, r in results.items()} for s in range(S)]
+
+
+_SEED_WRAPPERS: dict = {}
+
+
+def _seeds_wrapper(policy, seeds: int):
+    """One wrapper object per (policy, seeds), so grouped members keep sharing theirs and programs stay cached."""
+    if (policy, seeds) not in _SEED_WRAPPERS:
+        _SEED_WRAPPERS[(policy, seeds)] = planning.seeds_policy(policy, seeds)
+    return _SEED_WRAPPERS[(policy, seeds)]
+
+
+def _policies(env, policies_spec: dict, config) -> tuple[dict, dict]:
+    """The cached policy functions and model states of a policies_spec (the learned-J variants of one model
+    grouped into one batched policy)."""
     schedule = _schedule(config)
     policies, states = {}, {}
     # the learned-objective D-MPC variants of one model run as one batch (planning.make_variants_policy)
@@ -269,8 +306,7 @@ def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> d
             _EVAL_CACHE[cache_key] = planning.make_policy(graphdef, method, config.plan, schedule, objective)
         policies[name] = _EVAL_CACHE[cache_key]
         states[name] = state
-    return planning.evaluate(env, policies, states, key, config.eval.num_episodes, config.eval.max_steps,
-                             reward_fns, history=config.model.history)
+    return policies, states
 
 
 def _scores(returns, reference, env_name) -> dict:
@@ -404,10 +440,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                 spec[f"dmpc_{r}"] = ("dmpc", seed_model, _novel_objective(env_name, r, config.value.discount,
                                                                          config.value.terminal_penalty))
             return spec
-        # every seed's model through the same planners (the same compiled program), each on its own episodes
-        per_seed = [evaluate_models(env, spec_for(seed_model),
-                                    jax.random.fold_in(jax.random.key(config.seed + s), 1000 + i), config, reward_fns)
-                    for s, (seed_model, _) in enumerate(seed_models)]
+        # every seed's model through the same planners in one program, each seed on its own episodes
+        per_seed = evaluate_seed_models(env, spec_for, [m for m, _ in seed_models],
+                                        jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config, reward_fns)
         results = per_seed[0]
         returns = {m: [r[m]["return"] for r in per_seed] for m in config.methods}
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
