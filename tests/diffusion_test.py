@@ -56,7 +56,29 @@ def test_v_prediction_samplers_recover_gaussian_data_and_its_loss_prefers_the_ex
     loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction="v")
     assert loss(exact_v(schedule)) < loss(exact_eps(schedule))   # the ε network scored against v targets
     with pytest.raises(ValueError, match="prediction"):
-        diffusion.denoising_loss(exact_v(schedule), schedule, x0, None, jax.random.key(2), prediction="x0")
+        diffusion.denoising_loss(exact_v(schedule), schedule, x0, None, jax.random.key(2), prediction="x_0")
+
+
+def exact_x0(schedule):
+    """E[x0 | x_t] = (x_t - b E[ε | x_t]) / a."""
+    def x0_fn(x, t, cond):
+        a = jnp.sqrt(schedule.alphas_cumprod[t])[:, None]
+        b = jnp.sqrt(1.0 - schedule.alphas_cumprod[t])[:, None]
+        return (x - b * exact_eps(schedule)(x, t, cond)) / a
+    return x0_fn
+
+
+def test_x0_prediction_samplers_recover_gaussian_data_and_its_loss_prefers_the_exact_x0():
+    schedule, n = diffusion.cosine_schedule(200), 20000
+    for sampler in (lambda k: diffusion.ddpm_sample(exact_x0(schedule), schedule, (n, 3), None, k, prediction="x0"),
+                    lambda k: diffusion.ddim_sample(exact_x0(schedule), schedule, (n, 3), None, k, num_steps=200,
+                                                    prediction="x0")):
+        x = jax.jit(sampler)(jax.random.key(0))
+        np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
+        np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
+    x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))
+    loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction="x0")
+    assert loss(exact_x0(schedule)) < loss(exact_v(schedule))    # the v network scored against x0 targets
 
 
 def test_a_wrong_denoiser_is_detected():

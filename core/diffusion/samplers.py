@@ -1,9 +1,11 @@
 """DDPM training loss and samplers (ancestral DDPM, DDIM with stride and eta) as `lax.scan`s.
 
-The denoiser predicts ε (prediction="epsilon", Ho et al. 2020) or v = √ᾱ ε - √(1-ᾱ) x0 (prediction="v",
-Salimans & Ho 2022). With v, the network's target at high noise is -x0 itself, so what the condition says about
+The denoiser predicts ε (prediction="epsilon", Ho et al. 2020), v = √ᾱ ε - √(1-ᾱ) x0 (prediction="v",
+Salimans & Ho 2022) or the clean sample x0 itself (prediction="x0", Diffuser's `predict_epsilon=False` for
+locomotion). With v, the network's target at high noise is -x0 itself, so what the condition says about
 the clean sample is learned at every noise level; with ε it carries weight √ᾱ/√(1-ᾱ) there, which is ~5e-5 at
-the end of a cosine-1000 schedule, and a sampler that starts there commits to a mode nearly at random.
+the end of a cosine-1000 schedule, and a sampler that starts there commits to a mode nearly at random. With x0
+the loss weighs every noise level's clean-sample error alike, as a regression of x0 on (x_t, condition).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import jax.numpy as jnp
 
 from core.diffusion.schedules import NoiseSchedule
 
-EpsFn = Callable[[jax.Array, jax.Array, Any], jax.Array]   # (x_t, t, cond) -> ε or v (see `prediction`)
-PREDICTIONS = ("epsilon", "v")
+EpsFn = Callable[[jax.Array, jax.Array, Any], jax.Array]   # (x_t, t, cond) -> ε, v or x0 (see `prediction`)
+PREDICTIONS = ("epsilon", "v", "x0")
 
 
 def _check_prediction(prediction: str) -> None:
@@ -29,6 +31,8 @@ def x0_and_eps(output: jax.Array, x: jax.Array, alpha_bar: jax.Array, prediction
     if prediction == "v":
         return jnp.sqrt(alpha_bar) * x - jnp.sqrt(1.0 - alpha_bar) * output, \
             jnp.sqrt(1.0 - alpha_bar) * x + jnp.sqrt(alpha_bar) * output
+    if prediction == "x0":
+        return output, (x - jnp.sqrt(alpha_bar) * output) / jnp.sqrt(1.0 - alpha_bar)
     return (x - jnp.sqrt(1.0 - alpha_bar) * output) / jnp.sqrt(alpha_bar), output
 
 
@@ -44,7 +48,7 @@ def q_sample(schedule: NoiseSchedule, x0: jax.Array, t: jax.Array, noise: jax.Ar
 
 def denoising_loss(eps_fn: EpsFn, schedule: NoiseSchedule, x0: jax.Array, cond: Any,
                    key: jax.Array, prediction: str = "epsilon") -> jax.Array:
-    """E_t,ε ||target - eps_fn(x_t, t, cond)||², t uniform over the schedule, target ε or v (`prediction`);
+    """E_t,ε ||target - eps_fn(x_t, t, cond)||², t uniform over the schedule, target ε, v or x0 (`prediction`);
     x0 has a leading batch dim."""
     _check_prediction(prediction)
     t_key, noise_key = jax.random.split(key)
@@ -54,6 +58,8 @@ def denoising_loss(eps_fn: EpsFn, schedule: NoiseSchedule, x0: jax.Array, cond: 
     if prediction == "v":
         alpha_bar = _bcast(schedule.alphas_cumprod[t], x0)
         target = jnp.sqrt(alpha_bar) * noise - jnp.sqrt(1.0 - alpha_bar) * x0.astype(jnp.float32)
+    elif prediction == "x0":
+        target = x0.astype(jnp.float32)
     predicted = eps_fn(q_sample(schedule, x0, t, noise), t, cond)
     return jnp.mean(jnp.square(predicted.astype(jnp.float32) - target))
 
@@ -62,7 +68,7 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], 
                 key: jax.Array, clip_x0: float | jax.Array | None = None, prediction: str = "epsilon") -> jax.Array:
     """Ancestral sampling with the posterior variance β̃_t (Ho et al. 2020, Alg. 2). clip_x0: as in
     `ddim_sample`; the step then uses the posterior mean written in x0 (Ho et al. eq. 7) with x0 clipped.
-    With prediction="v" the posterior mean is always written in x0."""
+    With prediction="v" or "x0" the posterior mean is always written in x0."""
     _check_prediction(prediction)
     init_key, key = jax.random.split(key)
     x = jax.random.normal(init_key, shape)

@@ -43,7 +43,7 @@ class ModelDims:
     hidden: int = 256
     depth: int = 3
     time_embed: int = 64
-    prediction: str = "epsilon"     # what both denoisers predict: "epsilon" or "v" (core.diffusion)
+    prediction: str = "epsilon"     # what both denoisers predict: "epsilon", "v" or "x0" (core.diffusion)
     ensemble: int = 1               # members of the value and one-step heads (MBOP's ensembles)
 
 

@@ -10,18 +10,20 @@ from papers.dmpc.segments import Segments
 eps = pickle.load(open("/tmp/walker_eps.pkl", "rb"))
 config = common.load_config("dmpc/locomotion", "env=walker2d")
 config.train.ema_decay = float(sys.argv[1]); steps = int(sys.argv[2])
+prediction = sys.argv[3] if len(sys.argv) > 3 else "v"
+config.model.prediction = prediction
 config.train.num_steps = config.optim.total_steps = steps
 env = envs_lib.make("walker2d")
 make = lambda e: Segments(e, config.model.history, config.model.horizon, config.value.discount, config.value.terminal_penalty)
 held = make(eps["held"])
 skeleton = models.DMPCModels(pipeline.model_dims(env, config), nnx.Rngs(0))
-model = train_lib.restore_trained_model(config, f"/tmp/ema_run_{sys.argv[1]}_{steps}", skeleton)
+model = train_lib.restore_trained_model(config, f"/tmp/ema_run_{sys.argv[1]}_{steps}" + ("" if prediction == "v" else f"_{prediction}"), skeleton)
 sched = diffusion.cosine_schedule(config.model.diffusion_steps)
 batch = held.batch(np.random.default_rng(0), 512)
 h, a = jnp.asarray(batch["history"]), jnp.asarray(batch["actions"])
 future = model.norm(jnp.asarray(batch["future"]))
 F, S = config.model.horizon, env.observation_size
-out = {}
+out = {"prediction": prediction}
 for ddim in (10, 32):
     cfg = config.plan.copy_and_resolve_references(); cfg.dynamics_steps = ddim
     one = jax.jit(jax.vmap(lambda hh, aa, k, x: planning.diffusion_states(model, hh, aa[None], k, cfg, sched, x_init=x)[0]))
