@@ -125,8 +125,9 @@ def summarize(per_env: dict) -> dict:
     import numpy as np
     rows = [(env, kind, r) for env, res in per_env.items() for kind, r in res.get("datasets", {}).items()]
     out = {"datasets_finished": [f"{env}-{kind}" for env, kind, _ in rows],
-           # training seeds behind each row (rows from before config.seeds existed had one)
-           "seeds_per_dataset": {f"{env}-{kind}": int(r.get("seeds", 1)) for env, kind, r in rows}}
+           # training seeds and diffusion target behind each row (rows from before session 17's code: one seed, v)
+           "seeds_per_dataset": {f"{env}-{kind}": int(r.get("seeds", 1)) for env, kind, r in rows},
+           "prediction_per_dataset": {f"{env}-{kind}": r.get("model_prediction", "v") for env, kind, r in rows}}
     for method, key in (("dmpc", "normalized_mean"), ("mbop", "mbop_normalized_mean"), ("bc", "bc_normalized_mean"),
                         ("onestep", "onestep_normalized_mean"), ("gaussian", "gaussian_normalized_mean"),
                         ("dmpc_crn", "dmpc_crn_normalized_mean"), ("dmpc_softmax", "dmpc_softmax_normalized_mean"),

@@ -48,6 +48,7 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     assert result["gif"] == gif and os.path.getsize(gif) > 0
     for row in result["datasets"].values():
         assert row["seeds"] == 2 and len(row["head_selection_other_seeds"]) == 1
+        assert row["model_prediction"] == config.model.prediction == "x0"
         for method in config.methods:
             assert math.isfinite(row[method]["normalized_own"]["mean"])
             per_seed = [p["normalized_own"]["mean"] for p in row[method]["per_seed"]]
@@ -121,6 +122,13 @@ def test_benchmark_stages_follow_the_carried_files(tmp_path, tmp_path_factory):
     # the parent merges JSONs that only the experts stage has written so far (no "env" key yet)
     merged = bench.summarize({"hopper": {"mjx_vs_cpu_step": {"qpos": 1e-7}}})
     assert merged["mjx_vs_cpu_step"] == {"hopper": {"qpos": 1e-7}} and merged["normalized_mean"] is None
+    # rows of older runs (one seed, v-prediction, neither recorded) beside new ones: each row says which it is
+    row = lambda score, **extra: {**{m: {"normalized_own": {"mean": score}} for m in ("dmpc", "mbop", "bc")}, **extra}
+    mixed = bench.summarize({"hopper": {"datasets": {"medium": row(60.0),
+                                                     "medium_replay": row(80.0, seeds=3, model_prediction="x0")}}})
+    assert mixed["normalized_mean"] == 70.0
+    assert mixed["seeds_per_dataset"] == {"hopper-medium": 1, "hopper-medium_replay": 3}
+    assert mixed["prediction_per_dataset"] == {"hopper-medium": "v", "hopper-medium_replay": "x0"}
     # export: <keep> as two tars (small files; models) plus the results, flat; the tars restore <keep>
     import argparse
     import tarfile

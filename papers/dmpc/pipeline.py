@@ -453,7 +453,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
                "selection_episodes": 0 if select_eps is None else int(len(select_eps.lengths)),
                "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
-               "head_selection": selection, "seeds": seeds,
+               "head_selection": selection, "seeds": seeds, "model_prediction": config.model.prediction,
                "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
         for m in config.methods:
             row[m] = seed_scores(returns[m], reference, env_name)
