@@ -44,21 +44,6 @@ def exact_v(schedule):
     return v_fn
 
 
-def test_v_prediction_samplers_recover_gaussian_data_and_its_loss_prefers_the_exact_v():
-    schedule, n = diffusion.cosine_schedule(200), 20000
-    for sampler in (lambda k: diffusion.ddpm_sample(exact_v(schedule), schedule, (n, 3), None, k, prediction="v"),
-                    lambda k: diffusion.ddim_sample(exact_v(schedule), schedule, (n, 3), None, k, num_steps=200,
-                                                    prediction="v")):
-        x = jax.jit(sampler)(jax.random.key(0))
-        np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
-        np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
-    x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))
-    loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction="v")
-    assert loss(exact_v(schedule)) < loss(exact_eps(schedule))   # the ε network scored against v targets
-    with pytest.raises(ValueError, match="prediction"):
-        diffusion.denoising_loss(exact_v(schedule), schedule, x0, None, jax.random.key(2), prediction="x_0")
-
-
 def exact_x0(schedule):
     """E[x0 | x_t] = (x_t - b E[ε | x_t]) / a."""
     def x0_fn(x, t, cond):
@@ -68,17 +53,22 @@ def exact_x0(schedule):
     return x0_fn
 
 
-def test_x0_prediction_samplers_recover_gaussian_data_and_its_loss_prefers_the_exact_x0():
+# (prediction, its exact denoiser, a rival network scored against the same targets, which must lose)
+@pytest.mark.parametrize("prediction, exact, rival", [("v", exact_v, exact_eps), ("x0", exact_x0, exact_v)],
+                         ids=["v", "x0"])
+def test_prediction_samplers_recover_gaussian_data_and_the_loss_prefers_the_exact_denoiser(prediction, exact, rival):
     schedule, n = diffusion.cosine_schedule(200), 20000
-    for sampler in (lambda k: diffusion.ddpm_sample(exact_x0(schedule), schedule, (n, 3), None, k, prediction="x0"),
-                    lambda k: diffusion.ddim_sample(exact_x0(schedule), schedule, (n, 3), None, k, num_steps=200,
-                                                    prediction="x0")):
+    for sampler in (lambda k: diffusion.ddpm_sample(exact(schedule), schedule, (n, 3), None, k, prediction=prediction),
+                    lambda k: diffusion.ddim_sample(exact(schedule), schedule, (n, 3), None, k, num_steps=200,
+                                                    prediction=prediction)):
         x = jax.jit(sampler)(jax.random.key(0))
         np.testing.assert_allclose(x.mean(0), MEAN, atol=4.5 * float(STD.max()) / np.sqrt(n) + 0.02)
         np.testing.assert_allclose(x.std(0), STD, rtol=0.03)
     x0 = MEAN + STD * jax.random.normal(jax.random.key(1), (4096, 3))
-    loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction="x0")
-    assert loss(exact_x0(schedule)) < loss(exact_v(schedule))    # the v network scored against x0 targets
+    loss = lambda fn: diffusion.denoising_loss(fn, schedule, x0, None, jax.random.key(2), prediction=prediction)
+    assert loss(exact(schedule)) < loss(rival(schedule))
+    with pytest.raises(ValueError, match="prediction"):
+        diffusion.denoising_loss(exact(schedule), schedule, x0, None, jax.random.key(2), prediction="x_0")
 
 
 def test_a_wrong_denoiser_is_detected():
