@@ -11,6 +11,10 @@ can save those step numbers again (nothing is deleted).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import logging
 import os
 import shutil
 import sys
@@ -106,7 +110,8 @@ class Checkpointer:
         has_data = with_data and os.path.isdir(os.path.join(self.directory, str(step), "data"))
         if has_data:
             items["data"] = ocp.args.JsonRestore()
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        with _quiet_asyncio_errors():
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], (restored["data"] if has_data else None)
 
     def _quarantine(self, steps: list[int]) -> None:
@@ -156,6 +161,31 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+class _DropErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_asyncio_errors():
+    """Keeps asyncio's own error logs of a failed restore off stderr; the restore's exception still propagates.
+
+    When one read of a damaged step fails, orbax's `asyncio.gather` raises while sibling reads are pending;
+    `asyncio.run` then cancels them, orbax wraps each CancelledError in a new Exception, and asyncio logs every
+    one with a full traceback ("unhandled exception during asyncio.run() shutdown", or "Task exception was
+    never retrieved" when the task is collected). Which of these appear depends on thread timing. The caller
+    reports the failure in one line, so the duplicate tracebacks are dropped; tasks that die with the restore
+    are collected before the filter is removed."""
+    asyncio_logger = logging.getLogger(asyncio.__name__)
+    drop = _DropErrors()
+    asyncio_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        gc.collect()
+        asyncio_logger.removeFilter(drop)
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

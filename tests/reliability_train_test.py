@@ -3,6 +3,7 @@ identity before writing, SIGINT saves then stops, replayed steps are logged once
 
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -127,6 +128,35 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, re
     if "unreadable" in err:   # detected: the warning names the step and the damaged one was kept aside
         assert "checkpoint step 4" in err and "restored step 2" in err
         assert os.listdir(str(workdir / "checkpoints") + ".corrupt")
+
+
+def test_a_failed_restore_keeps_asyncios_shutdown_tracebacks_off_stderr(caplog):
+    # The shape of a damaged-step restore inside orbax: one read fails, gather raises, asyncio.run cancels the
+    # sibling read, which wraps its CancelledError in a new exception; asyncio then logs that one at ERROR with
+    # a traceback (what made the CLI's truncated-checkpoint test flaky). Deterministic here.
+    import asyncio
+
+    async def fails():
+        raise ValueError("damaged read")
+
+    async def wraps_its_cancellation():
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError as e:
+            raise Exception("error while reading array index") from e
+
+    async def restore():
+        await asyncio.gather(fails(), wraps_its_cancellation())
+
+    caplog.set_level("DEBUG")
+    with pytest.raises(ValueError, match="damaged read"):
+        asyncio.run(restore())
+    assert any(r.name == "asyncio" and r.levelname == "ERROR" for r in caplog.records)   # the noise exists
+    caplog.clear()
+    with pytest.raises(ValueError, match="damaged read"), checkpoint_lib._quiet_asyncio_errors():
+        asyncio.run(restore())
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= 40]
+    assert not logging.getLogger("asyncio").filters   # the filter goes with the restore
 
 
 def test_every_checkpoint_damaged_is_one_error_naming_each_step(tmp_path, at_step_4):
