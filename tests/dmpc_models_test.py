@@ -183,12 +183,12 @@ def test_seeds_train_as_one_program_and_seed_zero_is_the_single_run(tmp_path):
 
 
 def test_seed_scores_are_means_over_seeds_with_the_seeds_standard_error():
-    from papers.dmpc import pipeline
+    from papers.dmpc import evaluation
     reference = (0.0, 100.0)
-    one = pipeline.seed_scores([np.array([10.0, 20.0, 30.0])], reference, "toy")
+    one = evaluation.seed_scores([np.array([10.0, 20.0, 30.0])], reference, "toy")
     assert one["normalized_own"] == {"mean": 20.0, "sem": 10.0 / np.sqrt(3)} and "per_seed" not in one
-    three = pipeline.seed_scores([np.array([10.0, 30.0]), np.array([40.0, 40.0]), np.array([70.0, 70.0])],
-                                 reference, "toy")
+    three = evaluation.seed_scores([np.array([10.0, 30.0]), np.array([40.0, 40.0]), np.array([70.0, 70.0])],
+                                   reference, "toy")
     assert three["seeds"] == 3 and three["episodes_per_seed"] == 2 and len(three["per_seed"]) == 3
     np.testing.assert_allclose(three["normalized_own"]["mean"], (20.0 + 40.0 + 70.0) / 3)
     np.testing.assert_allclose(three["normalized_own"]["sem"], np.std([20.0, 40.0, 70.0], ddof=1) / np.sqrt(3))

@@ -185,12 +185,12 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
 
 def test_seed_models_evaluate_in_one_program_each_on_its_own_episodes():
     """planning.seeds_policy: seed s's block of a (grouped or single) policy's episodes gets the actions the
-    policy gives with seed s's model and keys folded with s; pipeline.evaluate_seed_models splits the returns
+    policy gives with seed s's model and keys folded with s; evaluation.evaluate_seed_models splits the returns
     per seed so a key-free planner (BC) scores exactly as separate evaluations of each model on those episodes."""
     from flax import nnx
     from configs.dmpc import locomotion
     from core import diffusion
-    from papers.dmpc import envs, models, pipeline
+    from papers.dmpc import envs, evaluation, models, pipeline
     dims = models.ModelDims(obs_dim=3, action_dim=2, history=2, horizon=4, hidden=16, depth=1, time_embed=8,
                             prediction="v", ensemble=2)
     seeds = [models.DMPCModels(dims, nnx.Rngs(i)) for i in range(2)]
@@ -219,7 +219,7 @@ def test_seed_models_evaluate_in_one_program_each_on_its_own_episodes():
     spec_for = lambda m: {"bc": ("bc", m, planning.learned_objective), "dmpc": ("dmpc", m, planning.learned_objective),
                           "dmpc_softmax": ("dmpc_softmax", m, planning.learned_objective)}
     key = jax.random.key(4)
-    per_seed = pipeline.evaluate_seed_models(env, spec_for, seeds, key, config)
+    per_seed = evaluation.evaluate_seed_models(env, spec_for, seeds, key, config)
     n = config.eval.num_episodes
     for s, model in enumerate(seeds):
         policy = planning.make_policy(nnx.split(model)[0], "bc", config.plan, diffusion.cosine_schedule(100))

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -28,22 +27,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from core import diffusion
 from core import metrics as metrics_lib
 from core import train as train_lib
 from papers.dmpc import data as data_lib
 from papers.dmpc import envs as envs_lib
-from papers.dmpc import experts, figures, models, planning
+from papers.dmpc import evaluation, experts, models, planning
 from papers.dmpc.segments import Segments
-
-
-def _summary(values) -> dict:
-    values = np.asarray(values, np.float64)
-    return {"mean": float(values.mean()), "sem": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0}
-
-
-def _schedule(config) -> diffusion.NoiseSchedule:
-    return diffusion.cosine_schedule(config.model.diffusion_steps)
 
 
 def expert_path(workdir: str) -> str:
@@ -180,7 +169,7 @@ def train_seed_models(env, segments: Segments, config, workdir: str, seeds: int,
     `train.members`): seed i initialises with config.seed + i and draws its batches and diffusion noise from
     its own streams, and ends where a run of that seed alone ends (seed 0 is `train_models`' run). Each seed
     keeps its own head selection. Returns [(model, selection)] per seed."""
-    schedule = _schedule(config)
+    schedule = evaluation.noise_schedule(config)
     if init_model is not None and seeds != 1:
         raise ValueError("Fine-tuning (init_model) trains one model; use seeds=1.")
     if init_model is None:
@@ -232,99 +221,6 @@ def train_seed_models(env, segments: Segments, config, workdir: str, seeds: int,
     for i, one in enumerate(per_seed):
         one.eval()
         out.append((one, selectors.selectors[i].apply(one) if selectors else {}))
-    return out
-
-
-_EVAL_CACHE: dict = {}
-
-
-def evaluate_models(env, policies_spec: dict, key, config, reward_fns=None) -> dict:
-    """policies_spec: {name: (method, model, objective)} -> evaluate() results per name. The jitted program is
-    cached by (env, policies, graphdef), so two datasets of one env share one compile."""
-    policies, states = _policies(env, policies_spec, config)
-    return planning.evaluate(env, policies, states, key, config.eval.num_episodes, config.eval.max_steps,
-                             reward_fns, history=config.model.history)
-
-
-def evaluate_seed_models(env, spec_for: Callable, seed_models: list, key, config, reward_fns=None) -> list[dict]:
-    """`evaluate_models` for the models of several training seeds at once: `spec_for(model)` gives one seed's
-    policies_spec; every policy runs vmapped over the seeds' stacked model states (planning.seeds_policy), one
-    program at S times the episodes instead of S programs' worth of calls, each seed on its own
-    config.eval.num_episodes episodes. Returns one result dict per seed. One seed: `evaluate_models` itself."""
-    if len(seed_models) == 1:
-        return [evaluate_models(env, spec_for(seed_models[0]), key, config, reward_fns)]
-    S, E = len(seed_models), config.eval.num_episodes
-    specs = [spec_for(m) for m in seed_models]
-    policies, _ = _policies(env, specs[0], config)
-    states = {n: jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.split(spec[n][1])[1] for spec in specs))
-              for n in policies}
-    wrapped = {n: _seeds_wrapper(p, S) for n, p in policies.items()}
-    results = planning.evaluate(env, wrapped, states, key, S * E, config.eval.max_steps, reward_fns,
-                                history=config.model.history)
-    return [{n: {k: (v if k == "first_episode_qpos" else v[s * E:(s + 1) * E]) for k, v in r.items()}
-             for n, r in results.items()} for s in range(S)]
-
-
-_SEED_WRAPPERS: dict = {}
-
-
-def _seeds_wrapper(policy, seeds: int):
-    """One wrapper object per (policy, seeds), so grouped members keep sharing theirs and programs stay cached."""
-    if (policy, seeds) not in _SEED_WRAPPERS:
-        _SEED_WRAPPERS[(policy, seeds)] = planning.seeds_policy(policy, seeds)
-    return _SEED_WRAPPERS[(policy, seeds)]
-
-
-def _policies(env, policies_spec: dict, config) -> tuple[dict, dict]:
-    """The cached policy functions and model states of a policies_spec (the learned-J variants of one model
-    grouped into one batched policy)."""
-    schedule = _schedule(config)
-    policies, states = {}, {}
-    # the learned-objective D-MPC variants of one model run as one batch (planning.make_variants_policy)
-    variants = [n for n, (method, model, objective) in policies_spec.items()
-                if config.plan.get("batch_variants", True) and n == method and method in planning.DMPC_VARIANTS
-                and (objective is planning.learned_objective or method == "dmpc_lcb")]
-    groups = {}
-    for name in variants:
-        groups.setdefault(id(policies_spec[name][1]), []).append(name)
-    groups = {k: sorted(v) for k, v in groups.items()}     # sorted: the same action keys as ungrouped policies
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        graphdef, state = nnx.split(policies_spec[members[0]][1])
-        cache_key = (repr(env), tuple(members), "variants", graphdef)
-        if cache_key not in _EVAL_CACHE:
-            _EVAL_CACHE[cache_key] = planning.make_variants_policy(graphdef, tuple(members), config.plan, schedule)
-        for name in members:
-            policies[name], states[name] = _EVAL_CACHE[cache_key], state
-    for name, (method, model, objective) in policies_spec.items():
-        if name in policies:
-            continue
-        graphdef, state = nnx.split(model)
-        cache_key = (repr(env), name, method, objective, graphdef)
-        if cache_key not in _EVAL_CACHE:
-            _EVAL_CACHE[cache_key] = planning.make_policy(graphdef, method, config.plan, schedule, objective)
-        policies[name] = _EVAL_CACHE[cache_key]
-        states[name] = state
-    return policies, states
-
-
-def _scores(returns, reference, env_name) -> dict:
-    out = {"return": _summary(returns), "normalized_own": _summary(data_lib.normalized_score(returns, reference))}
-    if env_name in envs_lib.D4RL_REFERENCE:
-        out["normalized_d4rl_ref"] = _summary(data_lib.normalized_score(returns, envs_lib.D4RL_REFERENCE[env_name]))
-    return out
-
-
-def seed_scores(per_seed_returns: list, reference, env_name) -> dict:
-    """`_scores` over training seeds: with one seed, that seed's episodes (mean ± s.e. over episodes); with
-    several, the mean of the seeds' episode means ± the s.e. over seeds (seeds are the replicates; episodes
-    within a seed share its model), each seed's own scores under `per_seed`."""
-    if len(per_seed_returns) == 1:
-        return _scores(per_seed_returns[0], reference, env_name)
-    per_seed = [_scores(r, reference, env_name) for r in per_seed_returns]
-    out = {key: _summary([p[key]["mean"] for p in per_seed]) for key in per_seed[0]}
-    out.update(seeds=len(per_seed), episodes_per_seed=int(len(per_seed_returns[0])), per_seed=per_seed)
     return out
 
 
@@ -418,7 +314,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         # the fit diagnostics on episodes the models never saw (on small datasets every head memorises its data)
         fit_segments = segments if test_eps is None else make_segments(test_eps)
         fit_batch = fit_segments.batch(np.random.default_rng(config.seed + 7), 512)
-        schedule = _schedule(config)
+        schedule = evaluation.noise_schedule(config)
         fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
         dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
         # the objective on held-out and on training segments: the planner's argmax exploits where J overfits
@@ -437,17 +333,17 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         def spec_for(seed_model):
             spec = {m: (m, seed_model, planning.learned_objective) for m in config.methods}
             for r in reward_fns or ():       # novel rewards ride along in the same program (no retraining)
-                spec[f"dmpc_{r}"] = ("dmpc", seed_model, _novel_objective(env_name, r, config.value.discount,
+                spec[f"dmpc_{r}"] = ("dmpc", seed_model, evaluation.novel_objective(env_name, r, config.value.discount,
                                                                          config.value.terminal_penalty))
             return spec
         # every seed's model through the same planners in one program, each seed on its own episodes
-        per_seed = evaluate_seed_models(env, spec_for, [m for m, _ in seed_models],
+        per_seed = evaluation.evaluate_seed_models(env, spec_for, [m for m, _ in seed_models],
                                         jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config, reward_fns)
         results = per_seed[0]
         returns = {m: [r[m]["return"] for r in per_seed] for m in config.methods}
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
-               "dataset_return": _summary(episodes.returns), "load_s": load_s, "train_s": t1 - t0 - load_s,
+               "dataset_return": evaluation.summary(episodes.returns), "load_s": load_s, "train_s": t1 - t0 - load_s,
                "eval_s": time.perf_counter() - t1,
                "train_steps": config.train.num_steps, "train_episodes": int(len(train_eps.lengths)),
                "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
@@ -456,13 +352,13 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "head_selection": selection, "seeds": seeds, "model_prediction": config.model.prediction,
                "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
         for m in config.methods:
-            row[m] = seed_scores(returns[m], reference, env_name)
+            row[m] = evaluation.seed_scores(returns[m], reference, env_name)
         if i == 0:
             out["first_episode_qpos"] = {m: results[m]["first_episode_qpos"].tolist()
                                          for m in ("dmpc", "bc") if m in results}
         if reward_fns:     # per seed over episodes; with several seeds, the seeds' means ± s.e. over seeds
             row["novel_rewards"] = {
-                p: {k: _summary(v) if len(per_seed) == 1 else _summary([np.mean(r[p][k]) for r in per_seed])
+                p: {k: evaluation.summary(v) if len(per_seed) == 1 else evaluation.summary([np.mean(r[p][k]) for r in per_seed])
                     for k, v in res.items() if k != "first_episode_qpos"}
                 for p, res in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
@@ -477,7 +373,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row
             checkpoint_fn(out)
         if planner_report is not None and env_name == config.adaptation_env and kind == config.ankle.dataset:
-            out.update(planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
+            out.update(evaluation.planner_speed_and_gif(env, model, config, results["dmpc"]["first_episode_qpos"],
                                              planner_report[0]))
             log(f"  {env_name}: D-MPC plans a control step in {out['plan_ms_per_step']:.1f} ms for "
                 f"{out['plan_batch_episodes']} episodes at once"
@@ -486,47 +382,6 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             if checkpoint_fn is not None:
                 checkpoint_fn(out)
     return trained
-
-
-def planner_speed_and_gif(env, model, config, first_episode_qpos, gif_path: str | None) -> dict:
-    """D-MPC's milliseconds per control step, batched over config.eval.num_episodes episodes (compile
-    excluded), and a GIF of its first evaluation episode (up to 300 steps) at `gif_path`."""
-    graphdef, state = nnx.split(model)
-    schedule = _schedule(config)
-    policy = planning.make_policy(graphdef, "dmpc", config.plan, schedule)
-    resets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), config.eval.num_episodes))
-    histories = jnp.repeat(resets.obs[:, None], config.model.history, 1)
-    out = {"plan_ms_per_step": planning.plan_ms_per_step(policy, state, histories),
-           "plan_batch_episodes": config.eval.num_episodes}
-    # the learned-J variants in the evaluation: one vmapped batch vs one call per variant, same episodes each
-    variants = tuple(sorted(m for m in config.methods if m in planning.DMPC_VARIANTS))
-    if len(variants) > 1:
-        grouped = planning.make_variants_policy(graphdef, variants, config.plan, schedule)
-        many = jnp.tile(histories, (len(variants), 1, 1))
-        keyed = lambda fn: (lambda st, h, key: fn(st, h, jax.random.split(key, len(variants))))
-        singles = [planning.make_policy(graphdef, v, config.plan, schedule) for v in variants]
-        out["variants_ms_per_step"] = {
-            "variants": list(variants),
-            "batched": planning.plan_ms_per_step(keyed(grouped), state, many),
-            "one_call_each": sum(planning.plan_ms_per_step(p, state, histories) for p in singles)}
-    if gif_path:
-        figures.episode_gif(env.name, np.asarray(first_episode_qpos)[:300], gif_path)
-        out["gif"] = gif_path
-    return out
-
-
-_NOVEL_OBJECTIVES: dict = {}
-
-
-def _novel_objective(env_name, reward_name, discount, terminal_penalty):
-    """One objective function object per novel reward, so cached evaluation programs are reused. A predicted
-    fall ends the score with J's terminal penalty (planning.reward_objective)."""
-    key = (env_name, reward_name, discount, terminal_penalty)
-    if key not in _NOVEL_OBJECTIVES:
-        _NOVEL_OBJECTIVES[key] = planning.reward_objective(
-            envs_lib.novel_rewards(env_name)[reward_name], discount,
-            healthy_fn=functools.partial(envs_lib.healthy, env_name), terminal_penalty=terminal_penalty)
-    return _NOVEL_OBJECTIVES[key]
 
 
 def broken_ankle_experiment(env_name, model, made, config, workdir, log) -> dict:
@@ -547,10 +402,10 @@ def broken_ankle_experiment(env_name, model, made, config, workdir, log) -> dict
     if "dmpc_softmax" in config.methods:        # the ranking variant that led on the six datasets (README)
         spec.update({"before_softmax": ("dmpc_softmax", model, planning.learned_objective),
                      "after_softmax": ("dmpc_softmax", finetuned, planning.learned_objective)})
-    results = evaluate_models(broken, spec, jax.random.key(config.seed + 13), config)
+    results = evaluation.evaluate_models(broken, spec, jax.random.key(config.seed + 13), config)
     reference = made["reference"]
     out = {"gear_scale": config.ankle.gear_scale, "play_episodes": int(len(play.lengths)),
-           "play_return": _summary(play.returns), **{k: _scores(v["return"], reference, env_name) for k, v in results.items()}}
+           "play_return": evaluation.summary(play.returns), **{k: evaluation.scores(v["return"], reference, env_name) for k, v in results.items()}}
     log(f"  broken ankle (gear x{config.ankle.gear_scale}): D-MPC {out['before']['normalized_own']['mean']:.1f} -> "
         f"{out['after']['normalized_own']['mean']:.1f} after fine-tuning the dynamics on {out['play_episodes']} play episodes")
     return out
