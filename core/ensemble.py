@@ -31,10 +31,9 @@ def init_ensemble(make_model: Callable[[nnx.Rngs], nnx.Module], optimizer: optax
 def make_ensemble_step(graphdef: nnx.GraphDef, loss_fn: train_lib.LossFn, optimizer: optax.GradientTransformation,
                        compute_dtype: Any = jnp.bfloat16, shared_batch: bool = True) -> Callable:
     """`step(states, batch) -> (states, metrics[M])`; the batch is shared or has a leading member axis."""
-    single = train_lib.make_train_step(graphdef, loss_fn, optimizer, compute_dtype, donate=False)
-    vmapped = jax.vmap(single.__wrapped__ if hasattr(single, "__wrapped__") else single,
-                       in_axes=(0, None if shared_batch else 0))
-    return jax.jit(vmapped, donate_argnums=(0,))
+    step = train_lib.train_step_fn(graphdef, loss_fn, optimizer, compute_dtype)
+    members = train_lib.vmap_members(step, batch_axis=None if shared_batch else 0, reduce_metrics=False)
+    return jax.jit(members, donate_argnums=(0,))
 
 
 def member(state: train_lib.TrainState, index: int) -> train_lib.TrainState:

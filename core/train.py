@@ -183,6 +183,37 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
     ema_decay > 0 (the state from `init_train_state(..., ema=True)`): after each update,
     ema <- decay * ema + (1 - decay) * params.
     """
+    if steps_per_call < 1:
+        raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}.")
+    one_step = train_step_fn(graphdef, loss_fn, optimizer, compute_dtype, ema_decay)
+    if members > 1:
+        one_step = vmap_members(one_step)
+    if steps_per_call == 1:
+        return jax.jit(one_step, donate_argnums=(0,) if donate else ())
+
+    def steps(state: TrainState, batches: Any) -> tuple[TrainState, dict]:
+        state, metrics = jax.lax.scan(one_step, state, batches)
+        last = jax.tree.map(lambda m: m[-1], metrics)
+        return state, {**last, "nonfinite": jnp.any(metrics["nonfinite"])}
+
+    return jax.jit(steps, donate_argnums=(0,) if donate else ())
+
+
+def vmap_members(step: Callable, batch_axis: int | None = 1, reduce_metrics: bool = True) -> Callable:
+    """A train step over a stacked state (leading member axis), every member on its own slice of the batch
+    (`batch_axis`) or all on the same batch (None). Metrics are member means ("nonfinite": any member's), or
+    per member [M] with reduce_metrics=False."""
+    def members_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        state, metrics = jax.vmap(step, in_axes=(0, batch_axis))(state, batch)
+        if reduce_metrics:
+            metrics = {k: jnp.any(v) if k == "nonfinite" else jnp.mean(v) for k, v in metrics.items()}
+        return state, metrics
+    return members_step
+
+
+def train_step_fn(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                  compute_dtype: Any = jnp.bfloat16, ema_decay: float = 0.0) -> Callable:
+    """The un-jitted `step(state, batch) -> (state, metrics)` of `make_train_step`, to compose (vmap, scan)."""
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
@@ -218,22 +249,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
                    **{k: jnp.asarray(v, jnp.float32) for k, v in dict(aux).items()}}
         return new_state, metrics
 
-    if steps_per_call < 1:
-        raise ValueError(f"train.steps_per_call must be >= 1, got {steps_per_call}.")
-    one_step = step
-    if members > 1:
-        def one_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
-            state, metrics = jax.vmap(step, in_axes=(0, 1))(state, batch)
-            return state, {k: jnp.any(v) if k == "nonfinite" else jnp.mean(v) for k, v in metrics.items()}
-    if steps_per_call == 1:
-        return jax.jit(one_step, donate_argnums=(0,) if donate else ())
-
-    def steps(state: TrainState, batches: Any) -> tuple[TrainState, dict]:
-        state, metrics = jax.lax.scan(one_step, state, batches)
-        last = jax.tree.map(lambda m: m[-1], metrics)
-        return state, {**last, "nonfinite": jnp.any(metrics["nonfinite"])}
-
-    return jax.jit(steps, donate_argnums=(0,) if donate else ())
+    return step
 
 
 @dataclasses.dataclass
