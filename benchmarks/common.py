@@ -127,7 +127,8 @@ class CompileCounter:
     """Counts XLA backend compilations while active (`with CompileCounter() as c: ...; c.count`).
 
     jit's dispatch-cache size also grows for committed vs uncommitted inputs, which are not recompilations,
-    so the counter listens to the backend-compile event instead.
+    so the counter listens to the backend-compile event instead. That event spans the persistent cache's
+    lookup too, so with JAX_COMPILATION_CACHE_DIR set a program loaded from disk still counts (tested).
     """
 
     EVENT = "/jax/core/compile/backend_compile_duration"

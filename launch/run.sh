@@ -42,6 +42,17 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 case "$job" in
   demo) exec "$venv/bin/python" -m launch.demo "$@" ;;
   test)
+    # One persistent compilation cache per test run, shared by both workers and every subprocess (demo,
+    # notebooks, launch scripts): the smoke pipelines compile the same programs several times over, and a hit
+    # skips XLA's compile. A size limit turns on the cache's file lock, so a worker never reads an entry the
+    # other is still writing. A cache the caller set is used as it is.
+    if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
+      JAX_COMPILATION_CACHE_DIR=$(mktemp -d -t paperclub-jax-cache.XXXXXX)
+      export JAX_COMPILATION_CACHE_DIR
+      trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+    fi
+    export JAX_COMPILATION_CACHE_MAX_SIZE=${JAX_COMPILATION_CACHE_MAX_SIZE:-4000000000}
+    export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.5}
     set +e
     # Two workers, whole files each (module fixtures are built once): most of the suite is single-threaded XLA
     # compilation, so a second process nearly halves the wall time on a 2-core machine. PYTEST_WORKERS=0: serial.

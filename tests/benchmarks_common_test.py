@@ -67,6 +67,28 @@ def test_compile_counter_counts_backend_compiles_only():
     assert counter.count == 2
 
 
+def test_compile_counter_counts_a_program_loaded_from_the_persistent_cache(tmp_path):
+    # two processes on one cache directory (as the test job and a GPU session's consecutive commands run):
+    # the second compiles nothing but loads the programs, and the guard must still see each one
+    import os
+    import subprocess
+    import sys
+    script = ("from benchmarks import common; import jax, jax.numpy as jnp\n"
+              "hits = []\n"
+              "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e == '/jax/compilation_cache/cache_hits'))\n"
+              "with common.CompileCounter() as c:\n"
+              "    jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()\n"
+              "print(c.count, sum(hits))")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONPATH=common.ROOT)
+    env.pop("XLA_FLAGS", None)
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                           cwd=common.ROOT).stdout.split()[-2:] for _ in range(2)]
+    (compiled, hits_first), (loaded, hits_second) = [(int(a), int(b)) for a, b in runs]
+    assert compiled >= 1 and hits_first == 0 and os.listdir(tmp_path)
+    assert hits_second == compiled and loaded == compiled     # every program came from disk, and each counted
+
+
 def test_timing_refuses_a_call_that_compiles_while_timed():
     shapes = iter(range(1, 100))
     fresh_shape = lambda: jnp.ones(next(shapes)).sum()    # a new shape, so a new compile, every call
