@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from core.fileio import write_text_atomic
+
 
 def _scalar(value: Any) -> float:
     return float(np.asarray(value))
@@ -116,8 +118,4 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str, payload: dict) -> None:
     """Writes JSON atomically (temp file + rename): a reader never sees a half-written file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, default=_jsonable)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1, default=_jsonable))

@@ -8,8 +8,6 @@ Ensembles run the same step under `jax.vmap` over a leading member axis of the s
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import signal
 import threading
 import time
@@ -26,6 +24,7 @@ from core import checkpoint as checkpoint_lib
 from core import errors
 from core import metrics as metrics_lib
 from core import sharding as sharding_lib
+from core import workdir as workdir_lib
 from core.precision import cast_floating
 
 LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -362,8 +361,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
     get_batch = batches if callable(batches) and not hasattr(batches, "__next__") else None
     first_host = get_batch(0) if get_batch else next(batches)
     first_batch = sharding_lib.shard_batch(first_host, mesh)
-    _pin_identity(workdir, _run_identity(state, first_batch, identity))
-    _write_config(workdir, config)
+    workdir_lib.pin_identity(workdir, workdir_lib.run_identity(state, first_batch, identity))
+    workdir_lib.write_config(workdir, config)
     writer = None
     with _StopRequests() as stop, checkpoint_lib.Checkpointer(
             f"{workdir}/checkpoints", keep=tc.keep_checkpoints, async_save=tc.async_checkpoint) as ckpt:
@@ -377,7 +376,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module, lo
                 metrics_lib.log_progress(f"resumed from {workdir}/checkpoints at step {start}")
             if get_batch and start:
                 first_batch = None
-            _drop_rows_after(workdir, start)
+            workdir_lib.drop_rows_after(workdir, start)
             writer = metrics_lib.MetricsWriter(workdir)
             progress = metrics_lib.Progress(tc.num_steps, start)
             started = time.perf_counter()
@@ -469,82 +468,3 @@ class _StopRequests:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-def _run_identity(state: TrainState, batch: Any, extra: Mapping[str, Any] | None) -> dict:
-    """What a workdir's checkpoints and metrics mean: parameter shapes, global batch shapes, data identity."""
-    describe = lambda tree: {jax.tree_util.keystr(path, simple=True, separator="/"):
-                             [list(np.shape(leaf)), str(leaf.dtype)]
-                             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-    return {"params": describe(state.params), "batch": describe(batch),
-            "data": json.loads(json.dumps(dict(extra or {}), default=str))}
-
-
-def _pin_identity(workdir: str, identity: dict) -> None:
-    """Writes workdir/identity.json on the first run; later runs must match it (raises before any write)."""
-    path = os.path.join(workdir, "identity.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            try:
-                pinned = json.load(f)
-            except json.JSONDecodeError as e:
-                raise errors.WorkdirMismatchError(
-                    f"{path} is unreadable ({e}); it pins what this workdir trained on. Use a fresh --workdir.")
-        differences = _differences(pinned, identity)
-        if differences:
-            raise errors.WorkdirMismatchError(
-                f"--workdir {workdir} was trained with a different config (data or model identity: "
-                + "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
-                + f"). Resuming would mix two experiments: use a fresh --workdir, or rerun with the config in "
-                f"{os.path.join(workdir, 'config.json')}.")
-        return
-    if jax.process_index() == 0:
-        _write_atomic(path, json.dumps(identity, indent=1, sort_keys=True))
-
-
-def _differences(pinned: dict, current: dict, prefix: str = "") -> list[str]:
-    """Human-readable "key: workdir X, this run Y" lines for every leaf that differs."""
-    out = []
-    for key in sorted(set(pinned) | set(current)):
-        a, b = pinned.get(key, "absent"), current.get(key, "absent")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: workdir {a}, this run {b}")
-    return out
-
-
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """config.json, the record of the latest accepted run (written only after the workdir accepted it)."""
-    if jax.process_index() == 0:
-        _write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _drop_rows_after(workdir: str, step: int) -> None:
-    """Removes metrics.jsonl rows past the resumed step: those steps run again and will be logged again."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if jax.process_index() != 0 or not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue                  # a row cut short by a kill
-    if len(kept) != len(lines):
-        _write_atomic(path, "".join(kept))
