@@ -56,7 +56,8 @@ class TransformerConfig:
     tie_embeddings: bool = True
     attention_impl: str = "xla"        # training attention: "xla" or "cudnn" (GPU, bf16)
     cache_attention: str = "auto"      # cached attention backend: "auto" (Pallas on GPU), "pallas", "reference"
-    decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", or "pallas" (norm/SwiGLU/residual fused in)
+    decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", "pallas" (norm/SwiGLU/residual fused in) or
+                                       # "pallas_splitk" (the same fusions, wide tiles split over K)
     # Cached forwards (prefill / decode / verify / verify_tree): "default", or "invariant": every token's logits
     # computed with one reduction order whatever the number of tokens in the call, the batch, the cache length
     # and the token's slot in a tree (so greedy speculative decoding equals greedy AR bit for bit); slower.
@@ -70,8 +71,8 @@ class TransformerConfig:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.attention_impl not in ("xla", "cudnn"):
             raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}.")
-        if self.decode_kernel not in ("xla", "pallas"):
-            raise ValueError(f"decode_kernel must be 'xla' or 'pallas', got {self.decode_kernel!r}.")
+        if self.decode_kernel not in ("xla", "pallas", "pallas_splitk"):
+            raise ValueError(f"decode_kernel must be 'xla', 'pallas' or 'pallas_splitk', got {self.decode_kernel!r}.")
         if self.numerics not in ("default", "invariant"):
             raise ValueError(f"numerics must be 'default' or 'invariant', got {self.numerics!r}.")
         if self.invariant_gemv not in ("auto", "pallas", "tiled"):
@@ -470,11 +471,11 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         add_matmul = lambda x, h, w: _invariant_matmul(h, w, residual=x, backend=backend)
         attention = lambda q, k_cache, v_cache: invariant_attention(q, k_cache, v_cache, cache.lengths, positions,
                                                                     _causal(1))
-    elif config.decode_kernel == "pallas":   # norm + GEMV (+ SwiGLU / residual) in one kernel each
-        eps = config.norm_eps
-        norm_matmul = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, eps=eps)
-        swiglu = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, swiglu=True, eps=eps)
-        add_matmul = lambda x, h, w: fused_gemv_ops.fused_gemv(h, w, residual=x)
+    elif config.decode_kernel in ("pallas", "pallas_splitk"):   # norm + GEMV (+ SwiGLU / residual) fused
+        eps, backend = config.norm_eps, config.decode_kernel
+        norm_matmul = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, eps=eps, backend=backend)
+        swiglu = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, swiglu=True, eps=eps, backend=backend)
+        add_matmul = lambda x, h, w: fused_gemv_ops.fused_gemv(h, w, residual=x, backend=backend)
     else:
         norm_matmul = lambda x, scale, w: _rms_norm(x, scale, config.norm_eps) @ w
         swiglu = lambda x, scale, w: _swiglu(_rms_norm(x, scale, config.norm_eps) @ w, m)
@@ -491,7 +492,7 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         x = add_matmul(x, swiglu(x, p["mlp_norm"], p["w_gate_up"]), p["w_down"])
         ks.append(k_cache)
         vs.append(v_cache)
-    if config.numerics == "invariant":
+    if config.numerics == "invariant" or config.decode_kernel == "pallas_splitk":
         logits = norm_matmul(x, params["final_norm"], params["lm_head"])
     else:
         logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
