@@ -1,5 +1,6 @@
 """MJX locomotion envs: one step agrees with MuJoCo's CPU simulator; the broken ankle and novel rewards."""
 
+import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
@@ -64,3 +65,13 @@ def test_mjx_envs_use_the_cheap_solver_budget_and_none_keeps_the_xml():
     assert (xml.opt.iterations, xml.opt.ls_iterations) == (100, 50)
     env = envs.make("walker2d", 0.25)          # the broken-ankle MJX env gets the same budget
     assert (int(env.sys.opt.iterations), int(env.sys.opt.ls_iterations)) == envs.SOLVER_ITERATIONS
+
+
+@pytest.mark.slow
+def test_state_from_obs_rebuilds_the_observed_mjx_state():
+    env = envs.make("halfcheetah")
+    state = env.step(env.reset(jax.random.key(0)), 0.5 * jnp.ones(env.action_size))
+    rebuilt = env.state_from_obs(state.obs)
+    np.testing.assert_allclose(rebuilt.obs, state.obs, atol=1e-6)
+    action = -0.3 * jnp.ones(env.action_size)
+    np.testing.assert_allclose(env.step(rebuilt, action).obs, env.step(state, action).obs, atol=1e-4)

@@ -49,6 +49,9 @@ def test_smoke_pipeline_in_stages_end_to_end(tmp_path):
     for row in result["datasets"].values():
         assert row["seeds"] == 2 and len(row["head_selection_other_seeds"]) == 1
         assert row["model_prediction"] == config.model.prediction == "x0"
+        ranking = row["candidate_ranking"]
+        assert ranking["states"] == config.ranking_states and ranking["oracle"]["spearman"] > 0.99
+        assert all(-1 <= ranking[m]["spearman"] <= 1 for m in ("diffusion", "onestep"))
         for method in config.methods:
             assert math.isfinite(row[method]["normalized_own"]["mean"])
             per_seed = [p["normalized_own"]["mean"] for p in row[method]["per_seed"]]

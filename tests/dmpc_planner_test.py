@@ -228,3 +228,43 @@ def test_seed_models_evaluate_in_one_program_each_on_its_own_episodes():
         np.testing.assert_allclose(per_seed[s]["bc"]["return"], alone["bc"]["return"][s * n:(s + 1) * n], rtol=1e-5)
         assert per_seed[s]["dmpc"]["return"].shape == (n,)
     assert not np.allclose(per_seed[0]["bc"]["return"], per_seed[1]["bc"]["return"])
+
+
+def test_simulated_chunks_replay_the_env_from_the_observed_state_and_stop_at_the_fall():
+    from papers.dmpc import envs
+    env = envs.make("toy")
+    state = env.reset(jax.random.key(0))
+    for _ in range(5):
+        state = env.step(state, jnp.array([1.0, 0.2]))
+    actions = jnp.stack([jnp.tile(jnp.array([[0.5, 0.0]]), (4, 1)), jnp.tile(jnp.array([[-0.3, 0.4]]), (4, 1))])
+    states, rewards, alive = planning.simulate_chunks(env, state.obs, actions)
+    replay, replay_rewards = state, []
+    for action in actions[0]:                 # the env itself, from the real state (its x position is not observed)
+        replay = env.step(replay, action)
+        replay_rewards.append(float(replay.reward))
+    np.testing.assert_allclose(states[0, -1], replay.obs, atol=1e-6)
+    np.testing.assert_allclose(rewards[0], replay_rewards, atol=1e-6)
+    assert np.asarray(alive).tolist() == [[1.0] * 4] * 2
+    # from y = 0.9 moving up, pushing up: y passes 1 (the episode's end) within the chunk; the step that falls
+    # still counts, none after it
+    edge = jnp.array([0.9, 0.0, 1.0])
+    states, rewards, alive = planning.simulate_chunks(env, edge, jnp.tile(jnp.array([[0.0, 1.0]]), (1, 6, 1)))
+    fallen = np.abs(np.asarray(states[0, :, 0])) >= 1.0
+    first = int(np.argmax(fallen))
+    assert fallen.any() and 0 < first < 5
+    assert np.asarray(alive[0]).tolist() == [1.0] * (first + 1) + [0.0] * (5 - first)
+
+
+def test_candidate_ranking_oracle_ranks_perfectly_and_bounds_every_argmax_pick():
+    from core import diffusion
+    from papers.dmpc import envs
+    model, schedule = _small_model(), diffusion.cosine_schedule(100)       # obs 3 / actions 2: the toy env's
+    histories = 0.3 * jax.random.normal(jax.random.key(5), (3, 2, 3))
+    ranking = planning.candidate_ranking(envs.make("toy"), model, {"history": histories}, jax.random.key(6),
+                                         _plan_cfg(num_samples=8), schedule, num_states=3)
+    assert ranking["states"] == 3 and ranking["candidates"] == 8
+    assert ranking["oracle"]["spearman"] == pytest.approx(1.0)
+    for name in ("diffusion", "onestep"):
+        assert -1.0 <= ranking[name]["spearman"] <= 1.0
+        assert ranking[name]["argmax_gain_sd"] <= ranking["oracle"]["argmax_gain_sd"] + 1e-9
+    assert np.isfinite(ranking["mean_reward"]) and np.isfinite(ranking["diffusion"]["argmax_reward"])

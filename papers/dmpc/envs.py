@@ -138,6 +138,15 @@ class Locomotion(PipelineEnv):
         return state.replace(pipeline_state=after, obs=self._obs(after), reward=reward, done=done,
                              metrics={**state.metrics, **metrics})
 
+    def state_from_obs(self, obs: jax.Array) -> State:
+        """The simulator state an observation describes, with the x position (not observed; nothing depends on
+        it) at 0. Hopper's and walker2d's observed qvel is clipped to ±10, so a state observed at the clip is
+        approximate."""
+        nq = self.sys.q_size()
+        pipeline_state = self.pipeline_init(jnp.concatenate([jnp.zeros(1), obs[: nq - 1]]), obs[nq - 1:])
+        zero = jnp.zeros(())
+        return State(pipeline_state, self._obs(pipeline_state), zero, zero, {"x_position": zero, "x_velocity": zero})
+
     def is_healthy(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
         spec = self.spec
         z, angle = qpos[1], qpos[2]
@@ -239,6 +248,11 @@ class ToyRunner(Env):
         metrics = {"x_position": q[0], "x_velocity": qd[0]}
         return state.replace(pipeline_state=ps, obs=self._obs(ps), reward=reward,
                              done=1.0 - healthy.astype(jnp.float32), metrics={**state.metrics, **metrics})
+
+    def state_from_obs(self, obs: jax.Array) -> State:
+        ps = ToyPipelineState(q=jnp.concatenate([jnp.zeros(1), obs[:1]]), qd=obs[1:])
+        zero = jnp.zeros(())
+        return State(ps, self._obs(ps), zero, zero, {"x_position": zero, "x_velocity": zero})
 
     def _obs(self, ps: ToyPipelineState) -> jax.Array:
         return jnp.concatenate([ps.q[1:], ps.qd])

@@ -323,6 +323,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if test_eps is not None:
             value_fit["training"] = planning.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
                                                        jax.random.key(config.seed + 9), config.plan, schedule)
+        # the argmax ranks candidates from one state: each dynamics model's ranking against simulated futures
+        ranking = planning.candidate_ranking(env, model, fit_batch, jax.random.key(config.seed + 10), config.plan,
+                                             schedule, num_states=int(config.get("ranking_states", 32)))
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         if models_out is not None:
@@ -349,6 +352,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
                "selection_episodes": 0 if select_eps is None else int(len(select_eps.lengths)),
                "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
+               "candidate_ranking": ranking,
                "head_selection": selection, "seeds": seeds, "model_prediction": config.model.prediction,
                "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
         for m in config.methods:
@@ -367,7 +371,10 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             f"MSE: diffusion sample {fit['diffusion_one_sample']:.3f}, BC {fit['bc']:.3f}, marginal {fit['marginal']:.3f}; "
             f"{config.model.horizon}-step state MSE: diffusion {dynamics_fit['diffusion']:.3f}, one-step MLP "
             f"{dynamics_fit['onestep']:.3f}; value 1-R^2 on predicted futures: "
-            + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items()) + ")"
+            + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items())
+            + "; within-state ranking vs simulated futures, Spearman / argmax pick in s.d.: " + ", ".join(
+                f"{k} {ranking[k]['spearman']:.2f} / {ranking[k]['argmax_gain_sd']:+.2f}"
+                for k in ("diffusion", "onestep", "oracle")) + ")"
             + "".join(f"; {h} best at step {r['best_step']} ({r['best_loss']:.4g} vs last {r['last_loss']:.4g})"
                       for h, r in selection.items() if h in ("value", "proposal", "dynamics")))
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row

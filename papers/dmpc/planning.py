@@ -166,6 +166,61 @@ def value_fit(model, batch: dict, key, cfg, schedule) -> dict:
     return out
 
 
+def simulate_chunks(env, obs, actions):
+    """The true futures of N action chunks [N, F, A] from the state `obs` describes: states [N, F, S], rewards
+    [N, F] and the alive mask [N, F] (1 until the env's episode would have ended, inclusive of that step)."""
+    start = env.state_from_obs(obs)
+
+    def chunk(acts):
+        def step(carry, action):
+            state, alive = carry
+            nxt = env.step(state, action)
+            return (nxt, alive * (1.0 - nxt.done)), (nxt.obs, nxt.reward, alive)
+        return jax.lax.scan(step, (start, jnp.ones(())), acts)[1]
+    return jax.vmap(chunk)(actions)
+
+
+def candidate_ranking(env, model, batch: dict, key, cfg, schedule, num_states: int = 32) -> dict:
+    """How well each dynamics model ranks the planner's candidates from ONE state, which is what the argmax
+    uses (value_fit ranks segments across states). At each of `num_states` held-out states: N diffusion
+    proposals (the planner's), their futures predicted by the diffusion dynamics and by the one-step MLP,
+    and simulated from the state; J scores each set. Per model, means over states of: `spearman` of J on
+    predicted vs J on simulated futures over the N candidates; `argmax_gain_sd`, how far the candidate the
+    argmax picks on predicted futures sits above the candidates' mean J on simulated futures, in that state's
+    s.d. of it (`oracle` picks on the simulated futures themselves: the ceiling); `argmax_reward`, the F-step
+    simulated reward of that pick against `mean_reward` of all candidates."""
+    histories = jnp.asarray(batch["history"][:num_states])
+    n = cfg.num_samples
+
+    @jax.jit
+    def one_state(history, key):
+        k_act, k_dyn = jax.random.split(key)
+        actions = diffusion_actions(model, history, k_act, n, cfg, schedule)
+        obs = history[-1]
+        true_states, rewards, alive = simulate_chunks(env, obs, actions)
+        score = lambda states: learned_objective(model, obs, states, actions)
+        scores = {"diffusion": score(diffusion_states(model, history, actions, k_dyn, cfg, schedule)),
+                  "onestep": score(onestep_states(model, history, actions)), "oracle": score(true_states)}
+        return scores, jnp.sum(rewards * alive, -1)
+
+    ranks = lambda x: np.argsort(np.argsort(x)).astype(np.float64)
+    per_state = {name: {"spearman": [], "argmax_gain_sd": [], "argmax_reward": []}
+                 for name in ("diffusion", "onestep", "oracle")}
+    mean_reward = []
+    for history, k in zip(histories, jax.random.split(key, histories.shape[0])):
+        scores, reward = jax.device_get(one_state(history, k))
+        truth = np.asarray(scores["oracle"], np.float64)
+        spread = max(float(truth.std()), 1e-9)
+        mean_reward.append(float(np.mean(reward)))
+        for name, values in scores.items():
+            pick = int(np.argmax(values))
+            per_state[name]["spearman"].append(float(np.corrcoef(ranks(np.asarray(values)), ranks(truth))[0, 1]))
+            per_state[name]["argmax_gain_sd"].append((truth[pick] - truth.mean()) / spread)
+            per_state[name]["argmax_reward"].append(float(reward[pick]))
+    out = {name: {k: float(np.nanmean(v)) for k, v in stats.items()} for name, stats in per_state.items()}
+    return {**out, "mean_reward": float(np.mean(mean_reward)), "states": int(histories.shape[0]), "candidates": n}
+
+
 def _ssr(model, history, key, cfg, objective, propose, predict, softmax: bool = False):
     def sample(key, n):
         k_act, k_dyn = jax.random.split(key)
