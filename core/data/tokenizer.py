@@ -14,6 +14,8 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from core import fileio
+
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
@@ -32,8 +34,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 def save_tokenizer(tokenizer, directory: str) -> str:
     """Writes directory/tokenizer.json atomically; the same tokenizer gives the same bytes."""
     path = os.path.join(directory, "tokenizer.json")
-    tokenizer.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    with fileio.atomic_path(path) as tmp:
+        tokenizer.save(tmp)
     return path
 
 
@@ -64,8 +66,7 @@ def write_token_stream(tokenizer, texts: Iterable[str], path: str, batch_docs: i
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 65536 else np.uint32
     eos = eos_id(tokenizer)
     total = 0
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
         batch: list[str] = []
 
         def flush():
@@ -82,10 +83,7 @@ def write_token_stream(tokenizer, texts: Iterable[str], path: str, batch_docs: i
                 flush()
         if batch:
             flush()
-    with open(path + ".json.tmp", "w") as f:
-        json.dump(dict(dtype=np.dtype(dtype).name, num_tokens=total), f)
-    os.replace(tmp, path)
-    os.replace(path + ".json.tmp", path + ".json")
+    fileio.write_text_atomic(path + ".json", json.dumps(dict(dtype=np.dtype(dtype).name, num_tokens=total)))
     return total
 
 

@@ -36,6 +36,7 @@ from brax.training.acme import running_statistics
 from brax.training.agents.ppo import networks as ppo_networks
 from brax.training.agents.ppo import train as ppo
 
+from core import fileio
 from papers.dmpc import brax_compat
 from papers.dmpc import data as data_lib
 
@@ -88,10 +89,8 @@ def _network(env, config: ml_collections.ConfigDict):
 
 
 def _write(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(payload, f)
-    os.replace(path + ".tmp", path)
 
 
 def _read(path: str) -> dict:

@@ -8,6 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from core import fileio
+
 
 def _frames_mujoco(env_name: str, qpos: np.ndarray):
     import matplotlib
@@ -70,8 +72,6 @@ def episode_gif(env_name: str, qpos: np.ndarray, path: str, stride: int = 3) -> 
     """Writes every `stride`-th state of the episode as a GIF at `path` (temp file, then rename)."""
     qpos = np.asarray(qpos)[::stride]
     frames = _frames_toy(qpos) if env_name == "toy" else _frames_mujoco(env_name, qpos)
-    tmp = path + ".tmp.gif"
-    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=60, loop=0)
-    import os
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=60, loop=0)
     return path

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from core import diffusion
+from core import fileio
 from core import train as train_lib
 
 
@@ -241,10 +242,8 @@ class HeadSelector:
                 # a host copy: the trainer donates the live buffers to its next step
                 self.best[head] = (losses[head], step, jax.device_get(nnx.state(getattr(model, head))))
         if self.save_path and self.save_every and step % self.save_every == 0:
-            tmp = self.save_path + ".tmp"
-            with open(tmp, "wb") as f:
+            with fileio.atomic_path(self.save_path) as tmp, open(tmp, "wb") as f:
                 pickle.dump((self.best, self.curves), f)
-            os.replace(tmp, self.save_path)
         return {f"held_out_{k}": v for k, v in losses.items()}
 
     def apply(self, model: DMPCModels) -> dict:
@@ -282,9 +281,8 @@ def save_params(model: DMPCModels, path: str) -> None:
     between GPU commands, unlike a training checkpoint with its optimiser state."""
     leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]
     arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
-    with open(path + ".tmp", "wb") as f:
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(path + ".tmp", path)
 
 
 def load_params(model: DMPCModels, path: str) -> DMPCModels:

@@ -33,6 +33,7 @@ from flax import nnx
 
 from core import checkpoint as checkpoint_lib
 from core import ensemble
+from core import fileio
 from core import lm
 from core import train as train_lib
 from core.nn import transformer as tfm
@@ -343,10 +344,7 @@ class PointStore:
             return json.load(f)
 
     def put(self, name: str, record: dict) -> None:
-        tmp = self.path(name) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path(name))
+        fileio.write_text_atomic(self.path(name), json.dumps(record, indent=1, sort_keys=True))
 
     def all(self) -> list[dict]:
         names = sorted(n[:-5] for n in os.listdir(os.path.join(self.workdir, "points")) if n.endswith(".json"))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from PIL import Image
+
+from core import fileio
 
 
 def write_gif(results: dict, path: str, num_episodes: int = 4, ms_per_frame: int = 250) -> None:
@@ -17,6 +17,5 @@ def write_gif(results: dict, path: str, num_episodes: int = 4, ms_per_frame: int
     for t in range(frames.shape[1]):
         columns = [np.concatenate([frames[e, t], goals[e]], 0) for e in range(count)]
         pictures.append(Image.fromarray(np.concatenate(columns, 1).astype(np.uint8)))
-    tmp = path + ".tmp.gif"
-    pictures[0].save(tmp, save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        pictures[0].save(tmp, save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)

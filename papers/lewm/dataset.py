@@ -24,7 +24,6 @@ import functools
 import io
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -36,6 +35,7 @@ from PIL import Image
 from core.envs import make_env
 from core.envs import rollout as rollout_lib
 from core.data import tfds_scratch
+from core import fileio
 from core.fileio import file_sha256
 
 GENERATOR_VERSION = "1.0.0"
@@ -159,10 +159,7 @@ class EnvEpisodes(tfds.core.GeneratorBasedBuilder):
 
 
 def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    directory = os.path.dirname(path)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(f.name, path)
+    fileio.write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def build(config: EpisodesConfig, data_dir: str) -> str:
