@@ -213,3 +213,27 @@ def test_sweep_stages_put_the_distillation_teacher_and_students_before_other_ens
     assert calls == ["standard", "ensembles['s2']", "distill"]
     with pytest.raises(ValueError, match="Unknown sweep stages"):
         sweep.run(["distil"])
+
+
+def test_regularized_search_starts_at_the_next_smaller_sizes_best():
+    import ml_collections
+    from configs.infinite_compute import sweep as sweep_config
+    from papers.infinite_compute import sweep as sweep_lib
+
+    sweep = sweep_lib.Sweep.__new__(sweep_lib.Sweep)     # no data: run_points is recorded, not run
+    sweep.config = sweep_config.get_config("smoke")
+    sweep.config.regularized = ml_collections.ConfigDict(dict(start_weight_decay=0.8, max_rounds=1,
+                                                              start_from_smaller=True))
+    sweep.sizes = ["a", "b", "c"]
+    stored = {("a", "regularized"): dict(learning_rate=1e-2, weight_decay=1.6, epochs=16),
+              ("c", "standard"): dict(learning_rate=3e-3, epochs=4)}
+    sweep.best = lambda size, name, **_: stored.get((size, name))
+    centers = []
+    sweep.run_points = lambda points: centers.append(points[0]) or {}
+    sweep.regularized_round("c")           # b has no regularised point yet: a's best is the start
+    assert (centers[-1].learning_rate, centers[-1].weight_decay, centers[-1].epochs) == (1e-2, 1.6, 16)
+    sweep.regularized_round("a")           # the smallest size with a point of its own continues from it
+    assert (centers[-1].learning_rate, centers[-1].weight_decay) == (1e-2, 1.6)
+    sweep.config.regularized.start_from_smaller = False
+    sweep.regularized_round("c")           # off: the standard recipe's lr, the fixed start wd, 2x its epochs
+    assert (centers[-1].learning_rate, centers[-1].weight_decay, centers[-1].epochs) == (3e-3, 0.8, 8)

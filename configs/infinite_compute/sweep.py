@@ -51,7 +51,8 @@ def get_config(arg=None):
                   epochs=[1, 2, 4, 8, 16, 32, 64])
     c.standard = dict(weight_decay=0.1, learning_rates=[3e-3] if smoke else [3e-3, 1e-2],
                       epochs=[1, 2, 4] if smoke else [1, 2, 4, 8, 16])
-    c.regularized = dict(start_weight_decay=0.8, max_rounds=1 if smoke else 2)
+    # start_from_smaller: a size's search starts at the next smaller size's best (papers/infinite_compute/sweep.py)
+    c.regularized = dict(start_weight_decay=0.8, max_rounds=1 if smoke else 2, start_from_smaller=True)
     c.ensemble = dict(epoch_factor=2, weight_decay_factor=0.5, report_size="s2")
     # keep_real_epochs: the paper's schedule (real data keeps its 16 epochs, synthetic rows on top); the
     # session-15 H200 figure (retention 0.19) used the earlier one, where synthetic rows displaced real epochs.

@@ -181,7 +181,15 @@ class Sweep:
         """One step of the local search from the current best; True when it holds a certificate."""
         g = self.config.grid
         best = self.best(size, "regularized")
-        if best is None:
+        smaller = self.smaller_regularized_best(size)
+        if best is None and smaller is not None:
+            # the next smaller size's best so far: a start, not a transfer (the paper: transferred settings
+            # break monotonicity), since the search below still needs its own certificate. A larger model
+            # wants at least the smaller one's regularisation; starting it from the standard recipe's lr and
+            # a fixed wd left s4 / s5 one grid step from their start after the budget's rounds (H200, s15).
+            center = Point(size, "regularized", smaller["learning_rate"], smaller["weight_decay"],
+                           smaller["epochs"])
+        elif best is None:
             std = self.best(size, "standard")
             if std is None:
                 return False
@@ -201,6 +209,17 @@ class Sweep:
             return False
         best_id = min(results, key=lambda k: results[k]["validation_loss"])
         return best_id == center.id
+
+    def smaller_regularized_best(self, size: str) -> dict | None:
+        """The best regularised point of the largest smaller size that has one (sizes are ordered by
+        parameters), when `regularized.start_from_smaller` is on."""
+        if not self.config.regularized.get("start_from_smaller", False) or size not in self.sizes:
+            return None
+        for other in reversed(self.sizes[: self.sizes.index(size)]):
+            found = self.best(other, "regularized")
+            if found is not None:
+                return found
+        return None
 
     def regularized(self, rounds: int) -> dict[str, dict]:
         """Local-search rounds, round-robin over sizes, until each size has done `rounds` (or holds a
