@@ -9,6 +9,8 @@ A batch-1 decode token reads every weight once, so each GEMV's floor is its weig
 bytes. Per shape (norm + QKV, o-proj + residual, norm + gate/up + SwiGLU, down + residual, norm + LM head) and
 batch this times:
   xla           reference.fused_gemv under jit (what decode_step runs with decode_kernel="xla"),
+  xla_rows2     the same with the row duplicated (batch 1 only): XLA's DotStrengthReduction turns a one-row dot
+                with < 10M weights into a materialised multiply + reduce, a two-row one stays a GEMM,
   pallas        kernel.fused_gemv (column slabs; decode_kernel="pallas"),
   splitk[...]   splitk.fused_gemv_splitk for every (block_n, block_k, split, num_warps) of the sweep.
 Each is timed as dependent calls inside one jitted loop, cycling over enough distinct weight copies (>= 256 MB
@@ -66,10 +68,18 @@ def seconds_per_gemv(gemv, x, weights, fixed, calls: int) -> float:
     return common.seconds_per_call(loop, x, weights, fixed, repeats=3, reduce="best") / total
 
 
+def _two_rows(gemv, x, w, **fixed):
+    """One row computed as two (the second a copy), so XLA keeps the dot a GEMM instead of multiply + reduce."""
+    fixed = {k: jnp.concatenate([v, v]) if k == "residual" else v for k, v in fixed.items()}
+    return gemv(jnp.concatenate([x, x]), w, **fixed)[:1]
+
+
 def ways(kind: str, dim: int, width: int, batch: int, sweep: dict, interpret: bool):
     """(label, config, gemv(x, w, norm_scale=|residual=)) for every way to compute this GEMV."""
     swiglu = kind == "swiglu"
     yield "xla", {}, functools.partial(reference.fused_gemv, swiglu=swiglu)
+    if batch == 1:      # XLA strength-reduces a 1-row dot under 10M weights to multiply + reduce; 2 rows do not
+        yield "xla_rows2", {}, functools.partial(_two_rows, functools.partial(reference.fused_gemv, swiglu=swiglu))
     try:
         kernel_gemv = functools.partial(kernel.fused_gemv, swiglu=swiglu, interpret=interpret)
         yield "pallas", {}, kernel_gemv

@@ -11,7 +11,7 @@ def test_smoke_sweep_times_every_way_and_names_the_best(tmp_path):
     with open(tmp_path / "gemv_smoke.json") as f:
         result = json.load(f)
     rows = result["rows"]
-    assert {r["way"] for r in rows} == {"xla", "pallas", "splitk"}
+    assert {r["way"] for r in rows} == {"xla", "xla_rows2", "pallas", "splitk"}
     assert all("error" not in r and r["max_abs_err"] < 0.05 and r["us"] > 0 for r in rows)
     assert set(result["best"]) == {"qkv_b1", "gate_up_b1", "down_b1"}
     for name, best in result["best"].items():
