@@ -128,11 +128,11 @@ def fused_gemv(x, w, norm_scale=None, residual=None, up=None, *, swiglu: bool = 
         out_specs=pl.BlockSpec((tile_rows, block_n), lambda i, j: (i, j)),
         out_shape=jax.ShapeDtypeStruct((rows, width), x.dtype),
         interpret=interpret,
-        compiler_params=None if interpret else _triton_params(num_warps),
+        compiler_params=None if interpret else triton_params(num_warps),
     )(*operands)
     return out[:batch]
 
 
-def _triton_params(num_warps: int):
+def triton_params(num_warps: int, num_stages: int = 2):
     from jax.experimental.pallas import triton as pl_triton
-    return pl_triton.CompilerParams(num_warps=num_warps, num_stages=2)
+    return pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages)

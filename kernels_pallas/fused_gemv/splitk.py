@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from kernels_pallas.fused_gemv import kernel as kernel_lib
+
 DOT_ROWS = 16
 TARGET_PROGRAMS = 256          # about two per SM of an H100 / H200 (132 SMs)
 
@@ -145,14 +147,9 @@ def fused_gemv_splitk(x, w, norm_scale=None, residual=None, up=None, *, swiglu: 
         out_specs=[out_spec] * (2 if swiglu else 1),
         out_shape=[partial] * (2 if swiglu else 1),
         interpret=interpret,
-        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
+        compiler_params=None if interpret else kernel_lib.triton_params(num_warps, num_stages),
     )(*operands)
     sums = [o[:, :batch].sum(0) for o in outs]
     y = jax.nn.silu(sums[0]) * sums[1] if swiglu else sums[0]
     y = y.astype(x.dtype)
     return y if residual is None else residual + y
-
-
-def _triton_params(num_warps: int, num_stages: int):
-    from jax.experimental.pallas import triton as pl_triton
-    return pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages)

@@ -98,6 +98,12 @@ def load_mj_model(name: str, ankle_gear_scale: float = 1.0,
     return model
 
 
+def _fresh_state(pipeline_state, observe: Callable) -> State:
+    """An episode's state at a physics state: no reward yet, not done, zero position / velocity metrics."""
+    zero = jnp.zeros(())
+    return State(pipeline_state, observe(pipeline_state), zero, zero, {"x_position": zero, "x_velocity": zero})
+
+
 class Locomotion(PipelineEnv):
     """One of ENV_NAMES on MJX with gymnasium v5 semantics (see module docstring)."""
 
@@ -120,10 +126,7 @@ class Locomotion(PipelineEnv):
         else:
             qvel = jax.random.uniform(vel_key, (self.sys.qd_size(),), minval=-spec.reset_noise,
                                       maxval=spec.reset_noise)
-        pipeline_state = self.pipeline_init(qpos, qvel)
-        zero = jnp.zeros(())
-        metrics = {"x_position": zero, "x_velocity": zero}
-        return State(pipeline_state, self._obs(pipeline_state), zero, zero, metrics)
+        return _fresh_state(self.pipeline_init(qpos, qvel), self._obs)
 
     def step(self, state: State, action: jax.Array) -> State:
         spec = self.spec
@@ -143,9 +146,8 @@ class Locomotion(PipelineEnv):
         it) at 0. Hopper's and walker2d's observed qvel is clipped to ±10, so a state observed at the clip is
         approximate."""
         nq = self.sys.q_size()
-        pipeline_state = self.pipeline_init(jnp.concatenate([jnp.zeros(1), obs[: nq - 1]]), obs[nq - 1:])
-        zero = jnp.zeros(())
-        return State(pipeline_state, self._obs(pipeline_state), zero, zero, {"x_position": zero, "x_velocity": zero})
+        return _fresh_state(self.pipeline_init(jnp.concatenate([jnp.zeros(1), obs[: nq - 1]]), obs[nq - 1:]),
+                            self._obs)
 
     def is_healthy(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
         spec = self.spec
@@ -231,9 +233,7 @@ class ToyRunner(Env):
 
     def reset(self, rng: jax.Array) -> State:
         q = jnp.concatenate([jnp.zeros(1), jax.random.uniform(rng, (1,), minval=-0.1, maxval=0.1)])
-        ps = ToyPipelineState(q=q, qd=jnp.zeros(2))
-        zero = jnp.zeros(())
-        return State(ps, self._obs(ps), zero, zero, {"x_position": zero, "x_velocity": zero})
+        return _fresh_state(ToyPipelineState(q=q, qd=jnp.zeros(2)), self._obs)
 
     def step(self, state: State, action: jax.Array) -> State:
         action = jnp.clip(action, -1.0, 1.0)
@@ -250,9 +250,7 @@ class ToyRunner(Env):
                              done=1.0 - healthy.astype(jnp.float32), metrics={**state.metrics, **metrics})
 
     def state_from_obs(self, obs: jax.Array) -> State:
-        ps = ToyPipelineState(q=jnp.concatenate([jnp.zeros(1), obs[:1]]), qd=obs[1:])
-        zero = jnp.zeros(())
-        return State(ps, self._obs(ps), zero, zero, {"x_position": zero, "x_velocity": zero})
+        return _fresh_state(ToyPipelineState(q=jnp.concatenate([jnp.zeros(1), obs[:1]]), qd=obs[1:]), self._obs)
 
     def _obs(self, ps: ToyPipelineState) -> jax.Array:
         return jnp.concatenate([ps.q[1:], ps.qd])
