@@ -12,7 +12,8 @@ attended prefix, averaged over the generated tokens.
     python -m benchmarks.decode_roofline --smoke         # CPU: a tiny config, checks the script runs
 
 Variants (`--variants`, cached attention / decode GEMVs): "pallas/xla" (Pallas cached attention, XLA's
-matmuls with separate norm / SwiGLU / residual kernels), "pallas/pallas" (the same attention with
+matmuls with separate norm / SwiGLU / residual kernels), "pallas/xla_two_rows" (the same, each batch-1 dot
+computed on two copies of the row so XLA keeps it a cuBLAS GEMM instead of a multiply + reduce), "pallas/pallas" (the same attention with
 kernels_pallas.fused_gemv: norm + QKV, norm + gate/up + SwiGLU, o-proj + residual, down + residual, one kernel
 each), "pallas/pallas_splitk" (the same fusions in the split-K kernel, fused_gemv/splitk.py, the LM head too),
 "reference/xla" (jnp attention). `roofline.<config>` is the best variant of each config. Each row
@@ -123,7 +124,7 @@ def kernel_profile(generate, params, fresh_cache, token, num_tokens: int, top: i
 def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--configs", default="1.2B,350M")
-    parser.add_argument("--variants", default="pallas/xla,pallas/pallas,pallas/pallas_splitk,reference/xla",
+    parser.add_argument("--variants", default="pallas/xla,pallas/xla_two_rows,pallas/pallas,pallas/pallas_splitk,reference/xla",
                         help="cache_attention/decode_kernel pairs to compare, comma-separated")
     parser.add_argument("--prompt_len", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=128)
@@ -135,7 +136,7 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     names = ["smoke"] if args.smoke else args.configs.split(",")
-    variants = (["reference/xla", "reference/pallas", "reference/pallas_splitk"] if args.smoke   # CPU: interpret mode
+    variants = (["reference/xla", "reference/xla_two_rows", "reference/pallas", "reference/pallas_splitk"] if args.smoke   # CPU: interpret mode
                 else args.variants.split(","))
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2

@@ -81,8 +81,9 @@ def test_splitk_default_split_fills_the_gpu_and_bad_shapes_are_one_clear_error()
         splitk.fused_gemv_splitk(o["x"], o["w"], up=o["w"], interpret=True)
 
 
-@pytest.mark.parametrize("decode_kernel", ["pallas", "pallas_splitk"])
-def test_decode_step_pallas_equals_xla(decode_kernel):
+@pytest.mark.parametrize("decode_kernel,batch", [("pallas", 2), ("pallas_splitk", 2), ("xla_two_rows", 1),
+                                                  ("xla_two_rows", 2)])
+def test_decode_step_pallas_equals_xla(decode_kernel, batch):
     config = tfm.TransformerConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
                                    mlp_dim=128, max_seq_len=64, tie_embeddings=False, cache_attention="reference")
     params = tfm.inference_params(tfm.Transformer(config, rngs=nnx.Rngs(0)), jnp.float32)
@@ -96,8 +97,8 @@ def test_decode_step_pallas_equals_xla(decode_kernel):
                 logits, cache = tfm.decode_step(params, cfg, token, cache)
                 return (cache, jnp.argmax(logits, -1).astype(jnp.int32)), logits
             return jax.lax.scan(body, (cache, token), None, length=3)[1]
-        cache = tfm.rollback(tfm.init_cache(cfg, 2, 64, jnp.float32), jnp.array([5, 9], jnp.int32))
-        return steps(params, cache, jnp.array([3, 7], jnp.int32))
+        cache = tfm.rollback(tfm.init_cache(cfg, batch, 64, jnp.float32), jnp.array([5, 9][:batch], jnp.int32))
+        return steps(params, cache, jnp.array([3, 7][:batch], jnp.int32))
 
     with jax.default_matmul_precision("highest"):
         want, got = run(config), run(fused)

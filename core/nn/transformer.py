@@ -41,6 +41,9 @@ from kernels_pallas.tree_attention import ops as tree_attention_ops
 from kernels_pallas.tree_attention import reference as tree_attention_reference
 
 
+DECODE_KERNELS = ("xla", "xla_two_rows", "pallas", "pallas_splitk")
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     vocab_size: int
@@ -56,7 +59,8 @@ class TransformerConfig:
     tie_embeddings: bool = True
     attention_impl: str = "xla"        # training attention: "xla" or "cudnn" (GPU, bf16)
     cache_attention: str = "auto"      # cached attention backend: "auto" (Pallas on GPU), "pallas", "reference"
-    decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", "pallas" (norm/SwiGLU/residual fused in) or
+    decode_kernel: str = "xla"         # decode_step's GEMVs: "xla", "xla_two_rows" (XLA, a batch-1 row computed as
+                                       # two so each dot stays a GEMM), "pallas" (norm/SwiGLU/residual fused in) or
                                        # "pallas_splitk" (the same fusions, wide tiles split over K)
     # Cached forwards (prefill / decode / verify / verify_tree): "default", or "invariant": every token's logits
     # computed with one reduction order whatever the number of tokens in the call, the batch, the cache length
@@ -71,8 +75,8 @@ class TransformerConfig:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.attention_impl not in ("xla", "cudnn"):
             raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}.")
-        if self.decode_kernel not in ("xla", "pallas", "pallas_splitk"):
-            raise ValueError(f"decode_kernel must be 'xla', 'pallas' or 'pallas_splitk', got {self.decode_kernel!r}.")
+        if self.decode_kernel not in DECODE_KERNELS:
+            raise ValueError(f"decode_kernel must be one of {DECODE_KERNELS}, got {self.decode_kernel!r}.")
         if self.numerics not in ("default", "invariant"):
             raise ValueError(f"numerics must be 'default' or 'invariant', got {self.numerics!r}.")
         if self.invariant_gemv not in ("auto", "pallas", "tiled"):
@@ -455,6 +459,15 @@ def _swiglu(gate_up: jax.Array, mlp_dim: int) -> jax.Array:
     return jax.nn.silu(gate_up[:, :mlp_dim]) * gate_up[:, mlp_dim:]
 
 
+def _dot_as_gemm(h: jax.Array, w: jax.Array) -> jax.Array:
+    """h @ w with a one-row h computed as two rows (a copy): XLA's dot strength reduction turns a one-row dot
+    with a small weight into a multiply + reduce that writes the product first (2x slower than the weight read
+    on the H200, benchmarks/results/gemv.json), while a two-row dot stays a cuBLAS GEMM."""
+    if h.shape[0] != 1:
+        return h @ w
+    return (jnp.concatenate([h, h]) @ w)[:1]
+
+
 def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
                 cache: KVCache) -> tuple[jax.Array, KVCache]:
     """One token per sequence with inference_params; same cache layout and semantics as decode()."""
@@ -477,9 +490,10 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         swiglu = lambda x, scale, w: fused_gemv_ops.fused_gemv(x, w, scale, swiglu=True, eps=eps, backend=backend)
         add_matmul = lambda x, h, w: fused_gemv_ops.fused_gemv(h, w, residual=x, backend=backend)
     else:
-        norm_matmul = lambda x, scale, w: _rms_norm(x, scale, config.norm_eps) @ w
-        swiglu = lambda x, scale, w: _swiglu(_rms_norm(x, scale, config.norm_eps) @ w, m)
-        add_matmul = lambda x, h, w: x + h @ w
+        dot = _dot_as_gemm if config.decode_kernel == "xla_two_rows" else jnp.matmul
+        norm_matmul = lambda x, scale, w: dot(_rms_norm(x, scale, config.norm_eps), w)
+        swiglu = lambda x, scale, w: _swiglu(dot(_rms_norm(x, scale, config.norm_eps), w), m)
+        add_matmul = lambda x, h, w: x + dot(h, w)
     ks, vs = [], []
     for p, k_cache, v_cache in zip(params["layers"], cache.k, cache.v):
         qkv = norm_matmul(x, p["attention_norm"], p["wqkv"])
@@ -492,7 +506,7 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         x = add_matmul(x, swiglu(x, p["mlp_norm"], p["w_gate_up"]), p["w_down"])
         ks.append(k_cache)
         vs.append(v_cache)
-    if config.numerics == "invariant" or config.decode_kernel == "pallas_splitk":
+    if config.numerics == "invariant" or config.decode_kernel in ("pallas_splitk", "xla_two_rows"):
         logits = norm_matmul(x, params["final_norm"], params["lm_head"])
     else:
         logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
