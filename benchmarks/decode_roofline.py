@@ -13,12 +13,12 @@ attended prefix, averaged over the generated tokens.
 
 Variants (`--variants`, cached attention / decode GEMVs): "pallas/xla" (Pallas cached attention, XLA's
 matmuls with separate norm / SwiGLU / residual kernels), "pallas/xla_two_rows" (the same, each batch-1 dot
-computed on two copies of the row so XLA keeps it a cuBLAS GEMM instead of a multiply + reduce), "pallas/pallas" (the same attention with
-kernels_pallas.fused_gemv: norm + QKV, norm + gate/up + SwiGLU, o-proj + residual, down + residual, one kernel
-each), "pallas/pallas_splitk" (the same fusions in the split-K kernel, fused_gemv/splitk.py, the LM head too),
-"reference/xla" (jnp attention). `roofline.<config>` is the best variant of each config. Each row
-also has `profile`: kernels and device-busy µs per token and the top kernels per token (benchmarks.profiling),
-i.e. where the time beyond the weight reads goes.
+computed on two copies of the row so XLA keeps it a cuBLAS GEMM instead of a multiply + reduce),
+"pallas/pallas" (the same attention with kernels_pallas.fused_gemv: norm + QKV, norm + gate/up + SwiGLU,
+o-proj + residual, down + residual, one kernel each), "pallas/pallas_splitk" (the same fusions in the split-K
+kernel, fused_gemv/splitk.py, the LM head too), "reference/xla" (jnp attention). `roofline.<config>` is the
+best variant of each config. Each row also has `profile`: kernels and device-busy µs per token and the top
+kernels per token (benchmarks.profiling), i.e. where the time beyond the weight reads goes.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def kernel_profile(generate, params, fresh_cache, token, num_tokens: int, top: i
 def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--configs", default="1.2B,350M")
-    parser.add_argument("--variants", default="pallas/xla,pallas/xla_two_rows,pallas/pallas,pallas/pallas_splitk,reference/xla",
+    parser.add_argument("--variants",
+                        default="pallas/xla,pallas/xla_two_rows,pallas/pallas,pallas/pallas_splitk,reference/xla",
                         help="cache_attention/decode_kernel pairs to compare, comma-separated")
     parser.add_argument("--prompt_len", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=128)
@@ -136,13 +137,14 @@ def main(argv=None):
     device = common.measure_device(args.smoke)
     common.print_device(device)
     names = ["smoke"] if args.smoke else args.configs.split(",")
-    variants = (["reference/xla", "reference/xla_two_rows", "reference/pallas", "reference/pallas_splitk"] if args.smoke   # CPU: interpret mode
-                else args.variants.split(","))
+    smoke_variants = ["reference/xla", "reference/xla_two_rows", "reference/pallas", "reference/pallas_splitk"]
+    variants = smoke_variants if args.smoke else args.variants.split(",")     # smoke: CPU, Pallas interpreted
     if args.smoke:
         args.max_new_tokens, args.cache_slots, args.repeats = 8, 128, 2
     rows = []
     path = common.result_path(args, "decode_roofline")
-    write = lambda: metrics.write_json(path, make_result(args, names, rows, device))   # after every row: a cut run keeps them
+    # written after every row, so a cut run keeps the rows it finished
+    write = lambda: metrics.write_json(path, make_result(args, names, rows, device))
     for name in names:
         for variant in variants:
             attention, gemv = variant.split("/")

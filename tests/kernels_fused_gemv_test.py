@@ -1,6 +1,6 @@
 """Fused decode GEMV (kernels_pallas.fused_gemv): both Pallas kernels (column slabs, and split over K) in
 interpret mode equal the jnp reference (norm + GEMV, + SwiGLU, + residual, plain), and decode_step with
-decode_kernel="pallas" / "pallas_splitk" equals the XLA path."""
+decode_kernel="pallas" / "pallas_splitk" / "xla_two_rows" equals the XLA path."""
 
 import dataclasses
 

@@ -506,8 +506,8 @@ def decode_step(params: dict, config: TransformerConfig, tokens: jax.Array,
         x = add_matmul(x, swiglu(x, p["mlp_norm"], p["w_gate_up"]), p["w_down"])
         ks.append(k_cache)
         vs.append(v_cache)
-    if config.numerics == "invariant" or config.decode_kernel in ("pallas_splitk", "xla_two_rows"):
-        logits = norm_matmul(x, params["final_norm"], params["lm_head"])
-    else:
+    if config.decode_kernel == "pallas" and config.numerics != "invariant":   # the column-slab kernel: LM head on XLA
         logits = _rms_norm(x, params["final_norm"], config.norm_eps) @ params["lm_head"]
+    else:
+        logits = norm_matmul(x, params["final_norm"], params["lm_head"])
     return logits, KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths + 1)
