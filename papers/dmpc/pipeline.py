@@ -328,6 +328,8 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                                              schedule, num_states=int(config.get("ranking_states", 32)))
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
+        # every dataset's seed-0 model (24 MB on the GPU config) in the workdir, for planner studies off the GPU
+        models.save_params(model, os.path.join(workdir, f"model_{kind}.npz"))
         if models_out is not None:
             models_out[kind] = model
         t1 = time.perf_counter()
