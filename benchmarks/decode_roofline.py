@@ -34,6 +34,7 @@ from flax import nnx
 from benchmarks import common
 from core import metrics
 from core.nn import transformer as tfm
+from core.nn.decode import decode_step, inference_params
 
 CONFIGS = {
     "1.2B": tfm.TransformerConfig(vocab_size=32768, d_model=2048, n_layers=24, n_heads=16, n_kv_heads=8,
@@ -47,7 +48,7 @@ CONFIGS = {
 
 def random_params(config: tfm.TransformerConfig, seed: int = 0) -> dict:
     """Builds the model and casts it inside one jit, so no f32 copy of a large model lives on the device."""
-    make = lambda key: tfm.inference_params(tfm.Transformer(config, rngs=nnx.Rngs(key)), jnp.bfloat16)
+    make = lambda key: inference_params(tfm.Transformer(config, rngs=nnx.Rngs(key)), jnp.bfloat16)
     return jax.jit(make)(jax.random.key(seed))
 
 
@@ -55,7 +56,7 @@ def make_generate(config: tfm.TransformerConfig, num_tokens: int):
     def generate(params, cache, token):
         def body(_, carry):
             cache, token = carry
-            logits, cache = tfm.decode_step(params, config, token, cache)
+            logits, cache = decode_step(params, config, token, cache)
             return cache, jnp.argmax(logits, -1).astype(jnp.int32)
         return jax.lax.fori_loop(0, num_tokens, body, (cache, token))
     return jax.jit(generate, donate_argnums=1)

@@ -22,6 +22,7 @@ import pytest
 from flax import nnx
 
 from core.nn import transformer as tfm
+from core.nn.decode import decode_step, inference_params
 from kernels_pallas.fused_gemv import kernel as gemv_kernel, reference as gemv_reference
 from papers.ssd import engine, ssd, ssd_runtime, tree as tree_lib
 
@@ -106,7 +107,7 @@ def test_verify_logits_are_the_decode_steps_bits():
     ulp_off = tree_logits.at[:, 4].set(jnp.nextafter(tree_logits[:, 4], jnp.asarray(jnp.inf, tree_logits.dtype)))
     assert _decode_mismatches(lm, prompts, nodes, _paths(TREE), ulp_off)[0] == 1
     # decode_step (cast-once, fused wqkv / gate-up weights) takes the same invariant path: the same bits.
-    params, step = tfm.inference_params(lm, jnp.bfloat16), jax.jit(tfm.decode_step, static_argnums=1)
+    params, step = inference_params(lm, jnp.bfloat16), jax.jit(decode_step, static_argnums=1)
     for i in range(6):
         logits, cache = step(params, lm.config, nodes[:, i], cache)
         assert (logits == chain_logits[:, i]).all(), i

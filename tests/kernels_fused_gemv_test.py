@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from core.nn import transformer as tfm
+from core.nn.decode import decode_step, inference_params
 from kernels_pallas.fused_gemv import kernel, reference, splitk
 
 
@@ -86,7 +87,7 @@ def test_splitk_default_split_fills_the_gpu_and_bad_shapes_are_one_clear_error()
 def test_decode_step_pallas_equals_xla(decode_kernel, batch):
     config = tfm.TransformerConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
                                    mlp_dim=128, max_seq_len=64, tie_embeddings=False, cache_attention="reference")
-    params = tfm.inference_params(tfm.Transformer(config, rngs=nnx.Rngs(0)), jnp.float32)
+    params = inference_params(tfm.Transformer(config, rngs=nnx.Rngs(0)), jnp.float32)
     fused = dataclasses.replace(config, decode_kernel=decode_kernel)
 
     def run(cfg):
@@ -94,7 +95,7 @@ def test_decode_step_pallas_equals_xla(decode_kernel, batch):
         def steps(params, cache, token):
             def body(carry, _):
                 cache, token = carry
-                logits, cache = tfm.decode_step(params, cfg, token, cache)
+                logits, cache = decode_step(params, cfg, token, cache)
                 return (cache, jnp.argmax(logits, -1).astype(jnp.int32)), logits
             return jax.lax.scan(body, (cache, token), None, length=3)[1]
         cache = tfm.rollback(tfm.init_cache(cfg, batch, 64, jnp.float32), jnp.array([5, 9][:batch], jnp.int32))

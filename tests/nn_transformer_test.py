@@ -9,6 +9,7 @@ from flax import nnx
 
 from core import sharding as sharding_lib
 from core.nn import transformer as tfm
+from core.nn.decode import decode_step, inference_params
 
 CONFIG = tfm.TransformerConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                                mlp_dim=48, max_seq_len=64, tie_embeddings=False)
@@ -131,8 +132,8 @@ def test_decode_step_with_fused_inference_params_equals_decode(tied):
     seq = tokens((2, 9), seed=3)
     prompt_lengths = jnp.array([4, 6])
     _, cache = tfm.prefill(model, seq[:, :6], prompt_lengths, tfm.init_cache(config, 2, 64, jnp.float32))
-    params = tfm.inference_params(model, jnp.float32)
-    step = jax.jit(tfm.decode_step, static_argnums=1, donate_argnums=3)
+    params = inference_params(model, jnp.float32)
+    step = jax.jit(decode_step, static_argnums=1, donate_argnums=3)
     slow_cache = jax.tree.map(jnp.copy, cache)
     for i in range(3):
         fast_logits, cache = step(params, config, seq[:, 6 + i], cache)
@@ -140,5 +141,5 @@ def test_decode_step_with_fused_inference_params_equals_decode(tied):
         chex.assert_trees_all_close(fast_logits, slow_logits, **TOL)
     chex.assert_trees_all_close(cache, slow_cache, **TOL)
     assert cache.lengths.tolist() == [7, 9]
-    bf16 = tfm.inference_params(model)
+    bf16 = inference_params(model)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(bf16))

@@ -1,4 +1,4 @@
-"""Plain-jnp reference of the fused decode GEMVs (kernel.py): what XLA runs in core.nn.transformer.decode_step.
+"""Plain-jnp reference of the fused decode GEMVs (kernel.py): what XLA runs in core.nn.decode.decode_step.
 
 fused_gemv(x[B, d], w[d, n or 2m], norm_scale=None, residual=None, swiglu=False, eps):
   h = rms_norm(x) * norm_scale (computed in f32, cast back to x's dtype) when norm_scale is given, else x
