@@ -61,7 +61,9 @@ for name, p in preds.items():
     r2 = 1 - np.sum((centre(norm_p) - centre(norm_true)) ** 2) / np.sum(centre(norm_true) ** 2)
     vel_p, vel_t = np.asarray(p[..., 8]).sum(-1), np.asarray(true[..., 8]).sum(-1)   # obs[8]: root x velocity
     rho = np.mean([stats.spearmanr(a, b).statistic for a, b in zip(vel_p, vel_t)])
-    out[name] = {"within_r2": float(r2), "spearman_velocity": float(rho),
+    per_step = 1 - np.sum((centre(norm_p) - centre(norm_true)) ** 2, (0, 1, 3)) / np.sum(centre(norm_true) ** 2, (0, 1, 3))
+    out[name] = {"within_r2": float(r2), "within_r2_per_step": [round(float(x), 3) for x in per_step],
+                 "spearman_velocity": float(rho),
                  "mse": float(np.mean((norm_p - norm_true) ** 2))}
 out["seconds"] = time.time() - t0
 print(json.dumps(out, indent=1), flush=True)
