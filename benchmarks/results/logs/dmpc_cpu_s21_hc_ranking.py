@@ -5,8 +5,9 @@ one-step heads trained on 128 halfcheetah medium-snapshot episodes (/tmp/hc/eps.
 per model: `within_r2`, the share of the candidates' spread of true futures (about their mean) the prediction
 explains, and `spearman` of predicted vs simulated forward velocity summed over the chunk.
 usage: python dmpc_cpu_s21_hc_ranking.py VARIANT STEPS
-Results: dmpc_cpu_s21_hc_ranking.json. A `blocks` variant (the denoiser's conditioning added to every residual
-block, a ModelDims switch that was removed afterwards) changed nothing: within-state R^2 0.494 vs 0.497."""
+Results: dmpc_cpu_s21_hc_ranking.json (papers/dmpc/README.md, session 21). VARIANT hNNN sets every head's width;
+the `blocks` and `perstep` variants were code changes in papers/dmpc (conditioning added to every residual block;
+the dynamics' delta scaled per (k, dim)) that changed nothing and were removed."""
 import json, pickle, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
