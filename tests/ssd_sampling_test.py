@@ -42,6 +42,16 @@ def test_sampling_probs_match_numpy_reference(temperature, top_k, top_p):
     np.testing.assert_allclose(got, reference_probs(logits, temperature, top_k, top_p), atol=2e-6)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 9])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_top_k_indices_equal_lax_top_k_with_ties(k, dtype):
+    # values from a small range, so most rows hold ties, which both must break to the lowest index
+    x = jax.random.randint(jax.random.key(k), (6, 5, 40), -4, 4).astype(dtype)
+    np.testing.assert_array_equal(sampling.top_k_indices(x, k), jax.lax.top_k(x, k)[1])
+    jitted = jax.jit(sampling.top_k_indices, static_argnums=1)
+    np.testing.assert_array_equal(jitted(x, k), jax.lax.top_k(x, k)[1])
+
+
 def test_temperature_zero_is_one_hot_argmax():
     logits = jax.random.normal(jax.random.key(0), (3, 4, 50))
     probs = sampling.sampling_probs(logits, 0.0)

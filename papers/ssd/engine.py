@@ -285,8 +285,7 @@ def _tree_round(lm, target, draft, loop: _Loop, key, config):
     # Draft the tree one level per forward; deeper (not yet drafted) nodes are placeholders that the
     # ancestor mask hides from the nodes being expanded. Only the level's own nodes (at most W of the N)
     # are expanded: their logits rows are gathered first, so the per-level top-k / softmax / sampling
-    # work is [B, W, V], not [B, N, V] (the top-k as a 2-D [B*W, V] call, the shape XLA's GPU TopK
-    # kernel takes).
+    # work is [B, W, V], not [B, N, V] (the top-k as argmax passes: sampling.top_k_indices).
     def expand(level, carry):
         nodes, _, draft_cache = carry
         feed = jnp.concatenate([loop.pending[:, None], nodes], 1)
@@ -296,7 +295,7 @@ def _tree_round(lm, target, draft, loop: _Loop, key, config):
         level_logits = jnp.take(logits, jnp.asarray(level_nodes)[level], axis=1)      # [B, W, V]
         if use_topk:
             width, vocab = level_logits.shape[1:]
-            ranked = jax.lax.top_k(level_logits.reshape(batch * width, vocab), int(tree.children.shape[1]))[1]
+            ranked = sampling.top_k_indices(level_logits.reshape(batch * width, vocab), int(tree.children.shape[1]))
             children = ranked.reshape(batch, width, -1).astype(jnp.int32)[:, parent_slot, sibling_rank]
         else:
             level_probs = sampling.sampling_probs(level_logits, config.temperature, config.top_k, config.top_p)
