@@ -72,13 +72,14 @@ def next_stage(env_name: str, keep: str) -> str | None:
 
 
 def run_stage(env_name: str, stage: str, smoke: bool, workdir: str, keep: str, gif_path: str | None,
-              ppo_budget_s: float | None, train_steps: int = 0) -> dict:
+              ppo_budget_s: float | None, train_steps: int = 0, dynamics: str = "mlp") -> dict:
     """One stage for one env in this process; merges its numbers into <keep>/<env>.json (after every step).
-    `train_steps` > 0 replaces the config's training steps (and schedule length) of the models."""
+    `train_steps` > 0 replaces the config's training steps (and schedule length) of the models; `dynamics` is
+    the config's dynamics denoiser (configs/dmpc/locomotion.py)."""
     from papers.dmpc import envs as envs_lib
     from papers.dmpc import experts, pipeline
 
-    config = common.load_config("dmpc/locomotion", f"env={env_name}", "smoke" if smoke else "")
+    config = common.load_config("dmpc/locomotion", f"env={env_name},dynamics={dynamics}", "smoke" if smoke else "")
     if train_steps > 0:
         config.train.num_steps = config.optim.total_steps = train_steps
     json_path = os.path.join(keep, f"{env_name}.json")
@@ -127,7 +128,8 @@ def summarize(per_env: dict) -> dict:
     out = {"datasets_finished": [f"{env}-{kind}" for env, kind, _ in rows],
            # training seeds and diffusion target behind each row (rows from before session 17's code: one seed, v)
            "seeds_per_dataset": {f"{env}-{kind}": int(r.get("seeds", 1)) for env, kind, r in rows},
-           "prediction_per_dataset": {f"{env}-{kind}": r.get("model_prediction", "v") for env, kind, r in rows}}
+           "prediction_per_dataset": {f"{env}-{kind}": r.get("model_prediction", "v") for env, kind, r in rows},
+           "dynamics_per_dataset": {f"{env}-{kind}": r.get("dynamics_arch", "mlp") for env, kind, r in rows}}
     for method, key in (("dmpc", "normalized_mean"), ("mbop", "mbop_normalized_mean"), ("bc", "bc_normalized_mean"),
                         ("onestep", "onestep_normalized_mean"), ("gaussian", "gaussian_normalized_mean"),
                         ("dmpc_crn", "dmpc_crn_normalized_mean"), ("dmpc_softmax", "dmpc_softmax_normalized_mean"),
@@ -299,6 +301,8 @@ def main(argv=None):
                         help="PPO stops at its first snapshot past this many seconds")
     parser.add_argument("--train_steps", type=int, default=0,
                         help="training steps of the models per dataset (0: the config's; each row records its own)")
+    parser.add_argument("--dynamics", default="mlp", choices=("mlp", "dit"),
+                        help="the dynamics denoiser: flat MLP, or one token per step (models.StepDenoiser)")
     parser.add_argument("--worker_timeout_s", type=float, default=480.0,
                         help="workers still running then are killed (their files so far are kept)")
     parser.add_argument("--mem_fraction", type=float, default=0.0,
@@ -318,7 +322,8 @@ def main(argv=None):
         restore_keep(args.keep, args.keep_tar)
     if args.worker:
         env_name, stage = args.worker.split(":")
-        run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s, args.train_steps)
+        run_stage(env_name, stage, args.smoke, args.workdir, args.keep, gif, args.ppo_budget_s, args.train_steps,
+                  args.dynamics)
         return
     if not args.smoke:
         # the parent only merges JSON: it must not preallocate the GPU memory its workers need
@@ -339,7 +344,7 @@ def main(argv=None):
         for path in (args.workdir, args.keep):
             shutil.rmtree(path, ignore_errors=True)
         for stage in STAGES:
-            run_stage("toy", stage, True, args.workdir, args.keep, gif, None, args.train_steps)
+            run_stage("toy", stage, True, args.workdir, args.keep, gif, None, args.train_steps, args.dynamics)
             merge()
     else:
         # Workers go round-robin over the GPUs and, by default, one at a time per GPU: processes sharing one GPU
@@ -360,7 +365,7 @@ def main(argv=None):
             return subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.dmpc", "--worker", f"{env_name}:{stage}", "--workdir", args.workdir,
                  "--keep", args.keep, "--out", args.out, "--ppo_budget_s", str(args.ppo_budget_s),
-                 "--train_steps", str(args.train_steps)], env=env_vars)
+                 "--train_steps", str(args.train_steps), "--dynamics", args.dynamics], env=env_vars)
 
         run_workers(queues, per_gpu, args.worker_timeout_s, launch, on_exit=merge)
     merge()

@@ -242,3 +242,33 @@ def _random_episodes(env, seed: int, episodes: int = 12, steps: int = 30):
         actions=r.uniform(-1, 1, (N, T, A)).astype(np.float32), rewards=r.normal(size=(N, T)).astype(np.float32),
         qpos=np.zeros((N, T + 1, 1), np.float32), qvel=np.zeros((N, T + 1, 1), np.float32),
         lengths=np.full(N, T), terminal=np.zeros(N, bool))
+
+
+def test_step_denoiser_is_causal_over_the_chunk_and_unknown_archs_are_refused():
+    """Step k's output may depend on actions 0..k and on noisy states 1..k+1, never on later ones."""
+    import pytest
+    S, A, H, F = 3, 2, 2, 4
+    dims = models.ModelDims(obs_dim=S, action_dim=A, history=H, horizon=F, hidden=16, depth=1, time_embed=8,
+                            dynamics_arch="dit")
+    model = models.DMPCModels(dims, nnx.Rngs(0))
+    denoiser = model.dynamics
+    assert isinstance(denoiser, models.StepDenoiser)
+    # AdaLN-zero blocks start as the identity; random weights make every path live
+    state = nnx.state(denoiser)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    nnx.update(denoiser, jax.tree.unflatten(treedef, [a + 0.1 * jax.random.normal(k, a.shape)
+                                                       for a, k in zip(leaves, keys)]))
+    x = jax.random.normal(jax.random.key(2), (5, F * S))
+    cond = jax.random.normal(jax.random.key(3), (5, H * S + F * A))
+    t = jnp.arange(5) * 100
+    base = denoiser(x, t, cond).reshape(5, F, S)
+    for k in range(F):
+        moved_action = cond.at[:, H * S + k * A].add(1.0)
+        moved_state = x.at[:, k * S].add(1.0)
+        for changed in (denoiser(x, t, moved_action), denoiser(moved_state, t, cond)):
+            diff = jnp.abs(changed.reshape(5, F, S) - base).max(axis=(0, 2))
+            np.testing.assert_array_equal(diff[:k], 0.0)
+            assert float(diff[k]) > 0
+    with pytest.raises(ValueError, match="dynamics_arch"):
+        models.DMPCModels(models.ModelDims(obs_dim=S, action_dim=A, dynamics_arch="transformer"), nnx.Rngs(0))

@@ -34,7 +34,7 @@ REPLAY_TRANSITIONS = {"halfcheetah": 202_000, "hopper": 402_000, "walker2d": 302
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, smoke=False, env="", lite=False)
+    args = parse_arg(arg, smoke=False, env="", lite=False, dynamics="mlp")
     smoke = args.smoke
     env = args.env or ("toy" if smoke else "hopper")
     if env not in PPO:
@@ -91,9 +91,12 @@ def get_config(arg=None):
     # the proposal's fit unchanged (benchmarks/results/logs/dmpc_cpu_s17_*). ε-prediction is out: the proposal
     # ignored the history (first-action MSE of one sample 0.25 vs the data's variance 0.44 and BC's 2e-5 after
     # 60k steps on MJX halfcheetah data; papers/dmpc/README.md)
+    # dynamics_arch ("dynamics=dit"): the dynamics denoiser as papers.dmpc.models.StepDenoiser, one token per step with
+    # causal attention, instead of the flat MLP, whose futures ranked halfcheetah's candidates poorly (session 21)
     c.model = ml_collections.ConfigDict(dict(history=2, horizon=4 if smoke else 8, hidden=32 if smoke else 256,
                                              depth=1 if smoke else 3, diffusion_steps=100 if smoke else 1000,
-                                             prediction="x0", ensemble=2 if smoke else 5))
+                                             prediction="x0", ensemble=2 if smoke else 5,
+                                             dynamics_arch=args.dynamics))
     c.value = ml_collections.ConfigDict(dict(discount=0.99, terminal_penalty=-100.0))
     # The paper: N=64 candidates, 32 DDIM steps for the proposal, 10 for the dynamics. softmax_temperature (in
     # units of the value's std): MBOP's and dmpc_softmax's first-action weights exp(score / (T * value_std))

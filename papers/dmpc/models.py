@@ -28,6 +28,7 @@ from flax import nnx
 
 from core import diffusion
 from core import fileio
+from core.nn.adaln import AdaLNZeroBlock
 from core import train as train_lib
 
 
@@ -46,6 +47,8 @@ class ModelDims:
     time_embed: int = 64
     prediction: str = "epsilon"     # what both denoisers predict: "epsilon", "v" or "x0" (core.diffusion)
     ensemble: int = 1               # members of the value and one-step heads (MBOP's ensembles)
+    # the dynamics denoiser: "mlp" (Denoiser, the whole chunk flat) or "dit" (StepDenoiser, one token per step)
+    dynamics_arch: str = "mlp"
 
 
 class ResidualMLP(nnx.Module):
@@ -100,6 +103,40 @@ class Denoiser(nnx.Module):
         return self.net(jnp.concatenate([x, cond.astype(x.dtype), emb], -1))
 
 
+class StepDenoiser(nnx.Module):
+    """The dynamics denoiser as a small DiT over the chunk's F steps, closer to the paper's per-step tokens:
+    token k holds noisy state k+1 and action k (the action that produced it), blocks are AdaLN-zero
+    conditioned on the history and the diffusion time, and attention is causal, so state k+1 is denoised from
+    actions 0..k only: the flat MLP (`Denoiser`) has no notion of which action can move which step, and on
+    halfcheetah its futures ranked one state's candidates poorly (papers/dmpc/README.md, session 21)."""
+
+    def __init__(self, dims: ModelDims, rngs: nnx.Rngs, width: int = 128, layers: int = 2, heads: int = 4):
+        S, A, H, F = dims.obs_dim, dims.action_dim, dims.history, dims.horizon
+        self.obs_dim, self.action_dim, self.horizon, self.time_embed = S, A, F, dims.time_embed
+        self.embed = nnx.Linear(S + A, width, rngs=rngs)
+        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (F, width)))
+        self.condition = nnx.Linear(H * S + dims.time_embed, width, rngs=rngs)
+        self.blocks = nnx.List([AdaLNZeroBlock(width, heads, width // heads, 2 * width, 0.0, rngs)
+                                for _ in range(layers)])
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.out = nnx.Linear(width, S, rngs=rngs)
+
+    def __call__(self, x: jax.Array, t: jax.Array, cond: jax.Array) -> jax.Array:
+        """x [B, F*S], t [B], cond [B, H*S + F*A] (history, then the actions, as Denoiser's) -> [B, F*S]."""
+        B, F, S, A = x.shape[0], self.horizon, self.obs_dim, self.action_dim
+        cond = cond.astype(x.dtype)
+        history, actions = cond[:, :-F * A], cond[:, -F * A:].reshape(B, F, A)
+        tokens = self.embed(jnp.concatenate([x.reshape(B, F, S), actions], -1)) + self.position[...]
+        emb = timestep_embedding(t, self.time_embed).astype(x.dtype)
+        condition = self.condition(jnp.concatenate([history, emb], -1))[:, None]            # [B, 1, width]
+        for block in self.blocks:
+            tokens = block(tokens, condition, causal=True)
+        return self.out(jax.nn.gelu(self.norm(tokens))).reshape(B, F * S)
+
+
+DYNAMICS_ARCHS = ("mlp", "dit")
+
+
 class DMPCModels(nnx.Module):
     def __init__(self, dims: ModelDims, rngs: nnx.Rngs):
         self.dims = dims
@@ -111,7 +148,10 @@ class DMPCModels(nnx.Module):
         self.value_mean = Stat(jnp.zeros(()))
         self.value_std = Stat(jnp.ones(()))
         self.proposal = Denoiser(F * A, H * S, dims, rngs)
-        self.dynamics = Denoiser(F * S, H * S + F * A, dims, rngs)
+        if dims.dynamics_arch not in DYNAMICS_ARCHS:
+            raise ValueError(f"dynamics_arch must be one of {DYNAMICS_ARCHS}, got {dims.dynamics_arch!r}.")
+        self.dynamics = (StepDenoiser(dims, rngs) if dims.dynamics_arch == "dit"
+                         else Denoiser(F * S, H * S + F * A, dims, rngs))
         self.value = MLPEnsemble(S + F * S + F * A, 1, dims.hidden, dims.depth, dims.ensemble, rngs)
         self.onestep = MLPEnsemble(S + A, S, dims.hidden, dims.depth, dims.ensemble, rngs)
         self.gaussian = ResidualMLP(H * S, 2 * F * A, dims.hidden, dims.depth, rngs)

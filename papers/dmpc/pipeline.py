@@ -143,7 +143,8 @@ def model_dims(env, config) -> models.ModelDims:
     m = config.model
     return models.ModelDims(obs_dim=env.observation_size, action_dim=env.action_size, history=m.history,
                             horizon=m.horizon, hidden=m.hidden, depth=m.depth,
-                            prediction=m.get("prediction", "epsilon"), ensemble=m.get("ensemble", 1))
+                            prediction=m.get("prediction", "epsilon"), ensemble=m.get("ensemble", 1),
+                            dynamics_arch=m.get("dynamics_arch", "mlp"))
 
 
 def train_models(env, segments: Segments, config, workdir: str, weights: dict | None = None,
@@ -356,6 +357,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
                "candidate_ranking": ranking,
                "head_selection": selection, "seeds": seeds, "model_prediction": config.model.prediction,
+               "dynamics_arch": config.model.get("dynamics_arch", "mlp"),
                "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
         for m in config.methods:
             row[m] = evaluation.seed_scores(returns[m], reference, env_name)

@@ -27,6 +27,8 @@ config.train.log_every = 500
 config.train.eval_every = 10 ** 9
 config.train.checkpoint_every = steps
 config.train.steps_per_call = 50
+if variant == "dit":                   # the dynamics denoiser as models.StepDenoiser
+    config.model.dynamics_arch = "dit"
 if variant.startswith("h"):            # hNNN: every head's width NNN (only dynamics and one-step are trained)
     config.model.hidden = int(variant[1:])
 make = lambda e: Segments(e, config.model.history, config.model.horizon, config.value.discount, config.value.terminal_penalty)
