@@ -179,6 +179,22 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
     together = planning.evaluate(env, {**{v: group for v in variants}, "bc": solo["bc"]}, states, *args, history=2)
     for v in solo:
         np.testing.assert_allclose(together[v]["return"], separate[v]["return"], rtol=1e-4, atol=1e-4, err_msg=v)
+        np.testing.assert_allclose(together[v]["visited_histories"], separate[v]["visited_histories"], rtol=1e-4,
+                                   atol=1e-4, err_msg=v)
+    # the recorded histories are the ones each policy acted on: the reset observation repeated first, the last
+    # entry of step t's history is step t-1's next observation, and only alive steps are picked for ranking
+    visited, alive = separate["bc"]["visited_histories"], separate["bc"]["visited_alive"]
+    assert visited.shape == (12, 4, 2, env.observation_size) and alive.shape == (12, 4)
+    resets = jax.vmap(env.reset)(jax.random.split(jax.random.split(args[0])[0], 4)).obs
+    np.testing.assert_allclose(visited[0], np.repeat(np.asarray(resets)[:, None], 2, 1), rtol=1e-6)
+    np.testing.assert_array_equal(visited[1:, :, 0], visited[:-1, :, 1])
+    alive = alive.copy()
+    alive[5:, 1] = False
+    picked = planning.visited_states({"visited_histories": visited, "visited_alive": alive}, 100)["history"]
+    np.testing.assert_array_equal(picked, visited[alive])
+    assert len(planning.visited_states({"visited_histories": visited, "visited_alive": alive}, 8)["history"]) == 8
+    with pytest.raises(ValueError, match="no alive step"):
+        planning.visited_states({"visited_histories": visited, "visited_alive": np.zeros_like(alive)}, 8)
     with pytest.raises(ValueError, match="registered under each of its members"):
         planning.evaluate(env, {"dmpc": group, "bc": solo["bc"]}, states, *args, history=2)
 

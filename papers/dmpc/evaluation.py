@@ -55,7 +55,7 @@ def evaluate_seed_models(env, spec_for: Callable, seed_models: list, key, config
     wrapped = {n: _seeds_wrapper(p, S) for n, p in policies.items()}
     results = planning.evaluate(env, wrapped, states, key, S * E, config.eval.max_steps, reward_fns,
                                 history=config.model.history)
-    return [{n: {k: (v if k == "first_episode_qpos" else v[s * E:(s + 1) * E]) for k, v in r.items()}
+    return [{n: {k: (v if k in planning.FIRST_EPISODES_KEYS else v[s * E:(s + 1) * E]) for k, v in r.items()}
              for n, r in results.items()} for s in range(S)]
 
 

@@ -325,8 +325,9 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             value_fit["training"] = planning.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
                                                        jax.random.key(config.seed + 9), config.plan, schedule)
         # the argmax ranks candidates from one state: each dynamics model's ranking against simulated futures
+        num_ranking_states = int(config.get("ranking_states", 32))
         ranking = planning.candidate_ranking(env, model, fit_batch, jax.random.key(config.seed + 10), config.plan,
-                                             schedule, num_states=int(config.get("ranking_states", 32)))
+                                             schedule, num_states=num_ranking_states)
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
         # every dataset's seed-0 model (24 MB on the GPU config) in the workdir, for planner studies off the GPU
@@ -347,6 +348,13 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                                         jax.random.fold_in(jax.random.key(config.seed), 1000 + i), config, reward_fns)
         results = per_seed[0]
         returns = {m: [r[m]["return"] for r in per_seed] for m in config.methods}
+        # the same ranking on the states each planner's own closed loop reached (seed 0's first episodes): the
+        # argmax acts there, off the data, where a dynamics model can be exploited
+        ranking_closed_loop = {
+            m: planning.candidate_ranking(env, model, planning.visited_states(results[m], num_ranking_states),
+                                          jax.random.key(config.seed + 11), config.plan, schedule,
+                                          num_states=num_ranking_states)
+            for m in ("dmpc", "onestep") if m in results}
         row = {"dataset_episodes": int(len(episodes.lengths)), "dataset_steps": int(episodes.lengths.sum()),
                "dataset_sha256": made["dataset_sha256"][kind],
                "dataset_return": evaluation.summary(episodes.returns), "load_s": load_s, "train_s": t1 - t0 - load_s,
@@ -355,7 +363,11 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
                "fit_on": "training episodes" if test_eps is None else f"{len(test_eps.lengths)} held-out episodes",
                "selection_episodes": 0 if select_eps is None else int(len(select_eps.lengths)),
                "proposal_fit_mse": fit, "dynamics_fit_mse": dynamics_fit, "value_fit": value_fit,
-               "candidate_ranking": ranking,
+               "candidate_ranking": ranking, "candidate_ranking_closed_loop": ranking_closed_loop,
+               # seed 0's executed actions, mean square per step: a planner that ranks by J's exact control cost
+               # alone picks small actions
+               "executed_action_sq": {m: float(np.mean(results[m]["action_sq"] / np.maximum(results[m]["length"], 1)))
+                                      for m in config.methods},
                "head_selection": selection, "seeds": seeds, "model_prediction": config.model.prediction,
                "dynamics_arch": config.model.get("dynamics_arch", "mlp"),
                "head_selection_other_seeds": [sel for _, sel in seed_models[1:]]}
@@ -367,7 +379,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         if reward_fns:     # per seed over episodes; with several seeds, the seeds' means ± s.e. over seeds
             row["novel_rewards"] = {
                 p: {k: evaluation.summary(v) if len(per_seed) == 1 else evaluation.summary([np.mean(r[p][k]) for r in per_seed])
-                    for k, v in res.items() if k != "first_episode_qpos"}
+                    for k, v in res.items() if k not in planning.FIRST_EPISODES_KEYS}
                 for p, res in results.items() if p.startswith("dmpc") or p == "bc"}
         out["datasets"][kind] = row
         log(f"  {env_name}-{kind}: " + "  ".join(f"{m} {row[m]['normalized_own']['mean']:.1f}" for m in config.methods)
@@ -378,7 +390,12 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             + ", ".join(f"{k} {v['predicted_future']['mse_over_variance']:.3f}" for k, v in value_fit.items())
             + "; within-state ranking vs simulated futures, Spearman / argmax pick in s.d.: " + ", ".join(
                 f"{k} {ranking[k]['spearman']:.2f} / {ranking[k]['argmax_gain_sd']:+.2f}"
-                for k in ("diffusion", "onestep", "oracle")) + ")"
+                for k in ("diffusion", "onestep", "oracle")) + "".join(
+                f"; on {m}'s own visited states: " + ", ".join(f"{k} {r[k]['spearman']:.2f} / {r[k]['argmax_gain_sd']:+.2f}"
+                                                              for k in ("diffusion", "onestep", "oracle"))
+                for m, r in ranking_closed_loop.items())
+            + "; executed mean squared action: " + ", ".join(f"{m} {v:.3f}" for m, v in row["executed_action_sq"].items())
+            + ")"
             + "".join(f"; {h} best at step {r['best_step']} ({r['best_loss']:.4g} vs last {r['last_loss']:.4g})"
                       for h, r in selection.items() if h in ("value", "proposal", "dynamics")))
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row

@@ -196,7 +196,9 @@ def candidate_ranking(env, model, batch: dict, key, cfg, schedule, num_states: i
     predicted vs J on simulated futures over the N candidates; `argmax_gain_sd`, how far the candidate the
     argmax picks on predicted futures sits above the candidates' mean J on simulated futures, in that state's
     s.d. of it (`oracle` picks on the simulated futures themselves: the ceiling); `argmax_reward`, the F-step
-    simulated reward of that pick against `mean_reward` of all candidates."""
+    simulated reward of that pick against `mean_reward` of all candidates; `argmax_action_sq`, the pick's mean
+    squared action against `mean_action_sq` (J's control cost is exact in the actions, so a dynamics model
+    blind to them makes the argmax prefer small actions)."""
     histories = jnp.asarray(batch["history"][:num_states])
     n = cfg.num_samples
 
@@ -208,10 +210,11 @@ def candidate_ranking(env, model, batch: dict, key, cfg, schedule, num_states: i
         score = lambda states: learned_objective(model, obs, states, actions)
         scores = {"diffusion": score(diffusion_states(model, history, actions, k_dyn, cfg, schedule)),
                   "onestep": score(onestep_states(model, history, actions)), "oracle": score(true_states)}
-        return scores, jnp.sum(rewards * alive, -1)
+        return scores, jnp.sum(rewards * alive, -1), jnp.mean(actions ** 2, (-2, -1))
 
     # every state in one program; the per-state statistics on the host
-    scores, reward = jax.device_get(jax.jit(jax.vmap(one_state))(histories, jax.random.split(key, len(histories))))
+    scores, reward, action_sq = jax.device_get(jax.jit(jax.vmap(one_state))(histories,
+                                                                            jax.random.split(key, len(histories))))
     truth = np.asarray(scores["oracle"], np.float64)                              # [states, N]
     spread = np.maximum(truth.std(1), 1e-9)
     rows = np.arange(len(truth))
@@ -220,8 +223,21 @@ def candidate_ranking(env, model, batch: dict, key, cfg, schedule, num_states: i
         pick = np.argmax(values, 1)
         out[name] = {"spearman": float(np.nanmean([_spearman(v, t) for v, t in zip(values, truth)])),
                      "argmax_gain_sd": float(np.mean((truth[rows, pick] - truth.mean(1)) / spread)),
-                     "argmax_reward": float(np.mean(reward[rows, pick]))}
-    return {**out, "mean_reward": float(np.mean(reward)), "states": int(len(truth)), "candidates": n}
+                     "argmax_reward": float(np.mean(reward[rows, pick])),
+                     "argmax_action_sq": float(np.mean(action_sq[rows, pick]))}
+    return {**out, "mean_reward": float(np.mean(reward)), "mean_action_sq": float(np.mean(action_sq)),
+            "states": int(len(truth)), "candidates": n}
+
+
+def visited_states(result: dict, num_states: int) -> dict:
+    """A candidate_ranking batch from the histories a policy acted on (evaluate's `visited_histories` of its
+    first episodes): `num_states` of the alive (step, episode) pairs, evenly spaced over them."""
+    histories, alive = np.asarray(result["visited_histories"]), np.asarray(result["visited_alive"], bool)
+    steps, episodes = np.nonzero(alive)
+    if len(steps) == 0:
+        raise ValueError("The policy's recorded episodes have no alive step to rank candidates at.")
+    pick = np.linspace(0, len(steps) - 1, min(num_states, len(steps))).round().astype(int)
+    return {"history": histories[steps[pick], episodes[pick]]}
 
 
 def _ssr(model, history, key, cfg, objective, propose, predict, softmax: bool = False):
@@ -383,23 +399,35 @@ def make_policy(graphdef, method: str, cfg, schedule, objective=learned_objectiv
     return policy
 
 
+# evaluate()'s outputs that describe a policy's first episodes rather than one value per episode
+FIRST_EPISODES_KEYS = ("first_episode_qpos", "visited_histories", "visited_alive")
+
+
 def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Array, num_episodes: int,
-             max_steps: int, reward_fns: dict[str, Callable] | None = None, history: int = 1) -> dict:
+             max_steps: int, reward_fns: dict[str, Callable] | None = None, history: int = 1,
+             record_episodes: int = 4) -> dict:
     """Runs every policy on `num_episodes` episodes (same reset keys for all), stepping all of them in one
     vmapped MJX step per control step inside one `lax.scan`. Returns, per policy, numpy arrays `return`
-    (the env's reward), `length`, `return_<name>` for each extra reward_fn(next_obs, action) (summed
-    while alive), and `first_episode_qpos` (the first episode's qpos, for a GIF)."""
+    (the env's reward), `length`, `action_sq` (the executed actions' mean square, summed over the episode),
+    `return_<name>` for each extra reward_fn(next_obs, action) (summed while alive), `first_episode_qpos` (the first episode's qpos, for a GIF), and the histories the policy
+    acted on in its first `record_episodes` episodes, `visited_histories` [T, R, history, obs] with
+    `visited_alive` [T, R] (the states a closed loop reaches, for diagnostics such as candidate_ranking)."""
     names = _episode_order(policies)
     reward_fns = reward_fns or {}
+    record = min(record_episodes, num_episodes)
     cache_key = (env, tuple((n, policies[n]) for n in names), num_episodes, max_steps,
-                 tuple(sorted(reward_fns.items())), history)
+                 tuple(sorted(reward_fns.items())), history, record)
     if cache_key not in _EVALUATORS:
-        _EVALUATORS[cache_key] = _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history)
-    totals, qpos, alive = jax.device_get(_EVALUATORS[cache_key]({n: model_states[n] for n in names}, key))
+        _EVALUATORS[cache_key] = _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history,
+                                                 record)
+    totals, qpos, alive, visited, visited_alive = jax.device_get(
+        _EVALUATORS[cache_key]({n: model_states[n] for n in names}, key))
     E = num_episodes
     out = {n: {k: np.asarray(v[i * E:(i + 1) * E]) for k, v in totals.items()} for i, n in enumerate(names)}
     for i, n in enumerate(names):      # qpos [T+1, nq] of the policy's first episode, up to its end
         out[n]["first_episode_qpos"] = qpos[:int(alive[:, i].sum()) + 1, i]
+        out[n]["visited_histories"] = np.asarray(visited[:, i])
+        out[n]["visited_alive"] = np.asarray(visited_alive[:, i])
     return out
 
 
@@ -421,7 +449,7 @@ def _episode_order(policies: dict) -> list[str]:
     return names
 
 
-def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history):
+def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, history, record):
     M, E = len(names), num_episodes
 
     def run(model_states, key):
@@ -443,18 +471,22 @@ def _make_evaluator(env, policies, names, num_episodes, max_steps, reward_fns, h
             actions = jnp.concatenate(chunks)
             actions = jnp.clip(actions, -1.0, 1.0)
             nxt = jax.vmap(env.step)(state, actions)
-            rewards = {"return": nxt.reward, **{f"return_{k}": fn(nxt.obs, actions) for k, fn in reward_fns.items()}}
+            rewards = {"return": nxt.reward, "action_sq": jnp.mean(actions ** 2, -1),
+                       **{f"return_{k}": fn(nxt.obs, actions) for k, fn in reward_fns.items()}}
             totals = {**{k: totals[k] + jnp.where(alive, rewards[k], 0.0) for k in rewards},
                       "length": totals["length"] + alive}
+            # the histories just acted on, of each policy's first `record` episodes
+            visited = hist.reshape(M, E, *hist.shape[1:])[:, :record]
+            visited_alive = alive.reshape(M, E)[:, :record]
             hist = jnp.concatenate([hist[:, 1:], nxt.obs[:, None]], 1)
             first_qpos = nxt.pipeline_state.q[::E]                   # episode 0 of every policy, for GIFs
-            return (nxt, hist, alive & (nxt.done < 0.5), totals), (first_qpos, alive[::E])
+            return (nxt, hist, alive & (nxt.done < 0.5), totals), (first_qpos, alive[::E], visited, visited_alive)
 
-        totals = {"return": jnp.zeros(M * E), "length": jnp.zeros(M * E, jnp.int32),
+        totals = {"return": jnp.zeros(M * E), "action_sq": jnp.zeros(M * E), "length": jnp.zeros(M * E, jnp.int32),
                   **{f"return_{k}": jnp.zeros(M * E) for k in reward_fns}}
-        (_, _, _, totals), (qpos, alive) = jax.lax.scan(step, (state, hist, jnp.ones(M * E, bool), totals),
-                                                        jax.random.split(act_key, max_steps))
-        return totals, jnp.concatenate([state.pipeline_state.q[::E][None], qpos]), alive
+        (_, _, _, totals), (qpos, alive, visited, visited_alive) = jax.lax.scan(
+            step, (state, hist, jnp.ones(M * E, bool), totals), jax.random.split(act_key, max_steps))
+        return totals, jnp.concatenate([state.pipeline_state.q[::E][None], qpos]), alive, visited, visited_alive
 
     return jax.jit(run)
 
