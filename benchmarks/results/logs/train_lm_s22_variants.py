@@ -18,7 +18,7 @@ from core.nn import transformer as tfm
 
 def fused_attention_call(self, x, positions):
     cfg = self.config
-    h, kv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    h, kv = cfg.n_heads, cfg.n_kv_heads
     w = jnp.concatenate([self.wq[...], self.wk[...], self.wv[...]], axis=1)            # [d, h + 2kv, hd]
     qkv = jnp.einsum("btd,dnh->btnh", x, w)
     q, k, v = qkv[:, :, :h], qkv[:, :, h:h + kv], qkv[:, :, h + kv:]
