@@ -1,6 +1,7 @@
 """GPU profile: where LeWM's train step and one CEM plan spend their time (device kernels vs launch gaps).
 
     python -m benchmarks.profile_lewm [--env tworoom]     # GPU
+    python -m benchmarks.profile_lewm --env pusht --skip_train --predictor_kernels xla,pallas   # GPU: fused blocks
     python -m benchmarks.profile_lewm --smoke             # CPU check (no device tracks: wall time only)
 
 Writes profile_lewm.json: per call, wall time, device busy time, kernel count and the top kernels (named by
@@ -20,6 +21,10 @@ def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--env", default="tworoom", choices=("tworoom", "pusht"))
     parser.add_argument("--repeats", type=int, default=5, help="profiled calls of each program")
+    parser.add_argument("--predictor_kernels", default="xla", help="comma list of LeWMConfig.predictor_kernel to "
+                        "plan with: xla (keys plan_<dtype>), pallas (keys plan_<dtype>_pallas: one fused launch per "
+                        "predictor block)")
+    parser.add_argument("--skip_train", action="store_true", help="profile the plans only")
     args = parser.parse_args(argv)
     import jax
     import jax.numpy as jnp
@@ -29,6 +34,7 @@ def main(argv=None):
     from benchmarks.train_lewm import make_setup
     from core import config as config_lib, metrics, sharding
     from papers.lewm import evaluate, planning
+    from papers.lewm import model as lewm_model
 
     config = common.load_config(f"lewm/{args.env}", "smoke" if args.smoke else "")
     setup, batch_at = make_setup(config)
@@ -41,27 +47,34 @@ def main(argv=None):
 
     trace_root = tempfile.mkdtemp(prefix="profile_lewm_")     # traces are large; the JSON is the result
     result = common.run_info("profile_lewm", args, config=config.to_dict(), env=args.env)
-    result["train_step"] = profiling.device_summary(train_call, args.repeats, f"{trace_root}/train")
+    if not args.skip_train:
+        result["train_step"] = profiling.device_summary(train_call, args.repeats, f"{trace_root}/train")
 
     setup.state = holder["state"]
-    model = setup.model()
-    model.eval()
-    mgraph, mstate = nnx.split(model)
+    trained = setup.model()
+    trained.eval()
     d, h = config.model.embed_dim, config.model.history
     fa = config.model.frameskip * config.model.action_dim
     plan_args = (jnp.zeros((h, d)), jnp.zeros((h - 1, fa)), jnp.ones((d,)), jax.random.key(0))
     cem = planning.cem_settings(config)
-    for dtype in ("float32", "bfloat16"):
-        plan_config = config_lib.apply_overrides(config, {"eval.compute_dtype": dtype})
-        plan_fn = jax.jit(lambda s, z, p, g, k, dtype=dtype: planning.plan(
-            planning.planning_model(mgraph, s, dtype), z, p, g, k, **cem))
-        result[f"plan_{dtype}"] = profiling.device_summary(lambda: plan_fn(mstate, *plan_args), args.repeats,
-                                                           f"{trace_root}/plan_{dtype}")
-        profiling.describe_kernels(result[f"plan_{dtype}"], plan_fn.lower(mstate, *plan_args).compile().as_text())
-        result[f"plan_{dtype}"]["plan_s_unprofiled"] = evaluate.time_one_plan(model, plan_config)
-    profiling.describe_kernels(result["train_step"],
-                               setup.step_fn.lower(holder["state"], batch).compile().as_text())
-    for name in ("train_step", "plan_float32", "plan_bfloat16"):
+    names = [] if args.skip_train else ["train_step"]
+    for kernel in args.predictor_kernels.split(","):
+        model = lewm_model.with_predictor_kernel(trained, kernel)
+        mgraph, mstate = nnx.split(model)
+        for dtype in ("float32", "bfloat16"):
+            name = f"plan_{dtype}" + ("" if kernel == "xla" else f"_{kernel}")
+            plan_config = config_lib.apply_overrides(config, {"eval.compute_dtype": dtype})
+            plan_fn = jax.jit(lambda s, z, p, g, k, dtype=dtype, mgraph=mgraph: planning.plan(
+                planning.planning_model(mgraph, s, dtype), z, p, g, k, **cem))
+            result[name] = profiling.device_summary(lambda: plan_fn(mstate, *plan_args), args.repeats,
+                                                    f"{trace_root}/{name}")
+            profiling.describe_kernels(result[name], plan_fn.lower(mstate, *plan_args).compile().as_text())
+            result[name]["plan_s_unprofiled"] = evaluate.time_one_plan(model, plan_config)
+            names.append(name)
+    if not args.skip_train:
+        profiling.describe_kernels(result["train_step"],
+                                   setup.step_fn.lower(holder["state"], batch).compile().as_text())
+    for name in names:
         result[name].pop("trace")
     metrics.write_json(common.result_path(args, "profile_lewm"), result)
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))

@@ -25,6 +25,8 @@ from flax import nnx
 
 from core.nn.adaln import AdaLNZeroBlock, stacked_modulations
 from core.nn.vit import ViT, ViTConfig
+from kernels_pallas.adaln_block import ops as adaln_block_ops
+from kernels_pallas.adaln_block import reference as adaln_block_reference
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # tuples: importing a config must not start a JAX backend
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,6 +58,13 @@ class LeWMConfig:
     # The official code z-scores actions with the training data's per-column statistics before the action
     # encoder; off by default so the TwoRoom / Push-T models and numbers keep their meaning.
     action_standardization: bool = False
+    # Inference predictor blocks (planning, rollouts): "xla" (the module) or "pallas" (kernels_pallas.adaln_block,
+    # one fused launch per block; interpret mode off the GPU). Training always runs the module (dropout, grads).
+    predictor_kernel: str = "xla"
+
+    def __post_init__(self):
+        if self.predictor_kernel not in ("xla", "pallas"):
+            raise ValueError(f"predictor_kernel must be 'xla' or 'pallas', got {self.predictor_kernel!r}.")
 
     @classmethod
     def smoke(cls, **overrides) -> "LeWMConfig":
@@ -173,8 +182,14 @@ class LeWM(nnx.Module):
         keys = (jax.random.split(dropout_key, len(self.predictor)) if dropout_key is not None
                 else [None] * len(self.predictor))
         # all blocks' AdaLN modulations in one GEMM (they share the condition): fewer kernels per planner call
+        fused = self.config.predictor_kernel == "pallas" and dropout_key is None
         for block, key, modulation in zip(self.predictor, keys, stacked_modulations(self.predictor, condition)):
-            x = block(x, condition, causal=True, key=key, modulation=modulation)
+            if fused:
+                x = adaln_block_ops.adaln_block(x, modulation.astype(x.dtype), adaln_block_reference.block_params(block),
+                                                heads=block.heads, head_dim=block.head_dim, causal=True,
+                                                layout=block.layout)
+            else:
+                x = block(x, condition, causal=True, key=key, modulation=modulation)
         if last_only:
             x = x[:, -1:]
         return self.pred_proj(self.predictor_norm(x))
@@ -194,6 +209,16 @@ class LeWM(nnx.Module):
             z_window = jnp.concatenate([z_window[:, 1:], z_next[:, None]], 1)
             a_window = actions[:, 1:]
         return jnp.stack(future, 1)
+
+
+def with_predictor_kernel(model: LeWM, kernel: str) -> LeWM:
+    """A model sharing `model`'s weights, in eval mode, whose inference predictor runs on `kernel` ("xla" or
+    "pallas"; LeWMConfig.predictor_kernel)."""
+    graphdef, _ = nnx.split(nnx.eval_shape(
+        lambda: LeWM(dataclasses.replace(model.config, predictor_kernel=kernel), rngs=nnx.Rngs(0))))
+    twin = nnx.merge(graphdef, nnx.state(model))
+    twin.eval()
+    return twin
 
 
 def param_count(model: LeWM) -> int:
