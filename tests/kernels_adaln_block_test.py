@@ -82,3 +82,23 @@ def test_lewm_rollout_with_the_fused_predictor_equals_the_module_path():
     assert float(jnp.max(jnp.abs(want - model.rollout(z_hist * 0, past, plan)))) > 1e-3   # not a constant map
     with pytest.raises(ValueError, match="predictor_kernel"):
         LeWMConfig.smoke(predictor_kernel="triton")
+
+
+def test_kernel_lowers_to_triton_for_an_h200_without_a_gpu(monkeypatch):
+    """The Triton lowering (what rejects unsupported primitives, e.g. erf, or block shapes) runs on CPU when
+    told the GPU's compute capability; PTX compilation still needs the device. Skipped if jax moves the hook."""
+    import functools
+    import types
+    try:
+        from jax._src.pallas.triton import pallas_call_registration as registration
+        registration.gpu_info_lib.get_gpu_info
+    except (ImportError, AttributeError):
+        pytest.skip("jax's Pallas Triton GPU-info hook moved")
+    monkeypatch.setattr(registration.gpu_info_lib, "get_gpu_info",
+                        lambda *a, **k: types.SimpleNamespace(compute_capability=90))
+    block = AdaLNZeroBlock(192, 16, 64, 2048, 0.0, nnx.Rngs(0))      # LeWM's predictor block
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), reference.block_params(block))
+    x, modulation = (jnp.zeros((300, 3, w), jnp.bfloat16) for w in (192, 6 * 192))
+    fused = functools.partial(kernel.adaln_block, heads=16, head_dim=64, interpret=False)
+    lowered = jax.jit(fused).trace(x, modulation, params).lower(lowering_platforms=("cuda",))
+    assert "xla.gpu.triton" in lowered.as_text()
