@@ -391,11 +391,11 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
             + "; within-state ranking vs simulated futures, Spearman / argmax pick in s.d.: " + ", ".join(
                 f"{k} {ranking[k]['spearman']:.2f} / {ranking[k]['argmax_gain_sd']:+.2f}"
                 for k in ("diffusion", "onestep", "oracle")) + "".join(
-                f"; on {m}'s own visited states: " + ", ".join(f"{k} {r[k]['spearman']:.2f} / {r[k]['argmax_gain_sd']:+.2f}"
-                                                              for k in ("diffusion", "onestep", "oracle"))
+                f"; on {m}'s own visited states: " + ", ".join(
+                    f"{k} {r[k]['spearman']:.2f} / {r[k]['argmax_gain_sd']:+.2f}" for k in ("diffusion", "onestep", "oracle"))
                 for m, r in ranking_closed_loop.items())
-            + "; executed mean squared action: " + ", ".join(f"{m} {v:.3f}" for m, v in row["executed_action_sq"].items())
-            + ")"
+            + "; executed mean squared action: "
+            + ", ".join(f"{m} {v:.3f}" for m, v in row["executed_action_sq"].items()) + ")"
             + "".join(f"; {h} best at step {r['best_step']} ({r['best_loss']:.4g} vs last {r['last_loss']:.4g})"
                       for h, r in selection.items() if h in ("value", "proposal", "dynamics")))
         if checkpoint_fn is not None:       # before the planner report, so a kill during it keeps the row

@@ -409,9 +409,10 @@ def evaluate(env, policies: dict[str, Callable], model_states: dict, key: jax.Ar
     """Runs every policy on `num_episodes` episodes (same reset keys for all), stepping all of them in one
     vmapped MJX step per control step inside one `lax.scan`. Returns, per policy, numpy arrays `return`
     (the env's reward), `length`, `action_sq` (the executed actions' mean square, summed over the episode),
-    `return_<name>` for each extra reward_fn(next_obs, action) (summed while alive), `first_episode_qpos` (the first episode's qpos, for a GIF), and the histories the policy
-    acted on in its first `record_episodes` episodes, `visited_histories` [T, R, history, obs] with
-    `visited_alive` [T, R] (the states a closed loop reaches, for diagnostics such as candidate_ranking)."""
+    `return_<name>` for each extra reward_fn(next_obs, action) (summed while alive), `first_episode_qpos`
+    (the first episode's qpos, for a GIF), and the histories the policy acted on in its first
+    `record_episodes` episodes, `visited_histories` [T, R, history, obs] with `visited_alive` [T, R] (the
+    states a closed loop reaches, for diagnostics such as candidate_ranking)."""
     names = _episode_order(policies)
     reward_fns = reward_fns or {}
     record = min(record_episodes, num_episodes)
