@@ -218,7 +218,10 @@ def build_tree(lm, draft, cache, root, spec, key, layout: TreeLayout, config: SS
     glue = logits[:, :k + 1].astype(jnp.float32)
     vocab = glue.shape[-1]
     drafted = jnp.pad(jax.nn.one_hot(spec, vocab, dtype=bool), ((0, 0), (0, 1), (0, 0)))
-    ranked = jax.lax.top_k(jnp.where(drafted, -jnp.inf, glue), max(1, int(layout.branch_rank.max()) + 1))[1]
+    # the forks: each glue position's best tokens other than the drafted one (argmax passes, not a sort)
+    num_forks = max(1, int(layout.branch_rank.max()) + 1)
+    ranked = sampling.top_k_indices(jnp.where(drafted, -jnp.inf, glue).reshape(-1, vocab), num_forks)
+    ranked = ranked.reshape(batch, k + 1, num_forks)
     forks = ranked[:, layout.branch_depth, layout.branch_rank].astype(jnp.int32)       # [B, NB]
     feed = feed.at[:, layout.level(0)].set(forks)
     tokens, probs = [], []
