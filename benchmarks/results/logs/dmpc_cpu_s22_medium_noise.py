@@ -2,7 +2,10 @@
 snapshots (benchmarks/results/dmpc_keep.tar, unpacked to /tmp/keep) rolled out for 1000 steps with sampled
 actions (as the datasets were collected) and with the mean action (what BC learns), own-reference normalised.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/results/logs/dmpc_cpu_s22_medium_noise.py [EPISODES] [ENV]
+    PYTHONPATH=. .venv/bin/python benchmarks/results/logs/dmpc_cpu_s22_medium_noise.py [EPISODES] [ENV] [MEDIUM] [EXPERT] [SCALES]
+
+SCALES (comma list, e.g. 0.5,0.25): also the medium snapshot with its tanh-Gaussian's std scaled, i.e. what a
+less noisy behaviour policy would score (the PPO std itself is the policy's; this is a protocol variant).
 """
 import json
 import sys
@@ -29,8 +32,18 @@ reference = keep["reference_returns"]
 print("reference", reference, flush=True)
 
 
-def rollout(params, deterministic, key):
-    policy = make_policy(params, deterministic=deterministic)
+def scaled_policy(params, noise_scale):
+    """brax's PPO sampling (tanh of loc + std * normal) with the std multiplied by noise_scale."""
+    def policy(obs, key):
+        logits = network.policy_network.apply(params[0], params[1], obs)
+        dist = network.parametric_action_distribution
+        raw = dist.create_dist(logits)
+        return dist.postprocess(raw.loc + noise_scale * raw.scale * jax.random.normal(key, raw.loc.shape)), {}
+    return policy
+
+
+def rollout(params, deterministic, key, noise_scale=None):
+    policy = make_policy(params, deterministic=deterministic) if noise_scale is None else scaled_policy(params, noise_scale)
 
     def episode(key):
         reset_key, act_key = jax.random.split(key)
@@ -56,4 +69,12 @@ for label, index in (("medium", int(sys.argv[3]) if len(sys.argv) > 3 else 9), (
                "seconds": time.time() - t0}
         out["rows"].append(row)
         print(json.dumps(row), flush=True)
+medium = int(sys.argv[3]) if len(sys.argv) > 3 else 9
+for scale in [float(x) for x in sys.argv[5].split(",")] if len(sys.argv) > 5 else []:
+    t0 = time.time()
+    returns, action_sq = jax.device_get(rollout(run.params(medium)["ppo"], False, jax.random.key(0), scale))
+    row = {"policy": "medium", "snapshot": medium, "actions": f"sampled, std x {scale}", "return": float(np.mean(returns)),
+           "return_sd": float(np.std(returns)), "action_sq": float(np.mean(action_sq)), "seconds": time.time() - t0}
+    out["rows"].append(row)
+    print(json.dumps(row), flush=True)
 json.dump(out, open(f"benchmarks/results/logs/dmpc_cpu_s22_medium_noise_{ENV}.json", "w"), indent=1)
