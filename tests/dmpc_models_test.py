@@ -10,7 +10,7 @@ from flax import nnx
 from configs.dmpc import locomotion
 from core import diffusion
 from core import train as train_lib
-from papers.dmpc import models, planning
+from papers.dmpc import diagnostics, models
 
 # the GPU config's schedule, parameterisation and sampler: a 1000-step cosine schedule sampled with 32 DDIM steps,
 # x0 clipped to the action bounds (planning.diffusion_actions); unclipped, this setting wrecked D-MPC's proposals
@@ -96,9 +96,9 @@ def test_every_head_learns_on_segments():
     fits = {}
     untrained = models.DMPCModels(dims, nnx.Rngs(0))     # the trained model's start (its buffers were donated)
     for name, candidate in (("untrained", untrained), ("trained", train_lib.merge_model(setup.graphdef, state))):
-        fits[name] = (planning.proposal_fit(candidate, held, jax.random.key(1), plan, SCHEDULE, samples=4),
-                      planning.dynamics_fit(candidate, held, jax.random.key(2), plan, SCHEDULE),
-                      planning.value_fit(candidate, held, jax.random.key(3), plan, SCHEDULE))
+        fits[name] = (diagnostics.proposal_fit(candidate, held, jax.random.key(1), plan, SCHEDULE, samples=4),
+                      diagnostics.dynamics_fit(candidate, held, jax.random.key(2), plan, SCHEDULE),
+                      diagnostics.value_fit(candidate, held, jax.random.key(3), plan, SCHEDULE))
     np.testing.assert_allclose(fits["trained"][0]["marginal"], held["actions"][:, 0].var(0).mean(), rtol=1e-4)
     for key in ("diffusion_one_sample", "bc", "gaussian_mean"):
         assert fits["trained"][0][key] < fits["untrained"][0][key], (key, fits)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.planning.ssr import sample_score_rank, softmax_weighted
-from papers.dmpc import planning
+from papers.dmpc import diagnostics, planning
 
 
 def test_ssr_returns_the_highest_scoring_candidate_of_a_known_set():
@@ -190,11 +190,11 @@ def test_batched_dmpc_variants_act_like_each_variant_alone():
     np.testing.assert_array_equal(visited[1:, :, 0], visited[:-1, :, 1])
     alive = alive.copy()
     alive[5:, 1] = False
-    picked = planning.visited_states({"visited_histories": visited, "visited_alive": alive}, 100)["history"]
+    picked = diagnostics.visited_states({"visited_histories": visited, "visited_alive": alive}, 100)["history"]
     np.testing.assert_array_equal(picked, visited[alive])
-    assert len(planning.visited_states({"visited_histories": visited, "visited_alive": alive}, 8)["history"]) == 8
+    assert len(diagnostics.visited_states({"visited_histories": visited, "visited_alive": alive}, 8)["history"]) == 8
     with pytest.raises(ValueError, match="no alive step"):
-        planning.visited_states({"visited_histories": visited, "visited_alive": np.zeros_like(alive)}, 8)
+        diagnostics.visited_states({"visited_histories": visited, "visited_alive": np.zeros_like(alive)}, 8)
     with pytest.raises(ValueError, match="registered under each of its members"):
         planning.evaluate(env, {"dmpc": group, "bc": solo["bc"]}, states, *args, history=2)
 
@@ -253,7 +253,7 @@ def test_simulated_chunks_replay_the_env_from_the_observed_state_and_stop_at_the
     for _ in range(5):
         state = env.step(state, jnp.array([1.0, 0.2]))
     actions = jnp.stack([jnp.tile(jnp.array([[0.5, 0.0]]), (4, 1)), jnp.tile(jnp.array([[-0.3, 0.4]]), (4, 1))])
-    states, rewards, alive = planning.simulate_chunks(env, state.obs, actions)
+    states, rewards, alive = diagnostics.simulate_chunks(env, state.obs, actions)
     replay, replay_rewards = state, []
     for action in actions[0]:                 # the env itself, from the real state (its x position is not observed)
         replay = env.step(replay, action)
@@ -264,7 +264,7 @@ def test_simulated_chunks_replay_the_env_from_the_observed_state_and_stop_at_the
     # from y = 0.9 moving up, pushing up: y passes 1 (the episode's end) within the chunk; the step that falls
     # still counts, none after it
     edge = jnp.array([0.9, 0.0, 1.0])
-    states, rewards, alive = planning.simulate_chunks(env, edge, jnp.tile(jnp.array([[0.0, 1.0]]), (1, 6, 1)))
+    states, rewards, alive = diagnostics.simulate_chunks(env, edge, jnp.tile(jnp.array([[0.0, 1.0]]), (1, 6, 1)))
     fallen = np.abs(np.asarray(states[0, :, 0])) >= 1.0
     first = int(np.argmax(fallen))
     assert fallen.any() and 0 < first < 5
@@ -276,7 +276,7 @@ def test_candidate_ranking_oracle_ranks_perfectly_and_bounds_every_argmax_pick()
     from papers.dmpc import envs
     model, schedule = _small_model(), diffusion.cosine_schedule(100)       # obs 3 / actions 2: the toy env's
     histories = 0.3 * jax.random.normal(jax.random.key(5), (3, 2, 3))
-    ranking = planning.candidate_ranking(envs.make("toy"), model, {"history": histories}, jax.random.key(6),
+    ranking = diagnostics.candidate_ranking(envs.make("toy"), model, {"history": histories}, jax.random.key(6),
                                          _plan_cfg(num_samples=8), schedule, num_states=3)
     assert ranking["states"] == 3 and ranking["candidates"] == 8
     assert ranking["oracle"]["spearman"] == pytest.approx(1.0)

@@ -59,7 +59,7 @@ def get_config(arg=None):
     # its own eval.num_episodes; a row's score is the mean over seeds ± the s.e. over seeds (the issue: >= 3)
     c.seeds = 1 if smoke else 3
     # held-out states at which each dynamics model's within-state ranking of the planner's candidates is
-    # checked against simulated futures (planning.candidate_ranking; a row's `candidate_ranking`)
+    # checked against simulated futures (diagnostics.candidate_ranking; a row's `candidate_ranking`)
     c.ranking_states = 4 if smoke else 32
     # run_evals=False: brax's evaluator would roll 1000 sequential steps at every snapshot (most of PPO's time
     # on MJX); papers.dmpc.experts.evaluate_snapshots scores all snapshots afterwards in one rollout instead.

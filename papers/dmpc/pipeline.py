@@ -31,7 +31,7 @@ from core import metrics as metrics_lib
 from core import train as train_lib
 from papers.dmpc import data as data_lib
 from papers.dmpc import envs as envs_lib
-from papers.dmpc import evaluation, experts, models, planning
+from papers.dmpc import diagnostics, evaluation, experts, models, planning
 from papers.dmpc.segments import Segments
 
 
@@ -316,17 +316,17 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         fit_segments = segments if test_eps is None else make_segments(test_eps)
         fit_batch = fit_segments.batch(np.random.default_rng(config.seed + 7), 512)
         schedule = evaluation.noise_schedule(config)
-        fit = planning.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
-        dynamics_fit = planning.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
+        fit = diagnostics.proposal_fit(model, fit_batch, jax.random.key(config.seed + 7), config.plan, schedule)
+        dynamics_fit = diagnostics.dynamics_fit(model, fit_batch, jax.random.key(config.seed + 8), config.plan, schedule)
         # the objective on held-out and on training segments: the planner's argmax exploits where J overfits
-        value_fit = {"held_out" if test_eps is not None else "training": planning.value_fit(
+        value_fit = {"held_out" if test_eps is not None else "training": diagnostics.value_fit(
             model, fit_batch, jax.random.key(config.seed + 9), config.plan, schedule)}
         if test_eps is not None:
-            value_fit["training"] = planning.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
+            value_fit["training"] = diagnostics.value_fit(model, segments.batch(np.random.default_rng(config.seed + 7), 512),
                                                        jax.random.key(config.seed + 9), config.plan, schedule)
         # the argmax ranks candidates from one state: each dynamics model's ranking against simulated futures
         num_ranking_states = int(config.get("ranking_states", 32))
-        ranking = planning.candidate_ranking(env, model, fit_batch, jax.random.key(config.seed + 10), config.plan,
+        ranking = diagnostics.candidate_ranking(env, model, fit_batch, jax.random.key(config.seed + 10), config.plan,
                                              schedule, num_states=num_ranking_states)
         if model_file and env_name == config.adaptation_env and kind == config.ankle.dataset:
             models.save_params(model, model_file)     # now, so a stage killed later still leaves it
@@ -351,7 +351,7 @@ def _evaluate_datasets(env, made, config, workdir, out, log, models_out, checkpo
         # the same ranking on the states each planner's own closed loop reached (seed 0's first episodes): the
         # argmax acts there, off the data, where a dynamics model can be exploited
         ranking_closed_loop = {
-            m: planning.candidate_ranking(env, model, planning.visited_states(results[m], num_ranking_states),
+            m: diagnostics.candidate_ranking(env, model, diagnostics.visited_states(results[m], num_ranking_states),
                                           jax.random.key(config.seed + 11), config.plan, schedule,
                                           num_states=num_ranking_states)
             for m in ("dmpc", "onestep") if m in results}

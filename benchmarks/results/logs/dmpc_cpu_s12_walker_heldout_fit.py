@@ -5,7 +5,7 @@ import jax, numpy as np
 from flax import nnx
 from benchmarks import common
 from core import diffusion
-from papers.dmpc import data as data_lib, envs as envs_lib, experts, models, pipeline, planning
+from papers.dmpc import data as data_lib, envs as envs_lib, experts, models, pipeline, diagnostics
 from papers.dmpc.segments import Segments
 t0 = time.time()
 config = common.load_config("dmpc/locomotion", "env=walker2d")
@@ -21,9 +21,9 @@ model = models.load_params(models.DMPCModels(pipeline.model_dims(env, config), n
 model.eval()
 batch = seg.batch(np.random.default_rng(0), 512)
 sched = diffusion.cosine_schedule(config.model.diffusion_steps)
-out = {"proposal": planning.proposal_fit(model, batch, jax.random.key(1), config.plan, sched),
-       "dynamics": planning.dynamics_fit(model, batch, jax.random.key(2), config.plan, sched)}
+out = {"proposal": diagnostics.proposal_fit(model, batch, jax.random.key(1), config.plan, sched),
+       "dynamics": diagnostics.dynamics_fit(model, batch, jax.random.key(2), config.plan, sched)}
 for steps in (10, 32, 100):
     cfg = config.plan.copy_and_resolve_references(); cfg.dynamics_steps = steps
-    out[f"dynamics_ddim{steps}"] = planning.dynamics_fit(model, batch, jax.random.key(2), cfg, sched)
+    out[f"dynamics_ddim{steps}"] = diagnostics.dynamics_fit(model, batch, jax.random.key(2), cfg, sched)
 print(json.dumps(out, indent=1), f"{time.time()-t0:.0f}s", flush=True)

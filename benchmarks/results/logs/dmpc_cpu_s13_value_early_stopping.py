@@ -8,7 +8,7 @@ import jax, numpy as np
 from flax import nnx
 from benchmarks import common
 from core import diffusion, train as train_lib
-from papers.dmpc import data as data_lib, envs as envs_lib, experts, models, pipeline, planning
+from papers.dmpc import data as data_lib, envs as envs_lib, experts, models, pipeline, diagnostics
 from papers.dmpc.segments import Segments
 t0 = time.time()
 config = common.load_config("dmpc/locomotion", "env=walker2d")
@@ -39,7 +39,7 @@ last = train_lib.merge_model(result.graphdef, result.state)
 last.eval()
 test_batch = test_seg.batch(np.random.default_rng(9), 2048)
 train_batch = train_seg.batch(np.random.default_rng(9), 2048)
-fit = lambda m, b: planning.value_fit(m, b, jax.random.key(9), config.plan, sched)["data_future"]
+fit = lambda m, b: diagnostics.value_fit(m, b, jax.random.key(9), config.plan, sched)["data_future"]
 out = {"episodes": {"train": len(train_eps.lengths), "select": len(select_eps.lengths), "test": len(test_eps.lengths)},
        "transitions": int(eps.lengths.sum()), "steps": steps, "batch": batch_size,
        "last": {"test": fit(last, test_batch), "train": fit(last, train_batch)}}

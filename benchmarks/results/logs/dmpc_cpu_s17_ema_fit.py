@@ -6,7 +6,7 @@ import jax, numpy as np
 from flax import nnx
 from benchmarks import common
 from core import diffusion, train as train_lib
-from papers.dmpc import envs as envs_lib, models, pipeline, planning
+from papers.dmpc import envs as envs_lib, models, pipeline, diagnostics
 from papers.dmpc.segments import Segments
 decay, steps = float(sys.argv[1]), int(sys.argv[2])
 prediction = sys.argv[3] if len(sys.argv) > 3 else "v"
@@ -36,8 +36,8 @@ out = {"decay": decay, "steps": steps, "prediction": prediction, "train_transiti
 for name, raw in (("raw", True), ("ema", False)):
     m = train_lib.merge_model(result.graphdef, result.state, raw=raw)
     m.eval()
-    out[name] = {"dynamics": planning.dynamics_fit(m, batch, jax.random.key(2), config.plan, sched),
-                 "proposal": planning.proposal_fit(m, batch, jax.random.key(1), config.plan, sched)}
+    out[name] = {"dynamics": diagnostics.dynamics_fit(m, batch, jax.random.key(2), config.plan, sched),
+                 "proposal": diagnostics.proposal_fit(m, batch, jax.random.key(1), config.plan, sched)}
 out["seconds"] = time.time() - t0
 print(json.dumps(out, indent=1), flush=True)
 json.dump(out, open(f"/tmp/ema_{decay}_{steps}" + ("" if prediction == "v" else f"_{prediction}") + ".json", "w"), indent=1)

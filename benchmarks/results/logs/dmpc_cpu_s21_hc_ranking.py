@@ -14,7 +14,7 @@ from flax import nnx
 from scipy import stats
 from benchmarks import common
 from core import diffusion, train as train_lib
-from papers.dmpc import envs as envs_lib, models, pipeline, planning
+from papers.dmpc import envs as envs_lib, models, pipeline, planning, diagnostics
 from papers.dmpc.segments import Segments
 variant, steps = sys.argv[1], int(sys.argv[2])
 t0 = time.time()
@@ -43,13 +43,13 @@ m = train_lib.merge_model(result.graphdef, result.state)
 m.eval()
 batch = held.batch(np.random.default_rng(0), 512)
 out = {"variant": variant, "steps": steps, "train_transitions": int(eps["train"].lengths.sum()),
-       "dynamics_fit": planning.dynamics_fit(m, batch, jax.random.key(2), config.plan, sched),
+       "dynamics_fit": diagnostics.dynamics_fit(m, batch, jax.random.key(2), config.plan, sched),
        "train_s": time.time() - t0}
 states, N = 32, 64
 hist, acts = jnp.asarray(batch["history"][:states]), jnp.asarray(batch["actions"][:states])
 noise = 0.3 * jax.random.normal(jax.random.key(3), (states, N) + acts.shape[1:])
 cands = jnp.clip(acts[:, None] + noise, -1.0, 1.0)                                  # [states, N, F, A]
-true = jax.jit(jax.vmap(lambda h, a: planning.simulate_chunks(env, h[-1], a)[0]))(hist, cands)
+true = jax.jit(jax.vmap(lambda h, a: diagnostics.simulate_chunks(env, h[-1], a)[0]))(hist, cands)
 preds = {
     "diffusion": jax.jit(jax.vmap(lambda h, a, k: planning.diffusion_states(m, h, a, k, config.plan, sched)))(
         hist, cands, jax.random.split(jax.random.key(4), states)),
