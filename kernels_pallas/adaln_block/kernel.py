@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 LAYOUTS = ("dit", "official")
+SHARED_MEMORY_BUDGET = 160 * 1024      # bytes for the MLP loop's operands; leaves room for the rest
 
 
 def _layer_norm(x, valid, width: int, eps: float):
@@ -118,13 +119,20 @@ def adaln_block(x, modulation, params: dict, *, heads: int, head_dim: int, causa
         raise ValueError(f"adaln_block needs modulation [B, n, 6w] and a [w, 3 * heads * head_dim] qkv kernel; got "
                          f"x {x.shape}, modulation {modulation.shape}, qkv {params['qkv_kernel'].shape}.")
     mlp_chunk = min(mlp_chunk, mlp_dim)
+    P, Wp = pl.next_power_of_2(tokens), pl.next_power_of_2(width)
+    S = max(samples_per_tile, pl.cdiv(16, P))                 # >= 16 rows per tile for the tensor-core dots
+    rows = S * P
+    # Triton stages every dot operand of the MLP loop body in shared memory (fc1 and fc2 chunks, h, the
+    # activation): halve the chunk until that fits the SM's budget (227 KiB on Hopper; 256-wide chunks of a
+    # 256-wide block asked for 288 KiB on the H200).
+    itemsize = jnp.dtype(params["fc1_kernel"].dtype).itemsize
+    mlp_smem = lambda c: itemsize * (2 * Wp * c + rows * Wp + rows * c)
+    while mlp_chunk > 16 and mlp_smem(mlp_chunk) > SHARED_MEMORY_BUDGET:
+        mlp_chunk //= 2
     if mlp_dim % mlp_chunk or head_dim < 16 or head_dim & (head_dim - 1) or mlp_chunk & (mlp_chunk - 1):
         raise ValueError(f"adaln_block needs power-of-two head_dim >= 16 and mlp chunk dividing mlp_dim; got "
                          f"head_dim {head_dim}, mlp_dim {mlp_dim}, chunk {mlp_chunk}.")
-    P, Wp = pl.next_power_of_2(tokens), pl.next_power_of_2(width)
-    S = max(samples_per_tile, pl.cdiv(16, P))                 # >= 16 rows per tile for the tensor-core dots
     B = pl.cdiv(batch, S) * S
-    rows = S * P
     pad_w = lambda a, axis: jnp.pad(a, [(0, Wp - width if i == axis else 0) for i in range(a.ndim)])
     xp = jnp.pad(x, ((0, B - batch), (0, P - tokens), (0, Wp - width))).reshape(B * P, Wp)
     mod = modulation.reshape(batch, tokens, 6, width)
