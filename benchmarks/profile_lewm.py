@@ -21,8 +21,9 @@ def main(argv=None):
     parser = common.arg_parser(__doc__)
     parser.add_argument("--env", default="tworoom", choices=("tworoom", "pusht"))
     parser.add_argument("--repeats", type=int, default=5, help="profiled calls of each program")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma list of plan compute dtypes")
     parser.add_argument("--predictor_kernels", default="xla", help="comma list of LeWMConfig.predictor_kernel to "
-                        "plan with: xla (keys plan_<dtype>), pallas (keys plan_<dtype>_pallas: one fused launch per "
+                        "plan with: xla (keys plan_<dtype>), pallas (keys plan_<dtype>_pallas: four fused launches per "
                         "predictor block)")
     parser.add_argument("--skip_train", action="store_true", help="profile the plans only")
     args = parser.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv=None):
     for kernel in args.predictor_kernels.split(","):
         model = lewm_model.with_predictor_kernel(trained, kernel)
         mgraph, mstate = nnx.split(model)
-        for dtype in ("float32", "bfloat16"):
+        for dtype in args.dtypes.split(","):
             name = f"plan_{dtype}" + ("" if kernel == "xla" else f"_{kernel}")
             plan_config = config_lib.apply_overrides(config, {"eval.compute_dtype": dtype})
             plan_fn = jax.jit(lambda s, z, p, g, k, dtype=dtype, mgraph=mgraph: planning.plan(

@@ -38,9 +38,24 @@ def test_reference_equals_the_module_and_the_kernel_equals_the_reference(layout,
     ref = reference.adaln_block(x, modulation, params, heads=2, head_dim=16, causal=causal, layout=layout)
     np.testing.assert_allclose(ref, module, rtol=1e-5, atol=1e-5)
     got = kernel.adaln_block(x, modulation, params, heads=2, head_dim=16, causal=causal, layout=layout,
-                             samples_per_tile=4, mlp_chunk=64, interpret=True)
+                             samples_per_tile=4, interpret=True)
     assert got.shape == x.shape and got.dtype == x.dtype
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5)
+
+
+def test_a_stack_of_blocks_with_prepared_weights_equals_the_blocks_one_by_one():
+    blocks = [_block("dit", seed=s) for s in (0, 1)]
+    params = [reference.block_params(b) for b in blocks]
+    x, modulation = _inputs(batch=21, tokens=3, width=48)
+    modulations = [modulation, 0.7 * modulation[..., ::-1]]
+    want = ops.adaln_blocks(x, modulations, params, heads=2, head_dim=16, backend="reference")
+    prepared = [kernel.prepare_params(p) for p in params]
+    assert prepared[0]["qkv_kernel"].shape == (64, 96) and kernel.prepare_params(prepared[0]) is prepared[0]
+    got = kernel.adaln_blocks(x, modulations, prepared, heads=2, head_dim=16, samples_per_tile=4, interpret=True)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    assert float(jnp.max(jnp.abs(want - x))) > 0.1          # the blocks did something
+    with pytest.raises(ValueError, match="one modulation per block"):
+        kernel.adaln_blocks(x, modulations[:1], params, heads=2, head_dim=16, interpret=True)
 
 
 def test_bf16_kernel_is_close_to_the_f32_reference_and_bad_shapes_are_refused():
@@ -61,7 +76,7 @@ def test_bf16_kernel_is_close_to_the_f32_reference_and_bad_shapes_are_refused():
 
 def test_lewm_rollout_with_the_fused_predictor_equals_the_module_path():
     """LeWMConfig(predictor_kernel="pallas") changes only how inference runs the predictor blocks."""
-    from papers.lewm.model import LeWM, LeWMConfig, with_predictor_kernel
+    from papers.lewm.model import LeWM, LeWMConfig, prepare_fused_predictor, with_predictor_kernel
     config = LeWMConfig.smoke()
     model = LeWM(config, rngs=nnx.Rngs(0))
     # the AdaLN-zero modulations start at zero (every block the identity): perturb every predictor weight
@@ -79,6 +94,11 @@ def test_lewm_rollout_with_the_fused_predictor_equals_the_module_path():
     plan = jax.random.normal(ks[2], (5, 3, config.action_block_dim))
     want, got = model.rollout(z_hist, past, plan), fused.rollout(z_hist, past, plan)
     assert float(jnp.max(jnp.abs(want - got))) < 1e-4 * max(1.0, float(jnp.max(jnp.abs(want))))
+    # the planner's path: weights padded once (prepare_fused_predictor), inside jit
+    graphdef, state = nnx.split(fused)
+    prepared = jax.jit(lambda s: prepare_fused_predictor(nnx.merge(graphdef, s)).rollout(z_hist, past, plan))(state)
+    np.testing.assert_allclose(prepared, got, rtol=1e-6, atol=1e-6)
+    assert prepare_fused_predictor(model) is model and not hasattr(model, "fused_predictor_weights")
     assert float(jnp.max(jnp.abs(want - model.rollout(z_hist * 0, past, plan)))) > 1e-3   # not a constant map
     with pytest.raises(ValueError, match="predictor_kernel"):
         LeWMConfig.smoke(predictor_kernel="triton")

@@ -182,13 +182,17 @@ class LeWM(nnx.Module):
         keys = (jax.random.split(dropout_key, len(self.predictor)) if dropout_key is not None
                 else [None] * len(self.predictor))
         # all blocks' AdaLN modulations in one GEMM (they share the condition): fewer kernels per planner call
-        fused = self.config.predictor_kernel == "pallas" and dropout_key is None
-        for block, key, modulation in zip(self.predictor, keys, stacked_modulations(self.predictor, condition)):
-            if fused:
-                x = adaln_block_ops.adaln_block(x, modulation.astype(x.dtype), adaln_block_reference.block_params(block),
-                                                heads=block.heads, head_dim=block.head_dim, causal=True,
-                                                layout=block.layout)
-            else:
+        modulations = stacked_modulations(self.predictor, condition)
+        if self.config.predictor_kernel == "pallas" and dropout_key is None:
+            prepared = getattr(self, "fused_predictor_weights", None)
+            weights = (prepared.get_value() if prepared is not None
+                       else [adaln_block_reference.block_params(block) for block in self.predictor])
+            first = self.predictor[0]
+            x = adaln_block_ops.adaln_blocks(x, [m.astype(x.dtype) for m in modulations], weights,
+                                             heads=first.heads, head_dim=first.head_dim, causal=True,
+                                             layout=first.layout)
+        else:
+            for block, key, modulation in zip(self.predictor, keys, modulations):
                 x = block(x, condition, causal=True, key=key, modulation=modulation)
         if last_only:
             x = x[:, -1:]
@@ -219,6 +223,21 @@ def with_predictor_kernel(model: LeWM, kernel: str) -> LeWM:
     twin = nnx.merge(graphdef, nnx.state(model))
     twin.eval()
     return twin
+
+
+class FusedPredictorWeights(nnx.Variable):
+    """The predictor blocks' weights padded for the Pallas kernels (kernels_pallas.adaln_block.prepare_params)."""
+
+
+def prepare_fused_predictor(model: LeWM) -> LeWM:
+    """Pads the predictor's weights for the Pallas blocks once, where this is called (inside a jitted plan, before
+    CEM's loops: XLA does not hoist size-inflating pads out of a while loop, so padding in the blocks themselves
+    cost ~1k pad kernels per plan). A no-op for the XLA predictor. The padded copy is a snapshot: call it again
+    after the weights change."""
+    if model.config.predictor_kernel == "pallas":
+        model.fused_predictor_weights = FusedPredictorWeights(
+            [adaln_block_ops.prepare_params(adaln_block_reference.block_params(block)) for block in model.predictor])
+    return model
 
 
 def param_count(model: LeWM) -> int:

@@ -19,12 +19,13 @@ from core import precision
 from core.envs import rollout as env_rollout
 from core.planning import cem
 from papers.lewm import data as lewm_data
+from papers.lewm import model as lewm_model
 
 
 def planning_model(graphdef, state, dtype):
     """The model the evaluation plans with, its weights cast to `dtype` (bfloat16 is the training compute
     dtype, and CEM's GEMMs over 300 samples × 3 tokens run at half their f32 time)."""
-    return precision.cast_params(nnx.merge(graphdef, state), jnp.dtype(dtype))
+    return lewm_model.prepare_fused_predictor(precision.cast_params(nnx.merge(graphdef, state), jnp.dtype(dtype)))
 
 
 def latent_cost(model, z_hist, past_blocks, z_goal):
