@@ -229,12 +229,12 @@ class FusedPredictorWeights(nnx.Variable):
     """The predictor blocks' weights padded for the Pallas kernels (kernels_pallas.adaln_block.prepare_params)."""
 
 
-def prepare_fused_predictor(model: LeWM) -> LeWM:
+def prepare_fused_predictor(model):
     """Pads the predictor's weights for the Pallas blocks once, where this is called (inside a jitted plan, before
     CEM's loops: XLA does not hoist size-inflating pads out of a while loop, so padding in the blocks themselves
-    cost ~1k pad kernels per plan). A no-op for the XLA predictor. The padded copy is a snapshot: call it again
-    after the weights change."""
-    if model.config.predictor_kernel == "pallas":
+    cost ~1k pad kernels per plan). A no-op for the XLA predictor and for other planning models (oracles). The
+    padded copy is a snapshot: call it again after the weights change."""
+    if isinstance(model, LeWM) and model.config.predictor_kernel == "pallas":
         model.fused_predictor_weights = FusedPredictorWeights(
             [adaln_block_ops.prepare_params(adaln_block_reference.block_params(block)) for block in model.predictor])
     return model
